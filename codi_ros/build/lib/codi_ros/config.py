@@ -1,0 +1,222 @@
+"""Typed world configuration, loaded from ``config/world.yaml`` (the one source of truth).
+
+Every module that needs a geometric or timing fact (table size, base poses, control rate,
+horizon, limits) takes a :class:`WorldConfig` instead of hard-coding it.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from codi_ros.frames import BaseFrame
+from codi_ros.paths import config_dir
+
+
+class ConfigError(ValueError):
+    """A configuration value is missing, malformed or physically inconsistent."""
+
+
+def _check(cond: bool, msg: str) -> None:
+    if not cond:
+        raise ConfigError(msg)
+
+
+@dataclass(frozen=True)
+class TableConfig:
+    size: tuple[float, float] = (1.8, 1.2)
+    thickness: float = 0.05
+    friction: float = 1.0
+
+    def __post_init__(self) -> None:
+        _check(len(self.size) == 2 and min(self.size) > 0, f"table.size must be two positive lengths, got {self.size}")
+
+
+@dataclass(frozen=True)
+class ArmConfig:
+    name: str
+    base_xy: tuple[float, float]
+    base_yaw: float
+
+    def __post_init__(self) -> None:
+        _check(self.name.isidentifier(), f"arm name must be an identifier, got {self.name!r}")
+        _check(len(self.base_xy) == 2, f"arms[{self.name}].base_xy must have 2 values")
+
+
+@dataclass(frozen=True)
+class ReachConfig:
+    min_radius: float = 0.30
+    max_radius: float = 0.76
+
+    def __post_init__(self) -> None:
+        _check(0 <= self.min_radius < self.max_radius, "reach: need 0 <= min_radius < max_radius")
+
+
+@dataclass(frozen=True)
+class CubeConfig:
+    size: float = 0.05
+    mass: float = 0.1
+    margin: float = 0.08
+
+    def __post_init__(self) -> None:
+        _check(0 < self.size < 0.08, "cube.size must be in (0, 0.08) m to fit the Panda hand")
+
+
+@dataclass(frozen=True)
+class BoxRegion:
+    x_range: tuple[float, float]
+    y_range: tuple[float, float]
+
+    def __post_init__(self) -> None:
+        _check(self.x_range[0] <= self.x_range[1] and self.y_range[0] <= self.y_range[1],
+               f"region ranges must be (low, high), got {self.x_range}, {self.y_range}")
+
+    def corners(self) -> list[tuple[float, float]]:
+        return [(x, y) for x in self.x_range for y in self.y_range]
+
+
+@dataclass(frozen=True)
+class GoalConfig(BoxRegion):
+    tolerance: float = 0.15
+
+
+@dataclass(frozen=True)
+class ControlConfig:
+    rate_hz: float = 10.0
+    ik_rate_hz: float = 100.0
+    physics_dt: float = 0.002
+    max_linear_speed: float = 0.3
+    max_angular_speed: float = 1.5
+    gripper_max_width: float = 0.08
+    ik_damping: float = 0.05
+    nullspace_gain: float = 0.5
+    joint_velocity_limit: tuple[float, ...] = (2.0, 1.0, 1.5, 1.25, 3.0, 1.5, 3.0)
+    joint_acceleration_limit: tuple[float, ...] = (10.0,) * 7
+
+    def __post_init__(self) -> None:
+        _check(self.rate_hz > 0 and self.ik_rate_hz >= self.rate_hz, "control: need 0 < rate_hz <= ik_rate_hz")
+        _check(0 < self.physics_dt <= 0.005, "control.physics_dt must be in (0, 5 ms]: at 10 ms cubes fall through")
+        _check(abs(round(self.substeps_per_ik) - self.substeps_per_ik) < 1e-6, "1/ik_rate_hz must be a multiple of physics_dt")
+        _check(abs(round(self.ik_per_control) - self.ik_per_control) < 1e-6, "ik_rate_hz must be a multiple of rate_hz")
+        _check(len(self.joint_velocity_limit) == 7 and len(self.joint_acceleration_limit) == 7, "joint limits need 7 values")
+
+    @property
+    def dt(self) -> float:
+        """Control period (one action of a chunk), seconds."""
+        return 1.0 / self.rate_hz
+
+    @property
+    def substeps_per_ik(self) -> float:
+        return 1.0 / (self.ik_rate_hz * self.physics_dt)
+
+    @property
+    def ik_per_control(self) -> float:
+        return self.ik_rate_hz / self.rate_hz
+
+
+@dataclass(frozen=True)
+class HorizonConfig:
+    prediction: int = 16
+    execution: int = 8
+
+    def __post_init__(self) -> None:
+        _check(1 <= self.execution <= self.prediction, "horizon: need 1 <= execution <= prediction")
+
+
+@dataclass(frozen=True)
+class WorldConfig:
+    table: TableConfig
+    arms: tuple[ArmConfig, ...]
+    home_qpos: tuple[float, ...]
+    reach: ReachConfig
+    cube: CubeConfig
+    goal: GoalConfig
+    handover_strip: BoxRegion
+    control: ControlConfig
+    horizon: HorizonConfig
+    episode_max_seconds: float = 30.0
+    source: str = field(default="<defaults>", compare=False)
+
+    def __post_init__(self) -> None:
+        _check(len(self.arms) >= 1, "at least one arm is required")
+        _check(len({a.name for a in self.arms}) == len(self.arms), "arm names must be unique")
+        _check(len(self.home_qpos) == 7, "home_qpos needs 7 joint values")
+        hx, hy = self.table.size[0] / 2, self.table.size[1] / 2
+        for name, region in (("goal", self.goal), ("handover_strip", self.handover_strip)):
+            for x, y in region.corners():
+                _check(abs(x) <= hx and abs(y) <= hy, f"{name} region corner ({x:.2f}, {y:.2f}) is off the table")
+        # Every goal must be reachable by at least one arm, else the task cannot be completed.
+        for x, y in self.goal.corners():
+            _check(any(self.reachable(a, (x, y)) for a in self.arms),
+                   f"goal region corner ({x:.2f}, {y:.2f}) is out of reach of every arm "
+                   f"(reach {self.reach.min_radius}-{self.reach.max_radius} m from a base)")
+
+    @property
+    def arm_names(self) -> tuple[str, ...]:
+        return tuple(a.name for a in self.arms)
+
+    def arm(self, name: str) -> ArmConfig:
+        for a in self.arms:
+            if a.name == name:
+                return a
+        raise ConfigError(f"unknown arm {name!r}; configured arms: {self.arm_names}")
+
+    def base_frame(self, name: str) -> BaseFrame:
+        a = self.arm(name)
+        return BaseFrame(xy=a.base_xy, yaw=a.base_yaw)
+
+    def reachable(self, arm: ArmConfig | str, xy: tuple[float, float]) -> bool:
+        """Whether a table-height point is inside the arm's top-down grasp annulus."""
+        a = self.arm(arm) if isinstance(arm, str) else arm
+        r = math.hypot(xy[0] - a.base_xy[0], xy[1] - a.base_xy[1])
+        return self.reach.min_radius <= r <= self.reach.max_radius
+
+    def to_dict(self) -> dict[str, Any]:
+        d = dataclasses.asdict(self)
+        d.pop("source")
+        return d
+
+
+def _region(d: dict[str, Any], cls: type = BoxRegion) -> Any:
+    return cls(**{k: tuple(v) if isinstance(v, list) else v for k, v in d.items()})
+
+
+def world_config_from_dict(d: dict[str, Any], source: str = "<dict>") -> WorldConfig:
+    """Build a validated :class:`WorldConfig` from the YAML structure of ``config/world.yaml``."""
+    try:
+        return WorldConfig(
+            table=TableConfig(size=tuple(d["table"]["size"]), thickness=d["table"].get("thickness", 0.05),
+                              friction=d["table"].get("friction", 1.0)),
+            arms=tuple(ArmConfig(name=a["name"], base_xy=tuple(a["base_xy"]), base_yaw=float(a["base_yaw"]))
+                       for a in d["arms"]),
+            home_qpos=tuple(float(q) for q in d["home_qpos"]),
+            reach=ReachConfig(**d.get("reach", {})),
+            cube=CubeConfig(**d.get("cube", {})),
+            goal=_region(d["goal"], GoalConfig),
+            handover_strip=_region(d["handover_strip"]),
+            control=ControlConfig(**{k: tuple(v) if isinstance(v, list) else v for k, v in d.get("control", {}).items()}),
+            horizon=HorizonConfig(**d.get("horizon", {})),
+            episode_max_seconds=float(d.get("episode", {}).get("max_seconds", 30.0)),
+            source=source,
+        )
+    except (KeyError, TypeError) as e:
+        raise ConfigError(f"{source}: malformed world config ({type(e).__name__}: {e})") from None
+
+
+def load_world_config(path: str | Path | None = None) -> WorldConfig:
+    """Load the world config (default: the installed/shipped ``config/world.yaml``)."""
+    p = Path(path) if path is not None else config_dir() / "world.yaml"
+    if not p.is_file():
+        raise ConfigError(f"world config not found: {p}")
+    try:
+        data = yaml.safe_load(p.read_text())
+    except yaml.YAMLError as e:
+        raise ConfigError(f"{p}: not valid YAML: {e}") from None
+    if not isinstance(data, dict):
+        raise ConfigError(f"{p}: expected a mapping at the top level")
+    return world_config_from_dict(data, source=str(p))

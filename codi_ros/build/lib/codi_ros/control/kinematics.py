@@ -1,0 +1,46 @@
+"""Forward kinematics and the tool-site Jacobian of one FR3 + Panda hand, in its own base frame.
+
+Uses MuJoCo as a kinematics library on a one-arm model built from the same data as the simulated
+world, so the hardware action node and the simulator share one arm model.
+"""
+
+from __future__ import annotations
+
+import mujoco
+import numpy as np
+
+from codi_ros.config import ArmConfig, WorldConfig
+from codi_ros.sim.scene import build_arm_xml
+
+_NAME = "arm"
+
+
+class ArmKinematics:
+    def __init__(self, cfg: WorldConfig):
+        self.model = mujoco.MjModel.from_xml_string(build_arm_xml(ArmConfig(_NAME, (0.0, 0.0), 0.0), cfg))
+        self.data = mujoco.MjData(self.model)
+        self._site = self.model.site(f"{_NAME}_tcp").id
+        self._qadr = [self.model.joint(f"{_NAME}_fr3_joint{i}").qposadr[0] for i in range(1, 8)]
+        self.q_lower = np.array([self.model.joint(f"{_NAME}_fr3_joint{i}").range[0] for i in range(1, 8)])
+        self.q_upper = np.array([self.model.joint(f"{_NAME}_fr3_joint{i}").range[1] for i in range(1, 8)])
+
+    def _set(self, q: np.ndarray) -> None:
+        q = np.asarray(q, dtype=float)
+        if q.shape != (7,) or not np.all(np.isfinite(q)):
+            raise ValueError(f"joint positions must be 7 finite values, got {q}")
+        self.data.qpos[self._qadr] = q
+        mujoco.mj_kinematics(self.model, self.data)
+        mujoco.mj_comPos(self.model, self.data)
+
+    def forward(self, q: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Tool-centre-point position (3,) and orientation (3, 3) in the base frame."""
+        self._set(q)
+        return self.data.site_xpos[self._site].copy(), self.data.site_xmat[self._site].reshape(3, 3).copy()
+
+    def jacobian(self, q: np.ndarray) -> np.ndarray:
+        """(6, 7) Jacobian of the tool site: rows 0-2 linear, 3-5 angular velocity, base frame."""
+        self._set(q)
+        jp, jr = np.zeros((3, self.model.nv)), np.zeros((3, self.model.nv))
+        mujoco.mj_jacSite(self.model, self.data, jp, jr, self._site)
+        dofs = [self.model.jnt_dofadr[self.model.joint(f"{_NAME}_fr3_joint{i}").id] for i in range(1, 8)]
+        return np.vstack([jp[:, dofs], jr[:, dofs]])

@@ -1,0 +1,87 @@
+"""The product of N single-agent diffusion policies, p^{1:N}(a | s) = prod_i p^(i)(a^(i) | f_single^(i)(s)) (eq. 6).
+
+Its score is the stack of the per-agent scores (eq. 13). The agents are homogeneous, so one
+shared policy is evaluated in every arm's own frame, in a single batched call (B*N rows).
+"""
+
+from __future__ import annotations
+
+from typing import Any, Protocol
+
+import torch
+from torch import Tensor
+
+
+class ScorePolicy(Protocol):
+    """What composition needs from a single-agent diffusion policy (core/policy.py)."""
+
+    config: Any  # exposes sigma_min, sigma_max (the EDM time grid)
+
+    def score(self, a_t: Tensor, t: Tensor, obs: Tensor) -> Tensor:
+        """a_t (B, H, A) normalised noisy chunk, t (B,), obs (B, OBS_DIM) raw -> score (B, H, A)."""
+        ...
+
+    def denoise(self, a_t: Tensor, t: Tensor, obs: Tensor) -> Tensor:
+        """Tweedie mean a_t + t^2 score."""
+        ...
+
+    def normalize_actions(self, a: Tensor) -> Tensor: ...
+
+    def unnormalize_actions(self, a: Tensor) -> Tensor: ...
+
+
+class ProductPolicy:
+    """N copies of one policy acting jointly: joint chunks a = (a^(1), ..., a^(N)) of shape (B, N, H, A)."""
+
+    def __init__(self, policy: ScorePolicy, num_agents: int):
+        if num_agents < 1:
+            raise ValueError(f"num_agents must be >= 1, got {num_agents}")
+        self.policy, self.num_agents = policy, num_agents
+
+    @property
+    def config(self) -> Any:
+        return self.policy.config
+
+    def _check(self, a_t: Tensor, obs: Tensor) -> None:
+        if a_t.ndim < 3 or a_t.shape[1] != self.num_agents:
+            raise ValueError(f"joint chunk must be (B, {self.num_agents}, ...), got {tuple(a_t.shape)}")
+        if obs.shape[:2] != a_t.shape[:2]:
+            raise ValueError(f"obs must be (B, {self.num_agents}, OBS_DIM) like the chunk, got {tuple(obs.shape)}")
+
+    def score(self, a_t: Tensor, t: Tensor, obs: Tensor) -> Tensor:
+        """Eq. 13: s^(1:N)(a; t, s) = [s^(i)(a^(i); t, f_single^(i)(s))]_i. a_t (B, N, ...), t (B,), obs (B, N, O)."""
+        self._check(a_t, obs)
+        N = a_t.shape[1]
+        s = self.policy.score(a_t.flatten(0, 1), t.repeat_interleave(N), obs.flatten(0, 1))
+        return s.reshape(a_t.shape)
+
+    def denoise(self, a_t: Tensor, t: Tensor, obs: Tensor) -> Tensor:
+        """Tweedie posterior mean mu = a(t) + t^2 s^(1:N)(a(t); t, s) (eq. 16)."""
+        return a_t + t.reshape(-1, *([1] * (a_t.ndim - 1))) ** 2 * self.score(a_t, t, obs)
+
+    def score_and_jacobian(self, a_t: Tensor, t: Tensor, obs: Tensor) -> tuple[Tensor, Tensor]:
+        """Score and its Jacobian w.r.t. a(t) by autodiff, for the t^4 covariance term of eq. 16.
+
+        The product's Jacobian is block diagonal, so only the per-agent blocks (B, N, d, d) are
+        returned (d = H*A). Rows of a batch must not interact inside the network (eval mode).
+        """
+        self._check(a_t, obs)
+        B, N = a_t.shape[:2]
+        x = a_t.detach().flatten(0, 1)
+        t_rows, obs_rows = t.repeat_interleave(N), obs.flatten(0, 1)
+
+        def rows_score_sum(z: Tensor) -> tuple[Tensor, Tensor]:  # d(sum_b s_b)/d z_b = d s_b / d z_b
+            s = self.policy.score(z, t_rows, obs_rows)
+            return s.sum(dim=0), s
+
+        with torch.enable_grad():
+            jac, score = torch.func.jacrev(rows_score_sum, has_aux=True)(x)               # (*ev, B*N, *ev)
+        d = x[0].numel()
+        blocks = jac.reshape(d, B * N, d).permute(1, 0, 2).reshape(B, N, d, d)
+        return score.detach().reshape(a_t.shape), blocks.detach()
+
+    def normalize_actions(self, a: Tensor) -> Tensor:
+        return self.policy.normalize_actions(a)
+
+    def unnormalize_actions(self, a: Tensor) -> Tensor:
+        return self.policy.unnormalize_actions(a)

@@ -1,0 +1,231 @@
+"""``codi data generate``: scripted demonstrations -> an on-disk data set (see data/dataset.py).
+
+single: one arm acts (the other stays parked at home), equal numbers of *pick* episodes (grasp
+the cube in reach, place it at a random reachable target drawn like the cube starts) and *yield*
+episodes (go home and stay), alternating left and right arms, each recorded in its own base
+frame. At every step the cube is teleported with probability ``reset_prob`` (paper: 1%) to a
+random table position -- reachable by the ego arm in pick episodes, so the expert re-grasps it.
+multi: both arms act under the handover expert (for the multi-agent baselines).
+
+Every episode i is seeded by (seed, i), so the data set does not depend on the worker count.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+PLACE_TOLERANCE = 0.02   # m: a pick demonstration succeeds when the cube ends this close to its target
+MIN_PLACE_DISTANCE = 0.10
+HOLD_STEPS = 8           # control steps held at home before an episode ends
+YIELD_SECONDS = (4.0, 6.0)
+
+
+@dataclass(frozen=True)
+class EpisodeSpec:
+    index: int
+    seed: int
+    mode: str                 # "single" | "multi"
+    reset_prob: float
+
+
+def _episode_kind(index: int, cfg_arms: tuple[str, ...]) -> tuple[str, str]:
+    """Interleave kinds and arms so every prefix of the data set is balanced."""
+    return ("pick" if index % 2 == 0 else "yield"), cfg_arms[(index // 2) % len(cfg_arms)]
+
+
+def run_single_episode(world: Any, spec: EpisodeSpec) -> tuple[np.ndarray, np.ndarray, dict[str, Any]]:
+    """One single-arm demonstration: (obs (T,1,D), actions (T,1,7), facts)."""
+    from codi_ros.sim.experts import PickPlace, Yield
+    from codi_ros.sim.tasks import random_posture, random_yaw, sample_table_xy
+
+    cfg = world.cfg
+    rng = np.random.default_rng([spec.seed, spec.index])
+    kind, arm = _episode_kind(spec.index, cfg.arm_names)
+    ego_reach = (arm,) if kind == "pick" else None
+    cube = sample_table_xy(rng, cfg, ego_reach)
+    world.reset(cube_xy=cube, cube_yaw=random_yaw(rng), arm_qpos={arm: random_posture(rng, cfg)})
+    if kind == "pick":
+        place = cube
+        while np.hypot(place[0] - cube[0], place[1] - cube[1]) < MIN_PLACE_DISTANCE:
+            place = sample_table_xy(rng, cfg, ego_reach)
+        skill = PickPlace(world, arm, place)
+        max_steps = int(cfg.episode_max_seconds * cfg.control.rate_hz)
+    else:
+        place, skill = None, Yield(world, arm)
+        max_steps = int(rng.uniform(*YIELD_SECONDS) * cfg.control.rate_hz)
+    obs, actions, resets, home_steps = [], [], 0, 0
+    for _ in range(max_steps):
+        if rng.random() < spec.reset_prob:
+            world.set_cube_pose(sample_table_xy(rng, cfg, ego_reach), random_yaw(rng))
+            resets += 1
+            if kind == "pick":
+                skill.restart()
+        obs.append(world.observation(arm))
+        action = skill.act()
+        actions.append(action)
+        world.apply_action(arm, action)
+        world.step_control()
+        home_steps = home_steps + 1 if (kind == "pick" and skill.done) else 0
+        if home_steps >= HOLD_STEPS:
+            break
+    facts: dict[str, Any] = {"index": spec.index, "kind": kind, "arm": arm, "steps": len(obs), "resets": resets,
+                             "cube_start": list(cube)}
+    if kind == "pick":
+        dist = float(np.linalg.norm(world.cube_state().pos[:2] - np.asarray(place)))
+        facts.update(place_target=list(place), final_place_error=dist,
+                     success=bool(skill.placed and dist <= PLACE_TOLERANCE))
+    return np.asarray(obs)[:, None], np.asarray(actions, dtype=np.float32)[:, None], facts
+
+
+def run_multi_episode(world: Any, spec: EpisodeSpec) -> tuple[np.ndarray, np.ndarray, dict[str, Any]]:
+    """One two-arm handover demonstration by the scripted multi-arm expert."""
+    from codi_ros.evaluation.metrics import EpisodeRecorder
+    from codi_ros.sim.experts import HandoverExpert
+    from codi_ros.sim.tasks import random_posture, random_yaw, sample_goal, sample_table_xy
+
+    cfg = world.cfg
+    rng = np.random.default_rng([spec.seed, spec.index])
+    cube = sample_table_xy(rng, cfg)
+    world.reset(cube_xy=cube, cube_yaw=random_yaw(rng), goal=sample_goal(rng, cfg),
+                arm_qpos={a: random_posture(rng, cfg) for a in cfg.arm_names})
+    expert = HandoverExpert(world, rng)
+    recorder = EpisodeRecorder(tolerance=cfg.goal.tolerance)
+    obs, actions, home_steps = [], [], 0
+    for _ in range(int(cfg.episode_max_seconds * cfg.control.rate_hz)):
+        obs.append(np.stack([world.observation(a) for a in cfg.arm_names]))
+        act = expert.act()
+        actions.append(np.stack([act[a] for a in cfg.arm_names]))
+        for a in cfg.arm_names:
+            world.apply_action(a, act[a])
+        world.step_control()
+        recorder.record(world)
+        home_steps = home_steps + 1 if expert.done else 0
+        if home_steps >= HOLD_STEPS:
+            break
+    facts = {"index": spec.index, "kind": "handover", "steps": len(obs), "cube_start": list(cube),
+             "goal": world.goal.tolist(), "arms_used": [a for a, _ in expert.stages], **recorder.summary()}
+    return np.asarray(obs), np.asarray(actions, dtype=np.float32), facts
+
+
+_WORLD = None
+
+
+def _worker_init(config_path: str | None) -> None:
+    global _WORLD
+    from codi_ros.config import load_world_config
+    from codi_ros.sim.world import TwoArmWorld
+    _WORLD = TwoArmWorld(load_world_config(config_path))
+
+
+def _run(spec: EpisodeSpec) -> tuple[np.ndarray, np.ndarray, dict[str, Any]]:
+    fn = run_single_episode if spec.mode == "single" else run_multi_episode
+    return fn(_WORLD, spec)
+
+
+def generate(mode: str, episodes: int, seed: int, out: Path, config_path: str | None = None,
+             reset_prob: float = 0.01, workers: int = 1, progress: bool = True) -> dict[str, Any]:
+    """Generate a data set and write it to ``out``; returns the summary."""
+    from tqdm import tqdm
+
+    from codi_ros.config import load_world_config
+    from codi_ros.data.dataset import Dataset, save_dataset
+    from codi_ros.version import code_version, machine_description
+
+    cfg = load_world_config(config_path)
+    specs = [EpisodeSpec(i, seed, mode, reset_prob if mode == "single" else 0.0) for i in range(episodes)]
+    t0 = time.perf_counter()
+    results = []
+    bar = tqdm(total=episodes, desc=f"{mode} demos", unit="ep", disable=not progress)
+    if workers > 1:
+        import multiprocessing as mp
+        with mp.get_context("spawn").Pool(workers, _worker_init, (config_path,)) as pool:
+            for r in pool.imap(_run, specs, chunksize=4):
+                results.append(r)
+                bar.update()
+    else:
+        _worker_init(config_path)
+        for s in specs:
+            results.append(_run(s))
+            bar.update()
+    bar.close()
+    seconds = time.perf_counter() - t0
+    obs = np.concatenate([r[0] for r in results]).astype(np.float32)
+    actions = np.concatenate([r[1] for r in results]).astype(np.float32)
+    ends = np.cumsum([len(r[0]) for r in results]).astype(np.int64)
+    facts = [r[2] for r in results]
+    sim_seconds = ends[-1] / cfg.control.rate_hz
+    if mode == "single":
+        picks = [f for f in facts if f["kind"] == "pick"]
+        success_rate = float(np.mean([f["success"] for f in picks])) if picks else None
+    else:
+        success_rate = float(np.mean([f["success"] for f in facts]))
+    physics_steps = sim_seconds / cfg.control.physics_dt
+    summary = {
+        "mode": mode, "episodes": episodes, "segments": int(ends[-1]), "steps": int(ends[-1]),
+        "expert_success_rate": success_rate, "seconds": round(seconds, 2), "workers": workers,
+        "simulated_seconds": round(float(sim_seconds), 1), "physics_steps_per_second": round(physics_steps / seconds),
+        "kinds": {k: sum(f["kind"] == k for f in facts) for k in sorted({f["kind"] for f in facts})},
+        "recovery_resets": int(sum(f.get("resets", 0) for f in facts)),
+    }
+    meta = {"mode": mode, "seed": seed, "reset_prob": reset_prob, "horizon": cfg.horizon.prediction,
+            "control_rate_hz": cfg.control.rate_hz, "arms": list(cfg.arm_names) if mode == "multi" else ["ego"],
+            "world_config": cfg.to_dict(), "world_config_source": cfg.source, "code_version": code_version(),
+            "machine": machine_description()}
+    save_dataset(Dataset(obs, actions, ends, facts, meta), out, summary)
+    return summary
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    sub = p.add_subparsers(dest="data_command", required=True, metavar="ACTION")
+    g = sub.add_parser("generate", help="run the scripted experts and write a data set",
+                       description="Run the scripted experts in MuJoCo and write a demonstration data set.")
+    g.add_argument("--mode", required=True, choices=("single", "multi"),
+                   help="single: one arm, pick/yield demos (CoDi's base policy); multi: two-arm handovers (baselines)")
+    g.add_argument("--episodes", type=int, required=True, help="number of demonstrations (paper: 1000)")
+    g.add_argument("--seed", type=int, default=0, help="episode i uses the seed (seed, i)")
+    g.add_argument("--out", type=Path, required=True, help="output directory (written atomically)")
+    g.add_argument("--config", default=None, help="world config YAML (default: the shipped config/world.yaml)")
+    g.add_argument("--reset-prob", type=float, default=0.01, help="per-step cube reset probability (single mode)")
+    g.add_argument("--workers", type=int, default=min(2, os.cpu_count() or 1), help="parallel worker processes")
+    g.add_argument("--no-progress", action="store_true", help="no progress bar")
+
+
+def _fail(msg: str) -> int:
+    print(f"codi data generate: error: {msg}", file=sys.stderr)
+    return 2
+
+
+def run(args: argparse.Namespace) -> int:
+    from codi_ros.config import ConfigError, load_world_config
+
+    if args.episodes <= 0:
+        return _fail(f"--episodes must be positive, got {args.episodes}")
+    if not 0.0 <= args.reset_prob < 1.0:
+        return _fail(f"--reset-prob must be in [0, 1), got {args.reset_prob}")
+    if args.workers < 1:
+        return _fail(f"--workers must be >= 1, got {args.workers}")
+    try:
+        load_world_config(args.config)
+    except ConfigError as e:
+        return _fail(str(e))
+    out: Path = args.out
+    try:
+        out.parent.mkdir(parents=True, exist_ok=True)
+        probe = out.parent / f".codi_write_test_{os.getpid()}"
+        probe.write_text("")
+        probe.unlink()
+    except OSError as e:
+        return _fail(f"cannot write to {out.parent}: {e.strerror or e}")
+    summary = generate(args.mode, args.episodes, args.seed, out, args.config, args.reset_prob,
+                       min(args.workers, args.episodes), progress=not args.no_progress)
+    print(json.dumps(summary, indent=1))
+    return 0

@@ -1,0 +1,224 @@
+"""The simulated two-arm world: MuJoCo physics behind the same interface the real arms get.
+
+Each arm takes either an end-effector twist (converted to joint targets by the shared
+:class:`~codi_ros.control.ik.DifferentialIK` at ``ik_rate_hz``) or, as on hardware with a
+JointGroupVelocityController, joint velocities directly. Joint velocities are integrated into
+position targets for the menagerie position servos (SIM_NOTES.md).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import mujoco
+import numpy as np
+
+from codi_ros.config import WorldConfig
+from codi_ros.control.ik import DifferentialIK
+from codi_ros.frames import ArmState, CubeState, observe, rot_z
+from codi_ros.sim.scene import ARM_JOINTS, FINGER_RANGE, build_scene_xml
+
+MAX_TARGET_LEAD = 0.2   # rad: joint targets never run further ahead of the measured joints
+
+
+@dataclass
+class _Arm:
+    """Indices of one arm in the MuJoCo model, and its current command."""
+
+    name: str
+    qadr: np.ndarray
+    dofadr: np.ndarray
+    actuators: np.ndarray
+    gripper_actuator: int
+    finger_qadr: np.ndarray
+    tcp: int
+    geoms: set[int]
+    twist: np.ndarray | None = None                 # world-frame (v, w) command, or None
+    qdot_cmd: np.ndarray = field(default_factory=lambda: np.zeros(7))
+    q_target: np.ndarray = field(default_factory=lambda: np.zeros(7))
+
+
+class TwoArmWorld:
+    """Table, N arms (two by default), a cube and a goal marker; see ``config/world.yaml``."""
+
+    def __init__(self, cfg: WorldConfig):
+        self.cfg = cfg
+        self.model = mujoco.MjModel.from_xml_string(build_scene_xml(cfg))
+        self.data = mujoco.MjData(self.model)
+        m = self.model
+        self.arms: dict[str, _Arm] = {}
+        for a in cfg.arms:
+            p = f"{a.name}_"
+            bodies = {b for b in range(m.nbody) if m.body(b).name.startswith(p)}
+            self.arms[a.name] = _Arm(
+                name=a.name,
+                qadr=np.array([m.joint(p + j).qposadr[0] for j in ARM_JOINTS]),
+                dofadr=np.array([m.joint(p + j).dofadr[0] for j in ARM_JOINTS]),
+                actuators=np.array([m.actuator(p + j).id for j in ARM_JOINTS]),
+                gripper_actuator=m.actuator(p + "gripper").id,
+                finger_qadr=np.array([m.joint(p + f"finger_joint{i}").qposadr[0] for i in (1, 2)]),
+                tcp=m.site(p + "tcp").id,
+                geoms={g for g in range(m.ngeom) if m.geom_bodyid[g] in bodies},
+            )
+        first = self.arms[cfg.arms[0].name]
+        self.ik = DifferentialIK(cfg.control, np.array(cfg.home_qpos), m.jnt_range[m.actuator_trnid[first.actuators, 0], 0],
+                                 m.jnt_range[m.actuator_trnid[first.actuators, 0], 1])
+        self._cube_qadr = m.joint("cube_free").qposadr[0]
+        self._cube_dofadr = m.joint("cube_free").dofadr[0]
+        self._cube_geom = m.geom("cube").id
+        self._table_geom = m.geom("table").id
+        self._goal_site = m.site("goal").id
+        self._substeps = int(round(cfg.control.substeps_per_ik))
+        self._ik_dt = 1.0 / cfg.control.ik_rate_hz
+        self._renderer: mujoco.Renderer | None = None
+        self.reset()
+        self.home_tcp = {name: (self.data.site_xpos[a.tcp].copy(), self.data.site_xmat[a.tcp].reshape(3, 3).copy())
+                         for name, a in self.arms.items()}   # tool pose at home_qpos, world frame
+
+    # ------------------------------------------------------------------ state setting
+    def reset(self, cube_xy: tuple[float, float] = (0.0, 0.0), cube_yaw: float = 0.0,
+              goal: np.ndarray | None = None, arm_qpos: dict[str, np.ndarray] | None = None) -> None:
+        """Arms at home (or ``arm_qpos``), grippers open, cube at rest at ``cube_xy``."""
+        mujoco.mj_resetData(self.model, self.data)
+        for name, arm in self.arms.items():
+            q = np.asarray((arm_qpos or {}).get(name, self.cfg.home_qpos), dtype=float)
+            self.data.qpos[arm.qadr] = q
+            self.data.qpos[arm.finger_qadr] = FINGER_RANGE
+            arm.q_target = q.copy()
+            arm.twist, arm.qdot_cmd = None, np.zeros(7)
+            self.data.ctrl[arm.actuators] = q
+            self.data.ctrl[arm.gripper_actuator] = FINGER_RANGE
+        self.set_cube_pose(cube_xy, cube_yaw)
+        self.goal = np.array(goal if goal is not None else [np.mean(self.cfg.goal.x_range),
+                                                             np.mean(self.cfg.goal.y_range), self.cfg.cube.size / 2])
+        mujoco.mj_forward(self.model, self.data)
+
+    @property
+    def goal(self) -> np.ndarray:
+        return self.model.site_pos[self._goal_site].copy()
+
+    @goal.setter
+    def goal(self, value: np.ndarray) -> None:
+        self.model.site_pos[self._goal_site] = np.asarray(value, dtype=float)
+
+    def set_cube_pose(self, xy: tuple[float, float], yaw: float = 0.0, z: float | None = None) -> None:
+        """Teleport the cube (at rest) -- used by resets and the experts' recovery resets."""
+        z = self.cfg.cube.size / 2 if z is None else z
+        a = self._cube_qadr
+        self.data.qpos[a:a + 3] = [xy[0], xy[1], z]
+        self.data.qpos[a + 3:a + 7] = [np.cos(yaw / 2), 0.0, 0.0, np.sin(yaw / 2)]
+        self.data.qvel[self._cube_dofadr:self._cube_dofadr + 6] = 0.0
+        mujoco.mj_forward(self.model, self.data)
+
+    # ------------------------------------------------------------------ commands
+    def set_twist(self, arm: str, twist_world: np.ndarray) -> None:
+        """Command the tool-site twist (v, w) in the world frame until the next command."""
+        self.arms[arm].twist = np.asarray(twist_world, dtype=float)
+
+    def set_joint_velocity_command(self, arm: str, qdot: np.ndarray) -> None:
+        """Hardware-style joint velocity command (JointGroupVelocityController)."""
+        a = self.arms[arm]
+        a.twist = None
+        a.qdot_cmd = np.where(np.isfinite(qdot), np.asarray(qdot, dtype=float), 0.0)
+
+    def set_gripper(self, arm: str, width: float) -> None:
+        w = float(width) if np.isfinite(width) else self.gripper_width(arm)
+        self.data.ctrl[self.arms[arm].gripper_actuator] = np.clip(w / 2, 0.0, FINGER_RANGE)
+
+    def apply_action(self, arm: str, action: np.ndarray) -> None:
+        """One policy action (7,) in the arm's base frame: twist + gripper width."""
+        R = rot_z(self.cfg.arm(arm).base_yaw)
+        action = np.asarray(action, dtype=float)
+        self.set_twist(arm, np.concatenate([R @ action[0:3], R @ action[3:6]]))
+        self.set_gripper(arm, action[6])
+
+    # ------------------------------------------------------------------ stepping
+    def step(self, seconds: float) -> None:
+        """Advance the physics, running the IK / joint integration at ``ik_rate_hz``."""
+        for _ in range(max(1, int(round(seconds / self._ik_dt)))):
+            for arm in self.arms.values():
+                q = self.data.qpos[arm.qadr]
+                qdot = (self.ik.joint_velocities(self.tcp_jacobian(arm.name), q, arm.twist)
+                        if arm.twist is not None else arm.qdot_cmd)
+                target = arm.q_target + qdot * self._ik_dt
+                arm.q_target = self.ik.clip_positions(np.clip(target, q - MAX_TARGET_LEAD, q + MAX_TARGET_LEAD))
+                self.data.ctrl[arm.actuators] = arm.q_target
+            mujoco.mj_step(self.model, self.data, nstep=self._substeps)
+
+    def step_control(self) -> None:
+        """One control period (1 / rate_hz) with the current commands held."""
+        self.step(self.cfg.control.dt)
+
+    # ------------------------------------------------------------------ reading state
+    @property
+    def time(self) -> float:
+        return float(self.data.time)
+
+    def tcp_jacobian(self, arm: str) -> np.ndarray:
+        a = self.arms[arm]
+        jp, jr = np.zeros((3, self.model.nv)), np.zeros((3, self.model.nv))
+        mujoco.mj_jacSite(self.model, self.data, jp, jr, a.tcp)
+        return np.vstack([jp[:, a.dofadr], jr[:, a.dofadr]])
+
+    def joint_positions(self, arm: str) -> np.ndarray:
+        return self.data.qpos[self.arms[arm].qadr].copy()
+
+    def joint_velocities(self, arm: str) -> np.ndarray:
+        return self.data.qvel[self.arms[arm].dofadr].copy()
+
+    def gripper_width(self, arm: str) -> float:
+        return float(np.sum(self.data.qpos[self.arms[arm].finger_qadr]))
+
+    def arm_state(self, arm: str) -> ArmState:
+        a = self.arms[arm]
+        vel = np.zeros(6)
+        mujoco.mj_objectVelocity(self.model, self.data, mujoco.mjtObj.mjOBJ_SITE, a.tcp, vel, 0)
+        return ArmState(ee_pos=self.data.site_xpos[a.tcp].copy(), ee_rot=self.data.site_xmat[a.tcp].reshape(3, 3).copy(),
+                        ee_linvel=vel[3:].copy(), ee_angvel=vel[:3].copy(), gripper_width=self.gripper_width(arm))
+
+    def cube_state(self) -> CubeState:
+        a = self._cube_qadr
+        return CubeState(pos=self.data.qpos[a:a + 3].copy(), quat=self.data.qpos[a + 3:a + 7].copy())
+
+    def observation(self, arm: str) -> np.ndarray:
+        """The arm's policy observation (frames.OBS_DIM,) in its own base frame."""
+        return observe(self.arm_state(arm), self.cube_state(), self.cfg.base_frame(arm))
+
+    def arm_table_contacts(self) -> int:
+        """Number of active contacts between any arm geom and the table."""
+        arm_geoms = set().union(*(a.geoms for a in self.arms.values()))
+        n = 0
+        for c in self.data.contact[:self.data.ncon]:
+            g1, g2 = int(c.geom1), int(c.geom2)
+            if (g1 == self._table_geom and g2 in arm_geoms) or (g2 == self._table_geom and g1 in arm_geoms):
+                n += 1
+        return n
+
+    def holding(self, arm: str) -> bool:
+        """Both fingers touch the cube (a grasp)."""
+        a = self.arms[arm]
+        touching = set()
+        for c in self.data.contact[:self.data.ncon]:
+            g1, g2 = int(c.geom1), int(c.geom2)
+            other = g2 if g1 == self._cube_geom else g1 if g2 == self._cube_geom else None
+            if other is not None and other in a.geoms:
+                touching.add(self.model.body(self.model.geom_bodyid[other]).name)
+        return {f"{arm}_left_finger", f"{arm}_right_finger"} <= touching
+
+    # ------------------------------------------------------------------ rendering
+    def render(self, camera: str, width: int = 320, height: int = 240) -> np.ndarray | None:
+        """RGB image (H, W, 3) from a named camera, or None when offscreen rendering is unavailable."""
+        try:
+            if self._renderer is None or (self._renderer.width, self._renderer.height) != (width, height):
+                self.close()
+                self._renderer = mujoco.Renderer(self.model, height=height, width=width)
+            self._renderer.update_scene(self.data, camera=camera)
+            return self._renderer.render().copy()
+        except Exception:  # no GL context available (no EGL / OSMesa): callers fall back
+            self._renderer = None
+            return None
+
+    def close(self) -> None:
+        if self._renderer is not None:
+            self._renderer.close()
+            self._renderer = None
