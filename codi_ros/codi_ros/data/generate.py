@@ -27,6 +27,7 @@ PLACE_TOLERANCE = 0.02   # m: a pick demonstration succeeds when the cube ends t
 MIN_PLACE_DISTANCE = 0.10
 HOLD_STEPS = 8           # control steps held at home before an episode ends
 YIELD_SECONDS = (4.0, 6.0)
+PICK_MAX_SECONDS = 45.0  # each recovery reset restarts the pick, so allow a few attempts
 
 
 @dataclass(frozen=True)
@@ -58,7 +59,7 @@ def run_single_episode(world: Any, spec: EpisodeSpec) -> tuple[np.ndarray, np.nd
         while np.hypot(place[0] - cube[0], place[1] - cube[1]) < MIN_PLACE_DISTANCE:
             place = sample_table_xy(rng, cfg, ego_reach)
         skill = PickPlace(world, arm, place)
-        max_steps = int(cfg.episode_max_seconds * cfg.control.rate_hz)
+        max_steps = int(PICK_MAX_SECONDS * cfg.control.rate_hz)
     else:
         place, skill = None, Yield(world, arm)
         max_steps = int(rng.uniform(*YIELD_SECONDS) * cfg.control.rate_hz)

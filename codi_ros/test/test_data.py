@@ -1,0 +1,137 @@
+"""Scripted experts and demonstration data sets: success, determinism, format, bad input."""
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from codi_ros.data.dataset import DatasetError, load_dataset
+from codi_ros.data.generate import generate
+from codi_ros.frames import ACT_DIM, OBS_DIM
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+@pytest.fixture(scope="module")
+def single(tmp_path_factory):
+    out = tmp_path_factory.mktemp("data") / "single"
+    summary = generate("single", 40, seed=3, out=out, reset_prob=0.01, workers=1, progress=False)
+    return out, summary
+
+
+def test_single_arm_expert_picks_and_places_reliably(single):
+    out, summary = single
+    assert summary["kinds"] == {"pick": 20, "yield": 20}
+    assert summary["expert_success_rate"] >= 0.95
+    episodes = json.loads((out / "episodes.json").read_text())
+    assert {e["arm"] for e in episodes} == {"left", "right"}
+    assert summary["recovery_resets"] > 0            # the 1% resets happen and are survived
+
+
+def test_multi_arm_expert_completes_handovers(tmp_path):
+    summary = generate("multi", 12, seed=5, out=tmp_path / "multi", workers=1, progress=False)
+    assert summary["expert_success_rate"] >= 0.95
+    ds = load_dataset(tmp_path / "multi")
+    assert ds.num_arms == 2
+    assert any(len(e["arms_used"]) == 2 for e in ds.episodes), "no episode needed a handover"
+
+
+def test_yield_demonstrations_end_at_home(single):
+    out, _ = single
+    ds = load_dataset(out)
+    for start, end, ep in zip(ds.episode_starts, ds.episode_ends, ds.episodes):
+        if ep["kind"] == "yield":
+            assert np.linalg.norm(ds.actions[end - 1, 0, :3]) < 0.02     # came to rest
+            assert ds.actions[end - 1, 0, 6] > 0.07                      # gripper open
+
+
+def test_round_trip_segments_and_stats(single):
+    out, summary = single
+    ds = load_dataset(out)
+    assert ds.obs.shape == (summary["steps"], 1, OBS_DIM) and ds.actions.shape == (summary["steps"], 1, ACT_DIM)
+    obs, chunks = ds.segments(16)
+    assert chunks.shape == (summary["segments"], 1, 16, ACT_DIM)
+    # a segment is the next 16 actions of its own episode; past the end the arm holds still
+    last = int(ds.episode_ends[0]) - 1
+    np.testing.assert_array_equal(chunks[last, 0, 0], ds.actions[last, 0])
+    assert np.all(chunks[last, 0, 1:, :6] == 0) and np.all(chunks[last, 0, 1:, 6] == ds.actions[last, 0, 6])
+    np.testing.assert_array_equal(chunks[3, 0, :4], ds.actions[3:7, 0])
+    stats = json.loads((out / "stats.json").read_text())
+    np.testing.assert_allclose(stats["actions"]["mean"], ds.actions.reshape(-1, ACT_DIM).mean(0), rtol=1e-5)
+    meta = json.loads((out / "meta.json").read_text())
+    assert meta["seed"] == 3 and "code_version" in meta and meta["world_config"]["arms"][0]["name"] == "left"
+
+
+def test_subset_takes_a_balanced_prefix(single):
+    ds = load_dataset(single[0], fraction=0.2)
+    assert ds.num_episodes == 8
+    assert [e["kind"] for e in ds.episodes].count("pick") == 4
+    assert {e["arm"] for e in ds.episodes} == {"left", "right"}
+
+
+def test_generation_is_deterministic_for_a_seed(tmp_path):
+    a = generate("single", 4, seed=11, out=tmp_path / "a", workers=1, progress=False)
+    b = generate("single", 4, seed=11, out=tmp_path / "b", workers=2, progress=False)
+    assert a["steps"] == b["steps"]
+    np.testing.assert_array_equal(load_dataset(tmp_path / "a").obs, load_dataset(tmp_path / "b").obs)
+    np.testing.assert_array_equal(load_dataset(tmp_path / "a").actions, load_dataset(tmp_path / "b").actions)
+    c = generate("single", 4, seed=12, out=tmp_path / "c", workers=1, progress=False)
+    assert not np.array_equal(load_dataset(tmp_path / "c").obs[:10], load_dataset(tmp_path / "a").obs[:10])
+
+
+def test_incomplete_or_corrupt_data_set_is_refused(single, tmp_path):
+    with pytest.raises(DatasetError, match="missing"):
+        load_dataset(tmp_path)
+    bad = tmp_path / "bad"
+    bad.mkdir()
+    for f in single[0].iterdir():
+        (bad / f.name).write_bytes(f.read_bytes())
+    (bad / "actions.npy").write_bytes(b"\x93NUMPY garbage")
+    with pytest.raises(DatasetError):
+        load_dataset(bad)
+
+
+def _cli(*args, cwd=REPO):
+    env = {"PYTHONPATH": str(REPO / "codi_ros"), "PATH": "/usr/bin:/bin"}
+    return subprocess.run([sys.executable, "-m", "codi_ros.cli", "data", "generate", *args], cwd=cwd, env=env,
+                          capture_output=True, text=True, timeout=120)
+
+
+@pytest.mark.parametrize("args,message", [
+    (["--mode", "triple", "--episodes", "2"], "invalid choice"),
+    (["--mode", "single", "--episodes", "0"], "--episodes must be positive"),
+    (["--mode", "single", "--episodes", "-3"], "--episodes must be positive"),
+])
+def test_cli_rejects_bad_arguments(tmp_path, args, message):
+    r = _cli(*args, "--out", str(tmp_path / "out"))
+    assert r.returncode != 0 and message in r.stderr
+    assert not (tmp_path / "out").exists()
+
+
+def test_cli_rejects_an_unwritable_output(tmp_path):
+    blocker = tmp_path / "file"
+    blocker.write_text("")
+    r = _cli("--mode", "single", "--episodes", "1", "--out", str(blocker / "sub" / "out"))
+    assert r.returncode != 0 and "cannot write" in r.stderr
+    assert len(r.stderr.strip().splitlines()) == 1
+
+
+def test_cli_rejects_a_config_with_an_unreachable_goal(tmp_path):
+    text = (REPO / "config" / "world.yaml").read_text().replace("x_range: [0.25, 0.35]", "x_range: [0.85, 0.88]")
+    (tmp_path / "world.yaml").write_text(text)
+    r = _cli("--mode", "multi", "--episodes", "1", "--config", str(tmp_path / "world.yaml"),
+             "--out", str(tmp_path / "out"))
+    assert r.returncode != 0 and "out of reach" in r.stderr
+    assert not (tmp_path / "out").exists()
+
+
+def test_cli_writes_a_summary(tmp_path):
+    r = _cli("--mode", "single", "--episodes", "2", "--seed", "1", "--out", str(tmp_path / "out"), "--no-progress",
+             "--workers", "1")
+    assert r.returncode == 0, r.stderr
+    summary = json.loads((tmp_path / "out" / "summary.json").read_text())
+    assert {"episodes", "segments", "expert_success_rate", "seconds"} <= summary.keys()
+    assert summary["episodes"] == 2 and summary["segments"] > 0

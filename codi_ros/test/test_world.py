@@ -1,0 +1,114 @@
+"""The simulated world: reach, IK tracking and limits, frame convention, grasping."""
+
+import numpy as np
+import pytest
+
+from codi_ros.config import ConfigError, load_world_config, world_config_from_dict
+from codi_ros.control.ik import DifferentialIK
+from codi_ros.sim.experts import PickPlace, rotation_error, tool_down
+from codi_ros.sim.world import TwoArmWorld
+
+
+@pytest.fixture(scope="module")
+def cfg():
+    return load_world_config()
+
+
+@pytest.fixture(scope="module")
+def world(cfg):
+    return TwoArmWorld(cfg)
+
+
+def servo_to(world, arm, target, seconds=6.0):
+    """Drive the tool top-down to ``target`` with a P-controller on the twist; return the final error."""
+    yaw = np.arctan2(*world.home_tcp[arm][1][[1, 0], 0])
+    for _ in range(int(seconds * world.cfg.control.rate_hz)):
+        st = world.arm_state(arm)
+        world.set_twist(arm, np.r_[3.0 * (target - st.ee_pos), 3.0 * rotation_error(tool_down(yaw), st.ee_rot)])
+        world.step_control()
+    return float(np.linalg.norm(world.arm_state(arm).ee_pos - target))
+
+
+@pytest.mark.parametrize("arm", ["left", "right"])
+def test_both_arms_reach_the_handover_strip(world, cfg, arm):
+    for x, y in cfg.handover_strip.corners():
+        world.reset(cube_xy=(0.0, 0.55))
+        assert servo_to(world, arm, np.array([x, y, cfg.cube.size / 2])) < 0.015, (x, y)
+
+
+@pytest.mark.parametrize("arm", ["left", "right"])
+def test_no_arm_reaches_the_far_end(world, cfg, arm):
+    far_x = 0.3 if arm == "left" else -0.3          # the other arm's half, beyond the strip
+    world.reset(cube_xy=(0.0, 0.55))
+    assert servo_to(world, arm, np.array([far_x, 0.0, cfg.cube.size / 2])) > 0.1
+    assert not cfg.reachable(arm, (far_x, 0.0))
+    for x, y in cfg.goal.corners():                  # the task goal is on the right arm's side only
+        assert cfg.reachable("right", (x, y)) and not cfg.reachable("left", (x, y))
+
+
+def test_ik_tracks_a_commanded_twist(world):
+    world.reset(cube_xy=(0.0, 0.55))
+    twist = np.array([0.1, 0.05, -0.08, 0.0, 0.0, 0.3])
+    world.set_twist("left", twist)
+    world.step(0.5)                                  # let the position servos catch up
+    st = world.arm_state("left")
+    np.testing.assert_allclose(st.ee_linvel, twist[:3], atol=0.01)
+    np.testing.assert_allclose(st.ee_angvel, twist[3:], atol=0.03)
+
+
+def test_ik_respects_joint_and_speed_limits(world, cfg):
+    world.reset(cube_xy=(0.0, 0.55))
+    lo, hi = world.ik.q_lower, world.ik.q_upper
+    world.set_twist("left", np.array([0.0, 0.0, 0.3, 0.0, 0.0, 1.5]))   # up and spinning, far past the limits
+    peak = 0.0
+    for _ in range(60):
+        world.step_control()
+        q = world.joint_positions("left")
+        assert np.all(q >= lo - 0.02) and np.all(q <= hi + 0.02)
+        peak = max(peak, float(np.max(np.abs(world.joint_velocities("left")) / cfg.control.joint_velocity_limit)))
+    assert peak < 1.1
+
+
+def test_ik_refuses_non_finite_input(cfg):
+    ik = DifferentialIK(cfg.control, np.array(cfg.home_qpos), -np.ones(7) * 3, np.ones(7) * 3)
+    q = np.array(cfg.home_qpos)
+    assert np.all(ik.joint_velocities(np.full((6, 7), np.nan), q, np.ones(6)) == 0)
+    assert np.all(ik.joint_velocities(np.eye(6, 7), q, np.array([np.inf, 0, 0, 0, 0, 0])) == 0)
+
+
+def test_mirrored_scenes_give_identical_observations(world, cfg):
+    """Rotating the scene by 180 deg about the table centre swaps the arms' roles exactly."""
+    q = np.array(cfg.home_qpos) + np.array([0.1, -0.1, 0.2, 0.1, -0.1, 0.05, 0.3])
+    action = np.array([0.05, 0.02, -0.03, 0.0, 0.0, 0.2, 0.04])
+    obs = []
+    for arm, cube_xy, yaw in (("left", (-0.3, 0.2), 0.3), ("right", (0.3, -0.2), 0.3 + np.pi)):
+        world.reset(cube_xy=cube_xy, cube_yaw=yaw, arm_qpos={"left": q, "right": q})
+        for a in ("left", "right"):
+            world.apply_action(a, action)
+        world.step_control()
+        obs.append(world.observation(arm))
+    np.testing.assert_allclose(obs[0], obs[1], atol=1e-6)
+
+
+@pytest.mark.parametrize("arm,cube,place", [("left", (-0.25, 0.2), (-0.2, -0.3)), ("right", (0.3, -0.1), (0.05, 0.15))])
+def test_scripted_grasp_lifts_and_places_the_cube(world, arm, cube, place):
+    world.reset(cube_xy=cube, cube_yaw=0.4)
+    skill = PickPlace(world, arm, place)
+    lifted = False
+    for _ in range(200):
+        world.apply_action(arm, skill.act())
+        world.step_control()
+        lifted |= world.cube_state().pos[2] > 0.08 and world.holding(arm)
+        if skill.done:
+            break
+    assert lifted, "the cube was never held above the table"
+    assert np.linalg.norm(world.cube_state().pos[:2] - np.array(place)) < 0.02
+    assert world.arm_table_contacts() == 0
+
+
+def test_world_config_rejects_an_unreachable_goal_region(cfg):
+    d = cfg.to_dict()
+    d["episode"] = {"max_seconds": cfg.episode_max_seconds}
+    d["goal"] = dict(d["goal"], x_range=[0.0, 0.02], y_range=[0.55, 0.58])   # middle of the long edge
+    with pytest.raises(ConfigError, match="out of reach"):
+        world_config_from_dict(d)
