@@ -39,6 +39,13 @@ _FR3_LINKS = (
      "0.00452258 0.00862619 -0.0161633", "0.727579 0.0978688 -0.24906 0.63168", 0.627143,
      "0.000223836 0.000223642 5.64132e-07"),
 )
+# Visual-only capsules (fromto in the link frame, radius) along the FR3's links, for rendering.
+_LINK_VISUALS = {
+    "link1": ("0 0 -0.2 0 0 0", 0.06),
+    "link2": ("0 0 0 0 -0.316 0", 0.06),
+    "link3": ("0 0 0 0.0825 0 0", 0.055),
+    "link4": ("0 0 0 -0.0825 0.384 0", 0.055),
+}
 # Primitive collision capsules per link (fromto in the link frame), for the links that can meet the
 # table or the cube in a top-down task: the forearm, the wrist and the flange.
 _LINK_CAPSULES = {
@@ -86,9 +93,13 @@ def _arm_xml(arm: ArmConfig) -> str:
     body = _hand_xml(p)
     for (name, pos, quat, rng, armature, floss, *_unused, ipos, iquat, mass, dinertia) in reversed(_FR3_LINKS):
         geom = ""
+        if name in _LINK_VISUALS:
+            fromto, radius = _LINK_VISUALS[name]
+            geom = (f'<geom type="capsule" fromto="{fromto}" size="{radius}" contype="0" conaffinity="0" '
+                    f'group="1" rgba="0.95 0.95 0.95 1"/>')
         if name in _LINK_CAPSULES:
             fromto, radius = _LINK_CAPSULES[name]
-            geom = f'<geom class="{p}arm_col" type="capsule" fromto="{fromto}" size="{radius}"/>'
+            geom += f'<geom class="{p}arm_col" type="capsule" fromto="{fromto}" size="{radius}"/>'
         body = f"""
     <body name="{p}{name}" pos="{pos}" quat="{quat}" gravcomp="1">
       <inertial pos="{ipos}" quat="{iquat}" mass="{mass}" diaginertia="{dinertia}"/>
