@@ -17,7 +17,14 @@ VERSION = re.search(r'^__version__ = "([^"]+)"$', (HERE / PACKAGE / "version.py"
 
 # One console script per ROS node, e.g. "planner_node = codi_ros.nodes.planner:main"; `ros2 run`
 # finds them in lib/codi_ros (setup.cfg). Filled in as the nodes are written.
-NODE_ENTRY_POINTS: list[str] = []
+NODE_ENTRY_POINTS: list[str] = [
+    "sim_node = codi_ros.nodes.sim_node:main",
+    "arm_state_node = codi_ros.nodes.arm_state_node:main",
+    "aruco_node = codi_ros.nodes.aruco_node:main",
+    "action_node = codi_ros.nodes.action_node:main",
+    "coordinator_node = codi_ros.nodes.coordinator_node:main",
+    "cost_service_node = codi_ros.nodes.cost_service_node:main",
+]
 
 
 def share_files(folder: str) -> list[tuple[str, list[str]]]:

@@ -101,9 +101,11 @@ class ControlConfig:
     def __post_init__(self) -> None:
         _check(self.rate_hz > 0 and self.ik_rate_hz >= self.rate_hz, "control: need 0 < rate_hz <= ik_rate_hz")
         _check(0 < self.physics_dt <= 0.005, "control.physics_dt must be in (0, 5 ms]: at 10 ms cubes fall through")
-        _check(abs(round(self.substeps_per_ik) - self.substeps_per_ik) < 1e-6, "1/ik_rate_hz must be a multiple of physics_dt")
+        _check(abs(round(self.substeps_per_ik) - self.substeps_per_ik) < 1e-6,
+               "1/ik_rate_hz must be a multiple of physics_dt")
         _check(abs(round(self.ik_per_control) - self.ik_per_control) < 1e-6, "ik_rate_hz must be a multiple of rate_hz")
-        _check(len(self.joint_velocity_limit) == 7 and len(self.joint_acceleration_limit) == 7, "joint limits need 7 values")
+        _check(len(self.joint_velocity_limit) == 7 and len(self.joint_acceleration_limit) == 7,
+               "joint limits need 7 values")
 
     @property
     def dt(self) -> float:
@@ -199,7 +201,8 @@ def world_config_from_dict(d: dict[str, Any], source: str = "<dict>") -> WorldCo
             cube=CubeConfig(**d.get("cube", {})),
             goal=_region(d["goal"], GoalConfig),
             handover_strip=_region(d["handover_strip"]),
-            control=ControlConfig(**{k: tuple(v) if isinstance(v, list) else v for k, v in d.get("control", {}).items()}),
+            control=ControlConfig(**{k: tuple(v) if isinstance(v, list) else v
+                                     for k, v in d.get("control", {}).items()}),
             horizon=HorizonConfig(**d.get("horizon", {})),
             episode_max_seconds=float(d.get("episode", {}).get("max_seconds", 30.0)),
             source=source,

@@ -42,7 +42,7 @@ def test_multi_arm_expert_completes_handovers(tmp_path):
 def test_yield_demonstrations_end_at_home(single):
     out, _ = single
     ds = load_dataset(out)
-    for start, end, ep in zip(ds.episode_starts, ds.episode_ends, ds.episodes):
+    for _start, end, ep in zip(ds.episode_starts, ds.episode_ends, ds.episodes, strict=False):
         if ep["kind"] == "yield":
             assert np.linalg.norm(ds.actions[end - 1, 0, :3]) < 0.02     # came to rest
             assert ds.actions[end - 1, 0, 6] > 0.07                      # gripper open
@@ -78,7 +78,7 @@ def test_generation_is_deterministic_for_a_seed(tmp_path):
     assert a["steps"] == b["steps"]
     np.testing.assert_array_equal(load_dataset(tmp_path / "a").obs, load_dataset(tmp_path / "b").obs)
     np.testing.assert_array_equal(load_dataset(tmp_path / "a").actions, load_dataset(tmp_path / "b").actions)
-    c = generate("single", 4, seed=12, out=tmp_path / "c", workers=1, progress=False)
+    generate("single", 4, seed=12, out=tmp_path / "c", workers=1, progress=False)
     assert not np.array_equal(load_dataset(tmp_path / "c").obs[:10], load_dataset(tmp_path / "a").obs[:10])
 
 

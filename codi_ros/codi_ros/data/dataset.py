@@ -55,7 +55,8 @@ class Dataset:
         if self.actions.shape[:2] != self.obs.shape[:2] or self.actions.shape[2] != ACT_DIM:
             raise DatasetError(f"actions must be (T, A, {ACT_DIM}) matching obs, got {self.actions.shape}")
         ends = self.episode_ends
-        if len(ends) != len(self.episodes) or (len(ends) and (ends[-1] != T or np.any(np.diff(ends) <= 0) or ends[0] <= 0)):
+        bad_ends = len(ends) and (ends[-1] != T or np.any(np.diff(ends) <= 0) or ends[0] <= 0)
+        if len(ends) != len(self.episodes) or bad_ends:
             raise DatasetError("episode_ends must be strictly increasing, end at T and match episodes.json")
 
     @property

@@ -13,7 +13,6 @@ import math
 
 import numpy as np
 
-from codi_ros.config import WorldConfig
 from codi_ros.frames import ACT_DIM, quat_to_mat, rot_z, yaw_of
 from codi_ros.sim.world import TwoArmWorld
 

@@ -61,8 +61,8 @@ class TwoArmWorld:
                 geoms={g for g in range(m.ngeom) if m.geom_bodyid[g] in bodies},
             )
         first = self.arms[cfg.arms[0].name]
-        self.ik = DifferentialIK(cfg.control, np.array(cfg.home_qpos), m.jnt_range[m.actuator_trnid[first.actuators, 0], 0],
-                                 m.jnt_range[m.actuator_trnid[first.actuators, 0], 1])
+        joint_range = m.jnt_range[m.actuator_trnid[first.actuators, 0]]
+        self.ik = DifferentialIK(cfg.control, np.array(cfg.home_qpos), joint_range[:, 0], joint_range[:, 1])
         self._cube_qadr = m.joint("cube_free").qposadr[0]
         self._cube_dofadr = m.joint("cube_free").dofadr[0]
         self._cube_geom = m.geom("cube").id
@@ -173,8 +173,9 @@ class TwoArmWorld:
         a = self.arms[arm]
         vel = np.zeros(6)
         mujoco.mj_objectVelocity(self.model, self.data, mujoco.mjtObj.mjOBJ_SITE, a.tcp, vel, 0)
-        return ArmState(ee_pos=self.data.site_xpos[a.tcp].copy(), ee_rot=self.data.site_xmat[a.tcp].reshape(3, 3).copy(),
-                        ee_linvel=vel[3:].copy(), ee_angvel=vel[:3].copy(), gripper_width=self.gripper_width(arm))
+        return ArmState(ee_pos=self.data.site_xpos[a.tcp].copy(),
+                        ee_rot=self.data.site_xmat[a.tcp].reshape(3, 3).copy(), ee_linvel=vel[3:].copy(),
+                        ee_angvel=vel[:3].copy(), gripper_width=self.gripper_width(arm))
 
     def cube_state(self) -> CubeState:
         a = self._cube_qadr
