@@ -10,6 +10,7 @@ Pure numpy, no MuJoCo, no ROS: used by the simulator, the planner and the nodes 
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import numpy as np
@@ -74,6 +75,20 @@ def mat_to_quat(m: np.ndarray) -> np.ndarray:
 def yaw_of(m: np.ndarray) -> float:
     """Yaw of a rotation matrix's x axis projected on the horizontal plane."""
     return float(np.arctan2(m[1, 0], m[0, 0]))
+
+
+def tool_down(yaw: float) -> np.ndarray:
+    """Top-down tool orientation whose x axis has world yaw ``yaw``."""
+    return rot_z(yaw) @ np.diag([1.0, -1.0, -1.0])
+
+
+def rotation_error(target: np.ndarray, current: np.ndarray) -> np.ndarray:
+    """Axis-angle vector (world frame) rotating ``current`` onto ``target``."""
+    r = target @ current.T
+    angle = math.acos(np.clip((np.trace(r) - 1) / 2, -1.0, 1.0))
+    axis = np.array([r[2, 1] - r[1, 2], r[0, 2] - r[2, 0], r[1, 0] - r[0, 1]])
+    n = np.linalg.norm(axis)
+    return axis / n * angle if n > 1e-9 else np.zeros(3)
 
 
 @dataclass(frozen=True)

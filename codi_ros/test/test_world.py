@@ -5,7 +5,8 @@ import pytest
 
 from codi_ros.config import ConfigError, load_world_config, world_config_from_dict
 from codi_ros.control.ik import DifferentialIK
-from codi_ros.sim.experts import PickPlace, rotation_error, tool_down
+from codi_ros.frames import rotation_error, tool_down
+from codi_ros.sim.experts import PickPlace
 from codi_ros.sim.world import TwoArmWorld
 
 

@@ -9,11 +9,10 @@ skill returns the arm home and holds it there, leaving room for another arm. Bot
 from __future__ import annotations
 
 import enum
-import math
 
 import numpy as np
 
-from codi_ros.frames import ACT_DIM, quat_to_mat, rot_z, yaw_of
+from codi_ros.frames import ACT_DIM, quat_to_mat, rot_z, rotation_error, tool_down, yaw_of
 from codi_ros.sim.world import TwoArmWorld
 
 KP_POS = 4.0           # 1/s, proportional gain on the position error
@@ -26,20 +25,6 @@ OPEN, CLOSED = 0.08, 0.0
 GRASP_STEPS = 6        # control steps to close the gripper (0.6 s)
 RELEASE_STEPS = 4
 PHASE_TIMEOUT_S = 6.0
-
-
-def tool_down(yaw: float) -> np.ndarray:
-    """Top-down tool orientation whose x axis has world yaw ``yaw``."""
-    return rot_z(yaw) @ np.diag([1.0, -1.0, -1.0])
-
-
-def rotation_error(target: np.ndarray, current: np.ndarray) -> np.ndarray:
-    """Axis-angle vector (world frame) rotating ``current`` onto ``target``."""
-    r = target @ current.T
-    angle = math.acos(np.clip((np.trace(r) - 1) / 2, -1.0, 1.0))
-    axis = np.array([r[2, 1] - r[1, 2], r[0, 2] - r[2, 0], r[1, 0] - r[0, 1]])
-    n = np.linalg.norm(axis)
-    return axis / n * angle if n > 1e-9 else np.zeros(3)
 
 
 def grasp_yaw(cube_yaw: float, preferred: float) -> float:

@@ -77,18 +77,20 @@ class TwoArmWorld:
 
     # ------------------------------------------------------------------ state setting
     def reset(self, cube_xy: tuple[float, float] = (0.0, 0.0), cube_yaw: float = 0.0,
-              goal: np.ndarray | None = None, arm_qpos: dict[str, np.ndarray] | None = None) -> None:
-        """Arms at home (or ``arm_qpos``), grippers open, cube at rest at ``cube_xy``."""
+              goal: np.ndarray | None = None, arm_qpos: dict[str, np.ndarray] | None = None,
+              gripper_width: dict[str, float] | None = None, cube_z: float | None = None) -> None:
+        """Arms at home (or ``arm_qpos``), grippers open (or ``gripper_width``), cube at rest at ``cube_xy``."""
         mujoco.mj_resetData(self.model, self.data)
         for name, arm in self.arms.items():
             q = np.asarray((arm_qpos or {}).get(name, self.cfg.home_qpos), dtype=float)
+            finger = np.clip((gripper_width or {}).get(name, 2 * FINGER_RANGE) / 2, 0.0, FINGER_RANGE)
             self.data.qpos[arm.qadr] = q
-            self.data.qpos[arm.finger_qadr] = FINGER_RANGE
+            self.data.qpos[arm.finger_qadr] = finger
             arm.q_target = q.copy()
             arm.twist, arm.qdot_cmd = None, np.zeros(7)
             self.data.ctrl[arm.actuators] = q
-            self.data.ctrl[arm.gripper_actuator] = FINGER_RANGE
-        self.set_cube_pose(cube_xy, cube_yaw)
+            self.data.ctrl[arm.gripper_actuator] = finger
+        self.set_cube_pose(cube_xy, cube_yaw, cube_z)
         self.goal = np.array(goal if goal is not None else [np.mean(self.cfg.goal.x_range),
                                                              np.mean(self.cfg.goal.y_range), self.cfg.cube.size / 2])
         mujoco.mj_forward(self.model, self.data)
