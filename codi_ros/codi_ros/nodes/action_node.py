@@ -1,0 +1,72 @@
+"""action_node (one per arm, namespaced): the current action chunk -> joint velocity commands at >= 100 Hz.
+
+Subscribes ``action_chunk`` (codi_msgs/ActionChunk; an empty one means stop) and ``joint_states``;
+publishes ``velocity_controller/commands`` (std_msgs/Float64MultiArray, 7 joint velocities, as a
+ros2_control JointGroupVelocityController takes them) and ``gripper_controller/commands`` (one
+width, m). All behaviour is in :class:`codi_ros.nodes.logic.arm_control.ArmController`.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from codi_msgs.msg import ActionChunk
+from rclpy.node import Node
+from sensor_msgs.msg import JointState
+from std_msgs.msg import Float64MultiArray
+
+from codi_ros.control.kinematics import ArmKinematics
+from codi_ros.nodes._ros import COMMAND_QOS, SENSOR_QOS, describe, log_lines, now_sec, param, run, to_dict, world_config
+from codi_ros.nodes.logic.arm_control import ARM_JOINTS, ArmControlConfig, ArmController, JointStateReader
+
+
+class ActionNode(Node):
+    def __init__(self) -> None:
+        super().__init__("action_node")
+        d = ArmControlConfig()
+        self.declare_parameter("arm", "left", describe("arm name from world.yaml"))
+        self.declare_parameter("world_config", "", describe("path of world.yaml; empty: the installed one"))
+        self.declare_parameter("joint_names", list(ARM_JOINTS), describe("the 7 arm joints, in command order"))
+        self.declare_parameter("rate_hz", d.rate_hz, describe("joint velocity command rate, Hz"))
+        self.declare_parameter("state_timeout", d.state_timeout, describe("older joint states: ramp to zero, s"))
+        self.declare_parameter("blend_time", d.blend_time, describe("cross-fade between chunks, s"))
+        self.declare_parameter("stop_time", d.stop_time, describe("ramp to zero within this, s"))
+        self.declare_parameter("workspace_min", list(d.workspace_lower),
+                               describe("lower corner of the allowed tool box, world frame, m"))
+        self.declare_parameter("workspace_max", list(d.workspace_upper),
+                               describe("upper corner of the allowed tool box, world frame, m"))
+        world = world_config(self)
+        config = ArmControlConfig(
+            rate_hz=param(self, "rate_hz"), state_timeout=param(self, "state_timeout"),
+            blend_time=param(self, "blend_time"), stop_time=param(self, "stop_time"),
+            workspace_lower=tuple(param(self, "workspace_min")), workspace_upper=tuple(param(self, "workspace_max")))
+        self.arm = param(self, "arm")
+        self.controller = ArmController(world, self.arm, ArmKinematics(world), config)
+        self.reader = JointStateReader(list(param(self, "joint_names")), ())
+        self.qdot_pub = self.create_publisher(Float64MultiArray, "velocity_controller/commands", COMMAND_QOS)
+        self.gripper_pub = self.create_publisher(Float64MultiArray, "gripper_controller/commands", COMMAND_QOS)
+        self.create_subscription(ActionChunk, "action_chunk", self.on_chunk, COMMAND_QOS)
+        self.create_subscription(JointState, "joint_states", self.on_joint_state, SENSOR_QOS)
+        self.create_timer(1.0 / config.rate_hz, self.step)
+
+    def on_chunk(self, msg: ActionChunk) -> None:
+        self.controller.on_chunk(to_dict(msg), now_sec(self))
+
+    def on_joint_state(self, msg: JointState) -> None:
+        stamp = msg.header.stamp.sec + 1e-9 * msg.header.stamp.nanosec
+        if self.reader.update(list(msg.name), list(msg.position), list(msg.velocity), stamp):
+            self.controller.on_joint_positions(self.reader.q, stamp)
+
+    def step(self) -> None:
+        qdot, width = self.controller.step(now_sec(self))
+        self.qdot_pub.publish(Float64MultiArray(data=np.asarray(qdot, dtype=float).tolist()))
+        if width is not None:
+            self.gripper_pub.publish(Float64MultiArray(data=[width]))
+        log_lines(self, self.controller.pop_log())
+
+
+def main(args: list[str] | None = None) -> None:
+    run(ActionNode, args=args)
+
+
+if __name__ == "__main__":
+    main()

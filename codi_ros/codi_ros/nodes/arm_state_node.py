@@ -1,0 +1,55 @@
+"""arm_state_node (one per arm, namespaced): joint states -> codi_msgs/ArmState in the world frame.
+
+Subscribes ``joint_states`` (sensor_msgs/JointState), publishes ``arm_state`` at ``publish_rate_hz``
+(each new joint state at most once), stamped with the joint state's time.
+"""
+
+from __future__ import annotations
+
+from codi_msgs.msg import ArmState
+from rclpy.node import Node
+from sensor_msgs.msg import JointState
+
+from codi_ros.control.kinematics import ArmKinematics
+from codi_ros.nodes._ros import SENSOR_QOS, describe, fill, param, run, world_config
+from codi_ros.nodes.logic.arm_control import ARM_JOINTS, FINGER_JOINTS, JointStateReader, arm_state_from_joints
+from codi_ros.nodes.logic.messages import arm_state_msg
+
+
+class ArmStateNode(Node):
+    def __init__(self) -> None:
+        super().__init__("arm_state_node")
+        self.declare_parameter("arm", "left", describe("arm name from world.yaml"))
+        self.declare_parameter("world_config", "", describe("path of world.yaml; empty: the installed one"))
+        self.declare_parameter("joint_names", list(ARM_JOINTS), describe("the 7 arm joints in joint_states"))
+        self.declare_parameter("finger_joint_names", list(FINGER_JOINTS),
+                               describe("the 2 finger joints; gripper width = their sum"))
+        self.declare_parameter("publish_rate_hz", 100.0, describe("arm_state rate, Hz (>= 50)"))
+        world = world_config(self)
+        self.arm = param(self, "arm")
+        self.frame = world.base_frame(self.arm)
+        self.kinematics = ArmKinematics(world)
+        self.reader = JointStateReader(list(param(self, "joint_names")),
+                                       list(param(self, "finger_joint_names")))
+        self.pub = self.create_publisher(ArmState, "arm_state", SENSOR_QOS)
+        self.create_subscription(JointState, "joint_states", self.on_joint_state, SENSOR_QOS)
+        self.create_timer(1.0 / param(self, "publish_rate_hz"), self.publish)
+
+    def on_joint_state(self, msg: JointState) -> None:
+        stamp = msg.header.stamp.sec + 1e-9 * msg.header.stamp.nanosec
+        self.reader.update(list(msg.name), list(msg.position), list(msg.velocity), stamp)
+
+    def publish(self) -> None:
+        if not self.reader.take():
+            return
+        r = self.reader
+        state = arm_state_from_joints(self.kinematics, self.frame, r.q, r.qdot, r.gripper_width)
+        self.pub.publish(fill(ArmState(), arm_state_msg(self.arm, state, r.stamp)))
+
+
+def main(args: list[str] | None = None) -> None:
+    run(ArmStateNode, args=args)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,36 @@
+"""cost_service_node: serves /codi/evaluate_cost (codi_msgs/EvaluateCost) with the configured cost.
+
+The cost is config/cost.yaml's handover cost on the batched kinematic cost simulator (the one the
+planner's guidance uses); see :class:`codi_ros.nodes.logic.services.CostService`.
+"""
+
+from __future__ import annotations
+
+from codi_msgs.srv import EvaluateCost
+from rclpy.node import Node
+
+from codi_ros.nodes._ros import describe, fill, run, to_dict, world_config
+from codi_ros.nodes.logic.services import CostService, kinematic_cost_evaluator
+
+
+class CostServiceNode(Node):
+    def __init__(self) -> None:
+        super().__init__("cost_service_node")
+        self.declare_parameter("world_config", "", describe("path of world.yaml; empty: the installed one"))
+        world = world_config(self)
+        self.service = CostService(world, kinematic_cost_evaluator(world))
+        self.create_service(EvaluateCost, "/codi/evaluate_cost", self.on_request)
+        # A service-only node can miss Ctrl-C at shutdown (ROS_NOTES.md); a periodic timer keeps the
+        # executor waking up so that it notices.
+        self.create_timer(1.0, lambda: None)
+
+    def on_request(self, request: EvaluateCost.Request, response: EvaluateCost.Response) -> EvaluateCost.Response:
+        return fill(response, self.service.handle(to_dict(request)))
+
+
+def main(args: list[str] | None = None) -> None:
+    run(CostServiceNode, args=args)
+
+
+if __name__ == "__main__":
+    main()

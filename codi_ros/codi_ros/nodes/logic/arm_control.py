@@ -1,0 +1,151 @@
+"""Per-arm behaviour: joint states -> arm state (arm_state_node); action chunk -> joint velocities (action_node).
+
+The kinematics (:class:`codi_ros.control.kinematics.ArmKinematics`) and the differential IK
+(:class:`codi_ros.control.ik.DifferentialIK`) are the ones the simulator uses, in the arm's base frame.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+
+from codi_ros.config import WorldConfig
+from codi_ros.control.ik import DifferentialIK
+from codi_ros.control.kinematics import ArmKinematics
+from codi_ros.frames import ArmState, BaseFrame
+from codi_ros.nodes.logic.chunk_executor import ChunkError, ChunkExecutor
+from codi_ros.nodes.logic.limits import JointCommandLimiter, WorkspaceBounds
+from codi_ros.nodes.logic.messages import Msg, parse_chunk
+from codi_ros.nodes.logic.watchdog import LogOnce, StateMonitor
+
+ARM_JOINTS = tuple(f"fr3_joint{i}" for i in range(1, 8))
+FINGER_JOINTS = ("fr3_finger_joint1", "fr3_finger_joint2")
+GRIPPER_RESOLUTION = 1e-4   # m: smaller width changes are not re-sent
+
+
+class JointStateReader:
+    """Picks one arm's joints (and its fingers, if present) out of sensor_msgs/JointState contents.
+
+    Arm and gripper may come in separate messages (franka_ros2 merges them, a simulator may not):
+    the gripper width is the sum of the finger positions seen last, NaN until one was seen.
+    """
+
+    def __init__(self, joint_names: Sequence[str] = ARM_JOINTS, finger_names: Sequence[str] = FINGER_JOINTS):
+        if len(joint_names) != 7:
+            raise ValueError(f"joint_names: an FR3 has 7 joints, got {list(joint_names)}")
+        self.joint_names, self.finger_names = tuple(joint_names), tuple(finger_names)
+        self.q: np.ndarray | None = None
+        self.qdot = np.zeros(7)
+        self.gripper_width = float("nan")
+        self.stamp = float("nan")
+        self.fresh = False                 # new arm joints since the last `take()`
+
+    def update(self, names: Sequence[str], position: Sequence[float], velocity: Sequence[float], stamp: float) -> bool:
+        """Read one JointState; True when it held this arm's joints."""
+        index = {n: i for i, n in enumerate(names)}
+        if all(n in index for n in self.finger_names):
+            self.gripper_width = float(sum(position[index[n]] for n in self.finger_names))
+        if not all(n in index for n in self.joint_names):
+            return False
+        idx = [index[n] for n in self.joint_names]
+        self.q = np.array([position[i] for i in idx], dtype=float)
+        self.qdot = np.array([velocity[i] for i in idx], dtype=float) if len(velocity) == len(names) else np.zeros(7)
+        self.stamp, self.fresh = stamp, True
+        return True
+
+    def take(self) -> bool:
+        """Whether new arm joints arrived since the last call."""
+        fresh, self.fresh = self.fresh, False
+        return fresh
+
+
+def arm_state_from_joints(kinematics: ArmKinematics, frame: BaseFrame, q: np.ndarray, qdot: np.ndarray,
+                          gripper_width: float) -> ArmState:
+    """World-frame end-effector state by forward kinematics: pose of the tool site, twist = J(q) qdot."""
+    if not (np.all(np.isfinite(q)) and np.all(np.isfinite(qdot))):
+        nan = np.full(3, np.nan)
+        return ArmState(nan, np.full((3, 3), np.nan), nan, nan, gripper_width)
+    pos, rot = kinematics.forward(q)
+    v = kinematics.jacobian(q) @ qdot
+    return ArmState(ee_pos=frame.point_to_world(pos), ee_rot=frame.rotation @ rot,
+                    ee_linvel=frame.vec_to_world(v[:3]), ee_angvel=frame.vec_to_world(v[3:]),
+                    gripper_width=gripper_width)
+
+
+@dataclass(frozen=True)
+class ArmControlConfig:
+    rate_hz: float = 100.0                              # joint command rate
+    state_timeout: float = 0.2                          # s: older joint states -> hold
+    blend_time: float = 0.1                             # s: cross-fade between chunks
+    stop_time: float = 0.1                              # s: ramp to zero within this
+    workspace_lower: tuple[float, float, float] = (-0.9, -0.6, 0.005)   # world frame, m
+    workspace_upper: tuple[float, float, float] = (0.9, 0.6, 0.8)
+    # Approach a face at <= distance / lookahead. 0.3 s covers the arm's tracking lag: in the sim a 0.3 m/s
+    # approach overshot a face by 13 mm with 0.1 s and not at all with 0.3 s (test_ros_logic.py).
+    workspace_lookahead: float = 0.3
+
+    def __post_init__(self) -> None:
+        if not (self.rate_hz > 0 and self.state_timeout > 0):
+            raise ValueError(f"rate_hz and state_timeout must be positive, got {self}")
+
+
+class ArmController:
+    """action_node: chunk -> twist (ChunkExecutor) -> workspace box -> IK -> joint limits, every 1 / rate_hz."""
+
+    def __init__(self, world: WorldConfig, arm: str, kinematics: ArmKinematics, config: ArmControlConfig):
+        self.arm, self.kinematics, self.config = arm, kinematics, config
+        self.frame = world.base_frame(arm)
+        self.gripper_max = world.control.gripper_max_width
+        self.ik = DifferentialIK(world.control, np.array(world.home_qpos), kinematics.q_lower, kinematics.q_upper)
+        self.executor = ChunkExecutor(config.blend_time)
+        self.limiter = JointCommandLimiter(world.control.joint_velocity_limit, world.control.joint_acceleration_limit,
+                                           dt=1.0 / config.rate_hz, stop_time=config.stop_time)
+        self.bounds = WorkspaceBounds(config.workspace_lower, config.workspace_upper, config.workspace_lookahead)
+        self.monitor = StateMonitor({"joint states": config.state_timeout})
+        self._q: np.ndarray | None = None
+        self._gripper_sent: float | None = None
+        self._log = LogOnce()
+        self._lines: list[tuple[str, str]] = []
+
+    def on_joint_positions(self, q: np.ndarray, stamp: float) -> None:
+        q = np.asarray(q, dtype=float)
+        self._q = q
+        self.monitor.update("joint states", stamp, bool(np.all(np.isfinite(q))))
+
+    def on_chunk(self, msg: Msg, now: float) -> None:
+        try:
+            arm, frame_id, chunk = parse_chunk(msg)
+        except ChunkError as e:
+            self._lines.append(("warn", f"rejected a malformed chunk: {e}"))
+            return
+        if arm != self.arm or frame_id not in ("", f"base_{self.arm}"):
+            self._lines.append(("warn", f"rejected a chunk for arm {arm!r} in frame {frame_id!r} "
+                                        f"(this is arm {self.arm!r}, frame 'base_{self.arm}')"))
+            return
+        self.executor.accept(chunk, now)
+
+    def step(self, now: float) -> tuple[np.ndarray, float | None]:
+        """(joint velocities (7,) to command now, a new gripper width to command or None if unchanged)."""
+        cmd = self.executor.command(now)
+        problems = self.monitor.problems(now)
+        self._lines += self._log.update(problems, context=f"arm {self.arm}: ") + self.executor.pop_events()
+        hold = cmd.hold or bool(problems)
+        qdot = np.zeros(7)
+        if not hold:
+            q = self._q
+            pos, _ = self.kinematics.forward(q)
+            v_world = self.bounds.limit(self.frame.point_to_world(pos), self.frame.vec_to_world(cmd.twist[:3]))
+            twist = np.concatenate([self.frame.vec_to_base(v_world), cmd.twist[3:]])
+            qdot = self.ik.joint_velocities(self.kinematics.jacobian(q), q, twist)
+        width = None
+        if cmd.gripper_width is not None:
+            w = float(np.clip(cmd.gripper_width, 0.0, self.gripper_max))
+            if self._gripper_sent is None or abs(w - self._gripper_sent) > GRIPPER_RESOLUTION:
+                width = self._gripper_sent = w
+        return self.limiter.limit(qdot, hold=hold), width
+
+    def pop_log(self) -> list[tuple[str, str]]:
+        lines, self._lines = self._lines, []
+        return lines

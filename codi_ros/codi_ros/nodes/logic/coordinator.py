@@ -1,0 +1,170 @@
+"""coordinator_node's behaviour: the observed state, /codi/plan, the receding-horizon loop and /codi/stop.
+
+Receding horizon (paper Sec. V): plan a chunk of H actions from the current state, execute the
+first ``horizon.execution`` of them, plan again. Each chunk is stamped with the time its plan
+started, so the action nodes skip what the planning latency used up. Planning slower than the
+rest of the running chunk is reported as an overrun (the arms hold once their chunk runs out).
+No plan is made from an arm state older than ``arm_timeout``, a cube pose older than
+``cube_timeout`` or any NaN; while moving, the arms are then told to stop (an empty chunk).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Protocol
+
+import numpy as np
+
+from codi_ros.config import WorldConfig
+from codi_ros.core.planner import PlanningError, PlanOverrides, PlanResult
+from codi_ros.frames import ArmState, CubeState, WorldState, state_is_finite
+from codi_ros.nodes.logic.messages import Msg, parse_arm_state, parse_detection, stop_msg
+from codi_ros.nodes.logic.services import RequestError, failure, parse_plan_request, plan_response
+from codi_ros.nodes.logic.watchdog import LogOnce, StateMonitor
+from codi_ros.perception.fusion import CubePoseFusion, FusedPose, FusionConfig
+
+
+class SupportsPlan(Protocol):
+    def plan(self, state: WorldState, overrides: PlanOverrides | None = None) -> PlanResult: ...
+
+
+@dataclass(frozen=True)
+class CoordinatorConfig:
+    arm_timeout: float = 0.2     # s
+    cube_timeout: float = 1.0    # s
+
+    def __post_init__(self) -> None:
+        if not (self.arm_timeout > 0 and self.cube_timeout > 0):
+            raise ValueError(f"timeouts must be positive, got {self}")
+
+
+CUBE = "cube pose"
+
+
+def arm_key(arm: str) -> str:
+    return f"arm '{arm}' state"
+
+
+class Coordinator:
+    def __init__(self, world: WorldConfig, planner: SupportsPlan, config: CoordinatorConfig | None = None,
+                 fusion: FusionConfig | None = None):
+        self.world, self.planner = world, planner
+        self.config = config = config or CoordinatorConfig()
+        self.monitor = StateMonitor({**{arm_key(a): config.arm_timeout for a in world.arm_names},
+                                     CUBE: config.cube_timeout})
+        self.fusion = CubePoseFusion(fusion or FusionConfig(max_age=config.cube_timeout))
+        self.goal = np.array([np.mean(world.goal.x_range), np.mean(world.goal.y_range), world.cube.size / 2])
+        self.autonomous = False
+        self._arms: dict[str, tuple[ArmState, float]] = {}
+        self._cube: FusedPose | None = None
+        self._next_replan = -math.inf
+        self._executing_until = -math.inf     # end of the last chunk sent to the arms
+        self._stops = 0                        # /codi/stop count: a plan started before a stop is not sent
+        self._unknown_arms: set[str] = set()
+        self._state_log, self._cube_log = LogOnce(), LogOnce()
+        self._lines: list[tuple[str, str]] = []
+
+    # ------------------------------------------------------------------ inputs
+    def on_arm_state(self, msg: Msg) -> None:
+        arm, state, stamp = parse_arm_state(msg)
+        if arm not in self.world.arm_names:
+            if arm not in self._unknown_arms:
+                self._unknown_arms.add(arm)
+                self._lines.append(("warn", f"ignoring arm states of unknown arm {arm!r}"))
+            return
+        self._arms[arm] = (state, stamp)
+        self.monitor.update(arm_key(arm), stamp, state_is_finite(state))
+
+    def on_cube_detection(self, msg: Msg) -> None:
+        self.fusion.add(parse_detection(msg))
+
+    def on_goal(self, goal: np.ndarray) -> None:
+        goal = np.asarray(goal, dtype=float)
+        if goal.shape == (3,) and np.all(np.isfinite(goal)):
+            self.goal = goal
+        else:
+            self._lines.append(("warn", f"ignoring a goal that is not 3 finite numbers: {goal}"))
+
+    def cube_pose(self, now: float) -> FusedPose | None:
+        """The fused cube pose (also logs, once each, which detections were left out and why)."""
+        fused = self.fusion.fuse(now)
+        self._lines += self._cube_log.update(self.fusion.rejected, context="cube detection left out: ")
+        if fused is not None:
+            self.monitor.update(CUBE, fused.stamp, True)
+        self._cube = fused
+        return fused
+
+    def observed_state(self, now: float) -> WorldState:
+        """The latest observed state; RequestError says what is stale, missing or NaN."""
+        self.cube_pose(now)
+        problems = self.monitor.problems(now)
+        if problems:
+            raise RequestError("no usable observed state: " + "; ".join(problems.values()))
+        arms = {a: self._arms[a] for a in self.world.arm_names}
+        return WorldState(arms={a: s for a, (s, _) in arms.items()}, cube=CubeState(self._cube.pos, self._cube.quat),
+                          goal=self.goal.copy(), stamp=min([t for _, t in arms.values()] + [self._cube.stamp]))
+
+    # ------------------------------------------------------------------ services
+    def handle_plan(self, req: Msg, now: float) -> tuple[dict, list[dict]]:
+        """(Plan response, chunks to publish: the response's chunks when ``execute`` is set)."""
+        stops = self._stops
+        try:
+            explicit, overrides = parse_plan_request(req, self.world)
+            state = explicit if explicit is not None else self.observed_state(now)
+            result = self.planner.plan(state, overrides)
+        except (RequestError, PlanningError) as e:
+            return failure(str(e)), []
+        response = plan_response(result, self.world, start=now)
+        if not req.get("execute", False):
+            return response, []
+        if stops != self._stops:
+            response["message"] += "; not executed: /codi/stop was called while planning"
+            return response, []
+        self._executing_until = now + self.world.horizon.prediction * self.world.control.dt
+        return response, response["chunks"]
+
+    def stop(self, now: float) -> list[dict]:
+        """/codi/stop: leave autonomous mode; the empty chunks that stop every arm."""
+        self.autonomous = False
+        self._stops += 1
+        self._executing_until = -math.inf
+        self._lines.append(("info", "stop: autonomous mode off, arms stopping"))
+        return [stop_msg(a, now, self.world.control.dt) for a in self.world.arm_names]
+
+    def start(self) -> None:
+        """/codi/start: autonomous mode on; the next tick plans."""
+        self.autonomous, self._next_replan = True, -math.inf
+        self._lines.append(("info", "start: autonomous mode on"))
+
+    # ------------------------------------------------------------------ receding-horizon loop
+    def tick(self, now: float) -> list[dict]:
+        """One cycle of the loop (call at the control rate): the chunks to publish, if any."""
+        if not self.autonomous or now < self._next_replan - self.world.control.dt / 2:   # the tick nearest the due time
+            return []
+        stops = self._stops
+        try:
+            state = self.observed_state(now)
+            result = self.planner.plan(state)
+        except (RequestError, PlanningError) as e:
+            self._lines += self._state_log.update({"state": f"not planning: {e}"})
+            if self._executing_until > now:            # arms still moving on an old plan: stop them
+                self._executing_until = -math.inf
+                return [stop_msg(a, now, self.world.control.dt) for a in self.world.arm_names]
+            return []
+        self._lines += self._state_log.update({})
+        if stops != self._stops:                      # stopped while planning (another thread): drop the plan
+            return []
+        left = self._executing_until - now
+        if left > 0 and result.latency_s > left:
+            self._lines.append(("warn", f"planning overrun: {result.latency_s:.3f} s, but only {left:.3f} s of the "
+                                        f"previous chunk were left; the arms held for {result.latency_s - left:.3f} s"))
+        h, dt = self.world.horizon, self.world.control.dt
+        self._executing_until = now + h.prediction * dt
+        self._next_replan = now + h.execution * dt
+        return plan_response(result, self.world, start=now)["chunks"]
+
+    def pop_log(self) -> list[tuple[str, str]]:
+        """(level, text) lines to log since the last call."""
+        lines, self._lines = self._lines, []
+        return lines

@@ -1,0 +1,130 @@
+"""Messages as plain dicts, and their conversion to and from the core types.
+
+A message is the nested dict that ``rosidl_runtime_py.message_to_ordereddict`` gives and
+``rosidl_runtime_py.set_message_fields`` takes (the shape ``ros2 topic pub`` and ``ros2 service
+call`` use). Missing keys read as the message defaults (0, "", [], identity quaternion), exactly
+like an empty ``ros2 service call``. Quaternions are (w, x, y, z) in the core (frames.py) and
+fields x, y, z, w in geometry_msgs.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+import numpy as np
+
+from codi_ros.frames import ArmState, mat_to_quat, quat_to_mat
+from codi_ros.nodes.logic.chunk_executor import Chunk, ChunkError
+from codi_ros.perception.fusion import Detection
+
+Msg = Mapping[str, Any]
+
+
+def stamp_to_sec(stamp: Msg) -> float:
+    return float(stamp.get("sec", 0)) + 1e-9 * float(stamp.get("nanosec", 0))
+
+
+def sec_to_stamp(t: float) -> dict:
+    ns = int(round(t * 1e9))
+    return {"sec": ns // 1_000_000_000, "nanosec": ns % 1_000_000_000}
+
+
+def header(t: float, frame_id: str) -> dict:
+    return {"stamp": sec_to_stamp(t), "frame_id": frame_id}
+
+
+def header_time(msg: Msg) -> float:
+    return stamp_to_sec(msg.get("header", {}).get("stamp", {}))
+
+
+def parse_vec3(d: Msg) -> np.ndarray:
+    """x, y, z of a Point / Vector3 dict."""
+    return np.array([float(d.get("x", 0.0)), float(d.get("y", 0.0)), float(d.get("z", 0.0))])
+
+
+def vec3_msg(v: np.ndarray) -> dict:
+    return {"x": float(v[0]), "y": float(v[1]), "z": float(v[2])}
+
+
+def parse_quat(d: Msg) -> np.ndarray:
+    """(w, x, y, z) of a geometry_msgs/Quaternion dict (default: identity)."""
+    return np.array([float(d.get("w", 1.0)), float(d.get("x", 0.0)), float(d.get("y", 0.0)), float(d.get("z", 0.0))])
+
+
+def pose_msg(pos: np.ndarray, q_wxyz: np.ndarray) -> dict:
+    w, x, y, z = (float(c) for c in q_wxyz)
+    return {"position": vec3_msg(pos), "orientation": {"x": x, "y": y, "z": z, "w": w}}
+
+
+def parse_pose(d: Msg) -> tuple[np.ndarray, np.ndarray]:
+    """(position (3,), quaternion (w, x, y, z)) of a geometry_msgs/Pose dict."""
+    return parse_vec3(d.get("position", {})), parse_quat(d.get("orientation", {}))
+
+
+def twist_msg(v6: np.ndarray) -> dict:
+    return {"linear": vec3_msg(v6[:3]), "angular": vec3_msg(v6[3:6])}
+
+
+def parse_twist(d: Msg) -> np.ndarray:
+    return np.concatenate([parse_vec3(d.get("linear", {})), parse_vec3(d.get("angular", {}))])
+
+
+# --------------------------------------------------------------------------- codi_msgs/ArmState
+
+def arm_state_msg(arm: str, state: ArmState, stamp: float, frame_id: str = "world") -> dict:
+    return {"header": header(stamp, frame_id), "arm": arm,
+            "ee_pose": pose_msg(state.ee_pos, mat_to_quat(state.ee_rot)),
+            "ee_twist": twist_msg(np.concatenate([state.ee_linvel, state.ee_angvel])),
+            "gripper_width": float(state.gripper_width)}
+
+
+def parse_arm_state(msg: Msg) -> tuple[str, ArmState, float]:
+    """(arm name, world-frame ArmState, stamp). A zero quaternion gives a NaN rotation (caught as NaN)."""
+    pos, q = parse_pose(msg.get("ee_pose", {}))
+    v = parse_twist(msg.get("ee_twist", {}))
+    rot = quat_to_mat(q) if np.linalg.norm(q) > 1e-9 else np.full((3, 3), np.nan)
+    state = ArmState(ee_pos=pos, ee_rot=rot, ee_linvel=v[:3], ee_angvel=v[3:],
+                     gripper_width=float(msg.get("gripper_width", 0.0)))
+    return str(msg.get("arm", "")), state, header_time(msg)
+
+
+# --------------------------------------------------------------------------- codi_msgs/ActionChunk
+
+def chunk_msg(arm: str, chunk: Chunk) -> dict:
+    """An ActionChunk in the arm's base frame ``base_<arm>``."""
+    return {"header": header(chunk.start, f"base_{arm}"), "arm": arm, "dt": float(chunk.dt),
+            "twists": [twist_msg(a[:6]) for a in chunk.actions],
+            "gripper_widths": [float(a[6]) for a in chunk.actions]}
+
+
+def stop_msg(arm: str, now: float, dt: float) -> dict:
+    """The empty chunk that tells an action node to stop."""
+    return chunk_msg(arm, Chunk(now, dt, np.zeros((0, 7))))
+
+
+def parse_chunk(msg: Msg) -> tuple[str, str, Chunk]:
+    """(arm, frame_id, Chunk); raises ChunkError naming the bad field."""
+    twists = [parse_twist(t) for t in msg.get("twists", [])]
+    widths = [float(w) for w in msg.get("gripper_widths", [])]
+    if len(twists) != len(widths):
+        raise ChunkError(f"gripper_widths: {len(widths)} values for {len(twists)} twists")
+    actions = np.column_stack([np.reshape(twists, (-1, 6)), widths]) if twists else np.zeros((0, 7))
+    hdr = msg.get("header", {})
+    return (str(msg.get("arm", "")), str(hdr.get("frame_id", "")),
+            Chunk(header_time(msg), float(msg.get("dt", 0.0)), actions))
+
+
+# --------------------------------------------------------------------------- codi_msgs/CubeDetection
+
+def detection_msg(d: Detection, frame_id: str = "world") -> dict:
+    return {"header": header(d.stamp, frame_id), "source": d.source, "pose": pose_msg(d.pos, d.quat),
+            "reprojection_error": float(d.reprojection_error), "num_markers": int(d.num_markers),
+            "ambiguous": bool(d.ambiguous)}
+
+
+def parse_detection(msg: Msg) -> Detection:
+    pos, q = parse_pose(msg.get("pose", {}))
+    return Detection(source=str(msg.get("source", "")), stamp=header_time(msg), pos=pos, quat=q,
+                     reprojection_error=float(msg.get("reprojection_error", 0.0)),
+                     num_markers=int(msg.get("num_markers", 0)), ambiguous=bool(msg.get("ambiguous", False)))

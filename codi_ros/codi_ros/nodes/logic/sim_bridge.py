@@ -1,0 +1,127 @@
+"""sim_node's behaviour: the MuJoCo world in real time behind the interfaces the real arms have.
+
+Commands arrive like a ros2_control JointGroupVelocityController's (7 joint velocities per arm) and
+a gripper width; joint states go out like a joint_state_broadcaster's. A command older than
+``command_timeout`` is replaced by zero (the sim's own safety net if an action node dies). Wrist
+images come with an ideal pinhole CameraInfo; the hand-eye calibration the aruco nodes need is
+:func:`camera_in_tcp`.
+"""
+
+from __future__ import annotations
+
+import math
+
+import mujoco
+import numpy as np
+
+from codi_ros.frames import mat_to_quat
+from codi_ros.nodes.logic.arm_control import ARM_JOINTS, FINGER_JOINTS
+from codi_ros.nodes.logic.messages import detection_msg, header
+from codi_ros.nodes.logic.watchdog import LogOnce, StateMonitor
+from codi_ros.perception.aruco import invert, make_transform
+from codi_ros.perception.fusion import Detection
+from codi_ros.sim.tasks import random_yaw, sample_goal, sample_table_xy
+from codi_ros.sim.world import TwoArmWorld
+
+MUJOCO_TO_OPTICAL = np.diag([1.0, -1.0, -1.0])   # MuJoCo cameras look along -z with y up; OpenCV: +z, y down
+
+
+class SimBridge:
+    def __init__(self, world: TwoArmWorld, command_timeout: float = 0.2, max_lag: float = 0.1):
+        self.world = world
+        self.ik_dt = 1.0 / world.cfg.control.ik_rate_hz
+        self.max_lag = max_lag
+        self.monitor = StateMonitor({a: command_timeout for a in world.cfg.arm_names})
+        self._clock: float | None = None          # wall time at which the world's time was last synced
+        self._commanded: set[str] = set()          # arms that have been commanded at least once
+        self._log = LogOnce()
+        self._lines: list[tuple[str, str]] = []
+
+    def reset(self, seed: int) -> None:
+        """A new handover task (paper Sec. VI): arms at home, the cube somewhere on the left half of the
+        table, a goal at the right end; seeded."""
+        rng = np.random.default_rng(seed)
+        cfg = self.world.cfg
+        self.world.reset(cube_xy=sample_table_xy(rng, cfg, x_range=(-cfg.table.size[0] / 2, 0.0)),
+                         cube_yaw=random_yaw(rng), goal=sample_goal(rng, cfg))
+        self._clock = None
+
+    def command_joint_velocities(self, arm: str, values, now: float) -> None:
+        qdot = np.asarray(values, dtype=float)
+        if arm not in self.world.arms or qdot.shape != (7,) or not np.all(np.isfinite(qdot)):
+            self._lines.append(("warn", f"arm {arm}: ignoring a joint velocity command that is not 7 finite values"))
+            return
+        self.world.set_joint_velocity_command(arm, qdot)
+        self.monitor.update(arm, now)
+        self._commanded.add(arm)
+
+    def command_gripper(self, arm: str, values) -> None:
+        w = np.asarray(values, dtype=float)
+        if arm not in self.world.arms or w.shape != (1,) or not np.isfinite(w[0]):
+            self._lines.append(("warn", f"arm {arm}: ignoring a gripper command that is not one finite width"))
+            return
+        self.world.set_gripper(arm, float(w[0]))
+
+    def advance(self, now: float) -> float:
+        """Step the physics up to wall time ``now`` in whole IK periods; the simulated seconds stepped."""
+        if self._clock is None:
+            self._clock = now
+            return 0.0
+        stale = {a: t for a, t in self.monitor.problems(now).items() if a in self._commanded}
+        for arm in stale:
+            self.world.set_joint_velocity_command(arm, np.zeros(7))
+        lag = now - self._clock
+        slow = {"lag": f"simulation {lag:.2f} s behind real time: skipping ahead"} if lag > self.max_lag else {}
+        self._lines += self._log.update({**{f"cmd {a}": f"arm {a}: last command {t}: commanding zero"
+                                            for a, t in stale.items()}, **slow})
+        if slow:
+            self._clock, lag = now - self.ik_dt, self.ik_dt
+        n = math.floor(lag / self.ik_dt + 1e-9)
+        if n > 0:
+            self.world.step(n * self.ik_dt)
+            self._clock += n * self.ik_dt
+        return n * self.ik_dt
+
+    def joint_state(self, arm: str) -> tuple[list[str], list[float], list[float]]:
+        """(names, positions, velocities) of the 7 arm joints and the 2 fingers (each half the width)."""
+        half = self.world.gripper_width(arm) / 2
+        return ([*ARM_JOINTS, *FINGER_JOINTS], [*self.world.joint_positions(arm).tolist(), half, half],
+                [*self.world.joint_velocities(arm).tolist(), 0.0, 0.0])
+
+    def truth_detection(self, now: float) -> dict:
+        """The true cube pose as a CubeDetection (source "sim_truth"), for runs without camera images."""
+        cube = self.world.cube_state()
+        return detection_msg(Detection("sim_truth", now, cube.pos, cube.quat))
+
+    def pop_log(self) -> list[tuple[str, str]]:
+        lines, self._lines = self._lines, []
+        return lines
+
+
+def pinhole_k(width: int, height: int, fovy_deg: float) -> np.ndarray:
+    """Intrinsics of a MuJoCo camera (square pixels, principal point at the image centre)."""
+    f = (height / 2) / math.tan(math.radians(fovy_deg) / 2)
+    return np.array([[f, 0.0, (width - 1) / 2], [0.0, f, (height - 1) / 2], [0.0, 0.0, 1.0]])
+
+
+def camera_info_msg(stamp: float, frame_id: str, width: int, height: int, fovy_deg: float) -> dict:
+    """sensor_msgs/CameraInfo of an ideal (distortion-free) pinhole camera."""
+    K = pinhole_k(width, height, fovy_deg)
+    return {"header": header(stamp, frame_id), "height": height, "width": width, "distortion_model": "plumb_bob",
+            "d": [0.0] * 5, "k": K.ravel().tolist(), "r": np.eye(3).ravel().tolist(),
+            "p": np.hstack([K, np.zeros((3, 1))]).ravel().tolist()}
+
+
+def camera_in_tcp(world: TwoArmWorld, arm: str) -> tuple[np.ndarray, np.ndarray]:
+    """Hand-eye calibration of the simulated wrist camera: (translation, quaternion (x, y, z, w)) of
+    the OpenCV optical frame in the tool (tcp site) frame."""
+    m, d = world.model, world.data
+    cam = mujoco.mj_name2id(m, mujoco.mjtObj.mjOBJ_CAMERA, f"wrist_{arm}")
+    T_world_cam = make_transform(d.cam_xmat[cam].reshape(3, 3) @ MUJOCO_TO_OPTICAL, d.cam_xpos[cam])
+    tcp = world.arms[arm].tcp
+    T = invert(make_transform(d.site_xmat[tcp].reshape(3, 3), d.site_xpos[tcp])) @ T_world_cam
+    return T[:3, 3], np.roll(mat_to_quat(T[:3, :3]), -1)
+
+
+def camera_fovy(world: TwoArmWorld, camera: str) -> float:
+    return float(world.model.cam_fovy[mujoco.mj_name2id(world.model, mujoco.mjtObj.mjOBJ_CAMERA, camera)])

@@ -1,0 +1,134 @@
+"""sim_node: the two-arm MuJoCo world in real time, with the topics the real arms would have.
+
+Per arm: subscribes ``/<arm>/velocity_controller/commands`` (std_msgs/Float64MultiArray, 7 joint
+velocities, as a ros2_control JointGroupVelocityController) and ``/<arm>/gripper_controller/commands``
+(one width, m); publishes ``/<arm>/joint_states`` and, when offscreen rendering works (MUJOCO_GL=egl
+or osmesa), ``/<arm>/wrist_camera/image_raw`` + ``camera_info``. With ``publish_true_cube_pose`` it
+publishes the true cube pose on ``/codi/cube_detections`` instead of needing the cameras. The goal
+goes out latched on ``/codi/goal``. ``~/reset`` (std_srvs/Trigger) starts a new task.
+"""
+
+from __future__ import annotations
+
+import array
+
+from codi_msgs.msg import CubeDetection
+from geometry_msgs.msg import PointStamped
+from rclpy.node import Node
+from sensor_msgs.msg import CameraInfo, Image, JointState
+from std_msgs.msg import Float64MultiArray
+from std_srvs.srv import Trigger
+
+from codi_ros.nodes._ros import (
+    COMMAND_QOS,
+    LATCHED_QOS,
+    SENSOR_QOS,
+    describe,
+    fill,
+    log_lines,
+    now_sec,
+    param,
+    run,
+    world_config,
+)
+from codi_ros.nodes.logic.messages import header, vec3_msg
+from codi_ros.nodes.logic.sim_bridge import SimBridge, camera_fovy, camera_in_tcp, camera_info_msg
+from codi_ros.sim.world import TwoArmWorld
+
+
+class SimNode(Node):
+    def __init__(self) -> None:
+        super().__init__("sim_node")
+        self.declare_parameter("world_config", "", describe("path of world.yaml; empty: the installed one"))
+        self.declare_parameter("seed", 0, describe("seed of the first task; each ~/reset adds one"))
+        self.declare_parameter("step_rate_hz", 100.0, describe("physics / joint_states rate, Hz"))
+        self.declare_parameter("camera_rate_hz", 10.0, describe("wrist image (or true cube pose) rate, Hz"))
+        self.declare_parameter("image_width", 320, describe("wrist image width, px (<= 640)"))
+        self.declare_parameter("image_height", 240, describe("wrist image height, px (<= 480)"))
+        self.declare_parameter("publish_images", True, describe("render and publish the wrist cameras"))
+        self.declare_parameter("publish_true_cube_pose", False,
+                               describe("publish the true cube pose on /codi/cube_detections (no cameras needed)"))
+        self.declare_parameter("command_timeout", 0.2, describe("older joint commands are replaced by zero, s"))
+        self.world = TwoArmWorld(world_config(self))
+        self.bridge = SimBridge(self.world, command_timeout=param(self, "command_timeout"))
+        self.seed = param(self, "seed")
+        self.size = (param(self, "image_width"), param(self, "image_height"))
+        self.images, self.truth = param(self, "publish_images"), param(self, "publish_true_cube_pose")
+        arms = self.world.cfg.arm_names
+        self.joint_pubs = {a: self.create_publisher(JointState, f"/{a}/joint_states", SENSOR_QOS) for a in arms}
+        self.image_pubs = {a: self.create_publisher(Image, f"/{a}/wrist_camera/image_raw", SENSOR_QOS) for a in arms}
+        self.info_pubs = {a: self.create_publisher(CameraInfo, f"/{a}/wrist_camera/camera_info", SENSOR_QOS)
+                          for a in arms}
+        self.truth_pub = self.create_publisher(CubeDetection, "/codi/cube_detections", SENSOR_QOS)
+        self.goal_pub = self.create_publisher(PointStamped, "/codi/goal", LATCHED_QOS)
+        for a in arms:
+            self.create_subscription(Float64MultiArray, f"/{a}/velocity_controller/commands",
+                                     lambda m, a=a: self.bridge.command_joint_velocities(a, m.data, now_sec(self)),
+                                     COMMAND_QOS)
+            self.create_subscription(Float64MultiArray, f"/{a}/gripper_controller/commands",
+                                     lambda m, a=a: self.bridge.command_gripper(a, m.data), COMMAND_QOS)
+            t, q = camera_in_tcp(self.world, a)
+            self.get_logger().info(f"wrist_{a} hand-eye (aruco_node parameters): hand_eye_translation "
+                                   f"{t.round(4).tolist()}, hand_eye_quaternion_xyzw {q.round(6).tolist()}")
+        self.create_service(Trigger, "~/reset", self.on_reset)
+        self.create_timer(1.0 / param(self, "step_rate_hz"), self.step)
+        self.create_timer(1.0 / param(self, "camera_rate_hz"), self.perceive)
+        self.reset()
+
+    def reset(self) -> None:
+        self.bridge.reset(self.seed)
+        self.goal_pub.publish(fill(PointStamped(), {"header": header(now_sec(self), "world"),
+                                                    "point": vec3_msg(self.world.goal)}))
+        self.get_logger().info(f"task {self.seed}: cube at {self.world.cube_state().pos.round(3).tolist()}, "
+                               f"goal {self.world.goal.round(3).tolist()}")
+
+    def on_reset(self, request: Trigger.Request, response: Trigger.Response) -> Trigger.Response:
+        self.seed += 1
+        self.reset()
+        response.success, response.message = True, f"task {self.seed}"
+        return response
+
+    def step(self) -> None:
+        now = now_sec(self)
+        self.bridge.advance(now)
+        stamp = header(now, "")
+        for arm, pub in self.joint_pubs.items():
+            names, q, qdot = self.bridge.joint_state(arm)
+            pub.publish(fill(JointState(), {"header": stamp, "name": names, "position": q, "velocity": qdot}))
+        log_lines(self, self.bridge.pop_log())
+
+    def perceive(self) -> None:
+        now = now_sec(self)
+        if self.truth:
+            self.truth_pub.publish(fill(CubeDetection(), self.bridge.truth_detection(now)))
+        if not self.images:
+            return
+        width, height = self.size
+        for arm in self.world.cfg.arm_names:
+            camera = f"wrist_{arm}"
+            rgb = self.world.render(camera, width, height)
+            if rgb is None:
+                self.images = False
+                self.get_logger().error(
+                    "offscreen rendering is unavailable (try MUJOCO_GL=egl or MUJOCO_GL=osmesa): no wrist images"
+                    + ("" if self.truth else "; set publish_true_cube_pose:=true, or no cube pose will be published"))
+                return
+            hdr = header(now, f"{camera}_optical")
+            self.info_pubs[arm].publish(fill(CameraInfo(), camera_info_msg(now, hdr["frame_id"], width, height,
+                                                                           camera_fovy(self.world, camera))))
+            image = Image(height=height, width=width, encoding="rgb8", is_bigendian=0, step=3 * width)
+            image.header = fill(image.header, hdr)
+            image.data = array.array("B", rgb.tobytes())
+            self.image_pubs[arm].publish(image)
+
+    def destroy_node(self) -> None:
+        self.world.close()
+        super().destroy_node()
+
+
+def main(args: list[str] | None = None) -> None:
+    run(SimNode, args=args)
+
+
+if __name__ == "__main__":
+    main()

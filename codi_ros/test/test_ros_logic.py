@@ -1,0 +1,661 @@
+"""The ROS nodes' behaviour, tested on the ROS-free classes they adapt (no rclpy needed)."""
+
+from __future__ import annotations
+
+import math
+import re
+from dataclasses import dataclass, field
+from types import SimpleNamespace
+
+import mujoco
+import numpy as np
+import pytest
+import torch
+import yaml
+
+from codi_ros.config import load_world_config
+from codi_ros.control.kinematics import ArmKinematics
+from codi_ros.core.guidance import GuidanceConfig
+from codi_ros.core.planner import Planner, PlannerConfig, PlanningError, PlanOverrides, PlanResult
+from codi_ros.frames import ArmState, mat_to_quat, quat_to_mat, rot_z
+from codi_ros.nodes.logic.arm_control import (
+    ARM_JOINTS,
+    FINGER_JOINTS,
+    ArmControlConfig,
+    ArmController,
+    JointStateReader,
+    arm_state_from_joints,
+)
+from codi_ros.nodes.logic.chunk_executor import Chunk, ChunkError, ChunkExecutor
+from codi_ros.nodes.logic.coordinator import Coordinator
+from codi_ros.nodes.logic.limits import JointCommandLimiter, WorkspaceBounds
+from codi_ros.nodes.logic.messages import (
+    arm_state_msg,
+    chunk_msg,
+    detection_msg,
+    parse_arm_state,
+    parse_chunk,
+    parse_detection,
+    pose_msg,
+)
+from codi_ros.nodes.logic.services import (
+    CostService,
+    RequestError,
+    kinematic_cost_evaluator,
+    parse_cost_request,
+    parse_plan_request,
+)
+from codi_ros.nodes.logic.sim_bridge import SimBridge, camera_in_tcp
+from codi_ros.nodes.logic.watchdog import LogOnce, StateMonitor
+from codi_ros.paths import config_dir
+from codi_ros.perception.fusion import Detection
+from codi_ros.sim.world import TwoArmWorld
+
+WORLD = load_world_config()
+H, DT = WORLD.horizon.prediction, WORLD.control.dt
+
+
+@pytest.fixture(scope="module")
+def kinematics() -> ArmKinematics:
+    return ArmKinematics(WORLD)
+
+
+@pytest.fixture(scope="module")
+def world() -> TwoArmWorld:
+    return TwoArmWorld(WORLD)
+
+
+def chunk_of(twist, n: int = H, start: float = 0.0, width: float = 0.08) -> Chunk:
+    return Chunk(start, DT, np.tile(np.r_[twist, width], (n, 1)))
+
+
+def texts(lines) -> list[str]:
+    return [t for _, t in lines]
+
+
+# ---------------------------------------------------------------------------------------------- watchdog
+
+def test_state_monitor_reports_missing_stale_and_nan_inputs():
+    m = StateMonitor({"arm": 0.2, "cube": 1.0})
+    assert set(m.problems(0.0)) == {"arm", "cube"} and "no arm received" in m.problems(0.0)["arm"]
+    m.update("arm", 10.0)
+    m.update("cube", 10.0)
+    assert m.problems(10.15) == {}
+    assert set(m.problems(10.25)) == {"arm"} and "0.25 s old (limit 0.20 s)" in m.problems(10.25)["arm"]
+    assert set(m.problems(11.05)) == {"arm", "cube"}
+    m.update("cube", 11.0, finite=False)
+    assert "NaN" in m.problems(11.05)["cube"]
+
+
+def test_log_once_reports_a_fault_once_and_its_recovery_once():
+    log = LogOnce()
+    lines = []
+    for k in range(50):                                    # a stale input for 50 cycles, its age growing
+        lines += log.update({"arm": f"arm state is {0.2 + 0.01 * k:.2f} s old"})
+    assert lines == [("warn", "arm state is 0.20 s old")]
+    assert log.update({}) == [("info", "recovered: arm state is 0.20 s old")] and log.update({}) == []
+    assert log.update({"arm": "again"}) == [("warn", "again")]
+
+
+# ---------------------------------------------------------------------------------------------- chunk executor
+
+def test_executor_holds_each_action_for_dt_and_skips_the_planning_latency():
+    ex = ChunkExecutor(blend_time=0.0)
+    actions = np.zeros((H, 7))
+    actions[:, 0] = np.arange(H)                           # action k has vx = k
+    ex.accept(Chunk(5.0, DT, actions), now=5.25)           # arrives 0.25 s after its plan started
+    assert ex.command(5.25).twist[0] == 2                  # enters at the action due now
+    assert ex.command(5.299).twist[0] == 2 and ex.command(5.301).twist[0] == 3
+    assert ex.command(5.0 + H * DT - 0.001).twist[0] == H - 1
+
+
+def test_executor_blends_across_chunk_boundaries():
+    ex = ChunkExecutor(blend_time=0.1)
+    ex.accept(chunk_of([0.2, 0, 0, 0, 0, 0]), now=0.0)
+    ex.command(0.0)
+    ex.command(0.2)
+    ex.accept(chunk_of([-0.2, 0.1, 0, 0, 0, 0], start=0.3), now=0.3)
+    vx = [ex.command(0.3 + 0.01 * k).twist[0] for k in range(15)]
+    assert vx[0] == pytest.approx(0.2) and vx[5] == pytest.approx(0.0) and vx[10] == pytest.approx(-0.2)
+    assert max(abs(np.diff(vx))) <= 0.4 * 0.01 / 0.1 + 1e-9   # |jump| / blend_time per 10 ms step
+
+
+def test_executor_runs_out_then_holds_and_reports_once_keeping_the_gripper():
+    ex = ChunkExecutor()
+    ex.accept(chunk_of([0.1, 0, 0, 0, 0, 0], n=8, width=0.03), now=0.0)
+    assert not ex.command(0.79).hold
+    cmds = [ex.command(0.8 + 0.01 * k) for k in range(30)]
+    assert all(c.hold and not np.any(c.twist) and c.gripper_width == 0.03 for c in cmds)
+    events = texts(ex.pop_events())
+    assert len(events) == 1 and "ran out" in events[0]
+
+
+def test_stop_holds_and_rejects_chunks_planned_before_it():
+    ex = ChunkExecutor()
+    ex.accept(chunk_of([0.1, 0, 0, 0, 0, 0], start=0.0), now=0.0)
+    assert ex.accept(Chunk(1.0, DT, np.zeros((0, 7))), now=1.0)        # an empty chunk means stop
+    assert ex.command(1.0).hold
+    assert not ex.accept(chunk_of([0.1, 0, 0, 0, 0, 0], start=0.95), now=1.05)   # planned before the stop
+    assert ex.command(1.05).hold
+    assert ex.accept(chunk_of([0.1, 0, 0, 0, 0, 0], start=1.1), now=1.1) and not ex.command(1.1).hold
+
+
+def test_executor_rejects_late_and_out_of_order_chunks():
+    ex = ChunkExecutor()
+    assert not ex.accept(chunk_of(np.zeros(6), start=0.0), now=5.0)            # ended 3.4 s ago
+    assert ex.accept(chunk_of(np.zeros(6), start=4.9), now=5.0)
+    assert not ex.accept(chunk_of(np.zeros(6), start=4.8), now=5.0)            # older than the current one
+    events = texts(ex.pop_events())
+    assert len(events) == 2 and "ended 3.40 s ago" in events[0] and "older" in events[1]
+
+
+@pytest.mark.parametrize("kwargs, field_name", [
+    ({"actions": np.zeros((4, 6))}, "actions"), ({"actions": np.full((4, 7), np.nan)}, "actions"),
+    ({"dt": 0.0}, "dt"), ({"start": math.nan}, "start")])
+def test_malformed_chunks_name_the_field(kwargs, field_name):
+    args = {"start": 0.0, "dt": DT, "actions": np.zeros((4, 7)), **kwargs}
+    with pytest.raises(ChunkError, match=field_name):
+        Chunk(**args)
+
+
+# ---------------------------------------------------------------------------------------------- limits
+
+def test_limiter_keeps_velocity_and_acceleration_limits():
+    v_max, a_max = np.array(WORLD.control.joint_velocity_limit), np.array(WORLD.control.joint_acceleration_limit)
+    dt = 0.01
+    lim = JointCommandLimiter(v_max, a_max, dt)
+    rng = np.random.default_rng(0)
+    prev = np.zeros(7)
+    for _ in range(300):
+        out = lim.limit(rng.uniform(-3, 3, 7) * v_max)
+        assert np.all(np.abs(out) <= v_max + 1e-12)
+        assert np.all(np.abs(out - prev) <= a_max * dt + 1e-12)
+        prev = out
+
+
+def test_limiter_ramps_to_zero_within_stop_time_and_holds():
+    v_max = np.array(WORLD.control.joint_velocity_limit)
+    lim = JointCommandLimiter(v_max, WORLD.control.joint_acceleration_limit, dt=0.01, stop_time=0.1)
+    lim.last = 0.9 * v_max                                # faster than a_max * stop_time allows to stop
+    outs = [lim.limit(np.ones(7), hold=True) for _ in range(15)]
+    norms = [np.abs(o).max() for o in outs]
+    assert all(b <= a for a, b in zip(norms, norms[1:], strict=False))    # monotone ramp, no jump
+    assert np.all(outs[9] == 0) and all(np.all(o == 0) for o in outs[9:])  # zero after 10 steps = 100 ms
+    assert np.all(lim.limit(np.full(7, np.nan)) == 0)                      # NaN command: hold
+
+
+def test_workspace_bounds_never_let_the_tool_leave_the_box():
+    box = WorkspaceBounds([-0.5, -0.5, 0.01], [0.5, 0.5, 0.8], lookahead=0.1)
+    p = np.array([0.0, 0.0, 0.2])
+    for _ in range(500):                                  # push down and out at 0.3 m/s for 5 s
+        p = p + 0.01 * box.limit(p, np.array([0.3, 0.0, -0.3]))
+    assert 0.01 <= p[2] < 0.011 and 0.49 < p[0] <= 0.5
+    outside = np.array([0.7, 0.0, 0.2])
+    assert box.limit(outside, np.array([0.1, 0, 0]))[0] == 0 and box.limit(outside, np.array([-0.1, 0, 0]))[0] == -0.1
+
+
+# ---------------------------------------------------------------------------------------------- arm nodes
+
+def test_arm_state_from_joint_states_matches_the_simulator(world, kinematics):
+    world.reset()
+    rng = np.random.default_rng(3)
+    for arm in WORLD.arm_names:
+        world.set_joint_velocity_command(arm, rng.uniform(-0.3, 0.3, 7))
+    world.step(0.2)
+    mujoco.mj_forward(world.model, world.data)            # site poses of the current qpos (mj_step leaves the last)
+    for arm in WORLD.arm_names:
+        reader = JointStateReader()
+        names, q = [*FINGER_JOINTS, *reversed(ARM_JOINTS)], world.joint_positions(arm)
+        half = world.gripper_width(arm) / 2
+        assert reader.update(names, [half, half, *q[::-1]], [0, 0, *world.joint_velocities(arm)[::-1]], 1.0)
+        est = arm_state_from_joints(kinematics, WORLD.base_frame(arm), reader.q, reader.qdot, reader.gripper_width)
+        true = world.arm_state(arm)
+        np.testing.assert_allclose(est.ee_pos, true.ee_pos, atol=1e-9)
+        np.testing.assert_allclose(est.ee_rot, true.ee_rot, atol=1e-9)
+        np.testing.assert_allclose(est.ee_linvel, true.ee_linvel, atol=1e-9)
+        np.testing.assert_allclose(est.ee_angvel, true.ee_angvel, atol=1e-9)
+        assert est.gripper_width == pytest.approx(true.gripper_width)
+
+
+def test_joint_state_reader_handles_split_and_foreign_messages():
+    r = JointStateReader()
+    assert not r.update(["other_joint"], [1.0], [], 0.0) and r.q is None and not r.take()
+    assert not r.update(list(FINGER_JOINTS), [0.01, 0.02], [], 0.0) and r.gripper_width == pytest.approx(0.03)
+    assert r.update(list(ARM_JOINTS), list(range(7)), [], 2.0)         # no velocities: zero
+    assert r.take() and not r.take() and np.all(r.qdot == 0) and r.stamp == 2.0
+
+
+def controller(kinematics, **kw) -> ArmController:
+    return ArmController(WORLD, "left", kinematics, ArmControlConfig(**kw))
+
+
+def test_action_node_tracks_a_chunk_on_the_simulated_arm_then_stops(world, kinematics):
+    """Closed loop on the MuJoCo arm: 0.1 m/s along the base x axis for 1.6 s, then the chunk runs out."""
+    world.reset()
+    ctl = controller(kinematics)
+    start = world.arm_state("left").ee_pos
+    ctl.on_chunk(chunk_msg("left", chunk_of([0.1, 0, 0, 0, 0, 0], start=0.0, width=0.05)), now=0.0)
+    qdots = []
+    for k in range(200):                                   # 2 s at 100 Hz
+        t = k * 0.01
+        ctl.on_joint_positions(world.joint_positions("left"), t)
+        qdot, width = ctl.step(t)
+        if width is not None:
+            world.set_gripper("left", width)
+        world.set_joint_velocity_command("left", qdot)
+        world.step(0.01)
+        qdots.append(np.abs(qdot).max())
+    moved = WORLD.base_frame("left").vec_to_base(world.arm_state("left").ee_pos - start)
+    assert 0.14 < moved[0] < 0.165 and abs(moved[1]) < 0.01 and abs(moved[2]) < 0.01, moved
+    end = round(H * DT / 0.01)                             # the chunk ends at 1.6 s
+    assert qdots[end - 1] > 0.05 and max(qdots[end + 10:]) == 0.0  # zero within 100 ms after the end
+    assert any("ran out" in t for t in texts(ctl.pop_log()))
+
+
+@pytest.mark.parametrize("fault", ["stale", "nan"])
+def test_action_node_ramps_to_zero_on_stale_or_nan_joint_states_and_logs_once(kinematics, fault):
+    world_q = np.array(WORLD.home_qpos)
+    ctl = controller(kinematics)
+    ctl.on_chunk(chunk_msg("left", chunk_of([0.2, 0, 0, 0, 0, 0], n=50, start=0.0)), now=0.0)
+    for k in range(50):                                    # 0.5 s of normal operation
+        ctl.on_joint_positions(world_q, k * 0.01)
+        moving, _ = ctl.step(k * 0.01)
+    assert np.abs(moving).max() > 0.05
+    outs = []
+    for k in range(50, 150):                               # the fault lasts 1 s
+        if fault == "nan":
+            ctl.on_joint_positions(np.full(7, np.nan), k * 0.01)
+        outs.append(ctl.step(k * 0.01)[0])
+    first_zero = next(i for i, o in enumerate(outs) if not np.any(o))
+    detect = 21 if fault == "stale" else 0                 # stale: detected once older than 0.2 s
+    assert first_zero <= detect + 10 and all(not np.any(o) for o in outs[first_zero:])
+    warnings = [t for lvl, t in ctl.pop_log() if lvl == "warn" and "joint states" in t]
+    assert len(warnings) == 1
+
+
+def test_workspace_box_stops_the_tool_above_the_table(world, kinematics):
+    world.reset()
+    ctl = controller(kinematics, workspace_lower=(-0.9, -0.6, 0.30))
+    ctl.on_chunk(chunk_msg("left", chunk_of([0, 0, -0.3, 0, 0, 0], n=30)), now=0.0)
+    for k in range(300):
+        ctl.on_joint_positions(world.joint_positions("left"), k * 0.01)
+        world.set_joint_velocity_command("left", ctl.step(k * 0.01)[0])
+        world.step(0.01)
+    assert 0.298 < world.arm_state("left").ee_pos[2] < 0.31
+
+
+def test_action_node_rejects_chunks_for_another_arm_and_sends_gripper_changes_only(kinematics):
+    ctl = controller(kinematics)
+    ctl.on_joint_positions(np.array(WORLD.home_qpos), 0.0)
+    ctl.on_chunk(chunk_msg("right", chunk_of(np.zeros(6))), now=0.0)
+    assert ctl.step(0.0)[1] is None and any("rejected" in t for t in texts(ctl.pop_log()))
+    ctl.on_chunk(chunk_msg("left", chunk_of(np.zeros(6), width=0.5)), now=0.0)
+    widths = [ctl.step(0.01 * k)[1] for k in range(5)]
+    assert widths == [WORLD.control.gripper_max_width, None, None, None, None]   # clamped, sent once
+
+
+# ---------------------------------------------------------------------------------------------- messages
+
+def test_message_dicts_round_trip_and_use_ros_quaternion_order():
+    q = mat_to_quat(rot_z(0.4))
+    assert pose_msg(np.zeros(3), q)["orientation"] == pytest.approx({"x": 0, "y": 0, "z": q[3], "w": q[0]})
+    c = chunk_of([0.1, -0.2, 0.3, 0.4, -0.5, 0.6], n=3, start=12.345, width=0.02)
+    arm, frame, back = parse_chunk(chunk_msg("right", c))
+    assert (arm, frame) == ("right", "base_right") and back.start == pytest.approx(12.345)
+    np.testing.assert_allclose(back.actions, c.actions)
+    d = Detection("left", 3.5, np.array([0.1, 0.2, 0.03]), q, 0.7, 2, True)
+    back_d = parse_detection(detection_msg(d))
+    assert back_d.source == "left" and back_d.ambiguous and back_d.num_markers == 2
+    np.testing.assert_allclose(back_d.quat, q)
+    with pytest.raises(ChunkError, match="gripper_widths"):
+        parse_chunk({"twists": [{}], "gripper_widths": []})
+
+
+def test_arm_state_message_round_trip(world):
+    world.reset()
+    s = world.arm_state("left")
+    arm, back, stamp = parse_arm_state(arm_state_msg("left", s, 7.25))
+    assert arm == "left" and stamp == pytest.approx(7.25)
+    np.testing.assert_allclose(back.ee_rot, s.ee_rot, atol=1e-12)
+    np.testing.assert_allclose(back.ee_pos, s.ee_pos)
+
+
+# ---------------------------------------------------------------------------------------------- services
+
+def state_msg(world_sim: TwoArmWorld | None = None, **overrides) -> dict:
+    """A full codi_msgs/WorldState dict (from the simulator, or a fixed one)."""
+    arms = []
+    for arm in WORLD.arm_names:
+        if world_sim is not None:
+            s = world_sim.arm_state(arm)
+        else:
+            pos = np.array([WORLD.arm(arm).base_xy[0] * 0.5, 0.0, 0.3])
+            s = ArmState(pos, rot_z(0.0), np.zeros(3), np.zeros(3), 0.08)
+        arms.append(arm_state_msg(arm, s, 1.0))
+    msg = {"arms": arms, "cube_pose": pose_msg(np.array([-0.3, 0.1, 0.025]), np.array([1.0, 0, 0, 0])),
+           "goal": {"x": 0.3, "y": 0.0, "z": 0.025}}
+    msg.update(overrides)
+    return msg
+
+
+def test_empty_plan_request_is_valid_and_means_latest_state_no_overrides():
+    state, overrides = parse_plan_request({}, WORLD)
+    assert state is None and overrides == PlanOverrides()
+    request = {"state": state_msg(), "num_samples": 64, "temperature": 0.5, "seed": 3}
+    state, overrides = parse_plan_request(request, WORLD)
+    assert set(state.arms) == set(WORLD.arm_names) and overrides == PlanOverrides(64, 0.5, None, 3)
+
+
+def _nan_arm() -> dict:
+    msg = state_msg()
+    msg["arms"][1]["ee_pose"]["position"]["x"] = math.nan
+    return msg
+
+
+@pytest.mark.parametrize("request_, field_name", [
+    ({"state": state_msg(arms=state_msg()["arms"][:1])}, r"state\.arms: expected 2"),
+    ({"state": state_msg(arms=[state_msg()["arms"][0]] * 2)}, r"state\.arms\[1\]\.arm: arm 'left' given twice"),
+    ({"state": state_msg(arms=[dict(state_msg()["arms"][0], arm="mid"), state_msg()["arms"][1]])}, r"arms\[0\]\.arm"),
+    ({"state": _nan_arm()}, r"state\.arms\[1\]\.ee_pose: NaN"),
+    ({"state": state_msg(goal={"x": math.nan})}, r"state\.goal: NaN"),
+    ({"state": state_msg(cube_pose={"orientation": {"w": 0.0}})}, r"state\.cube_pose\.orientation"),
+    ({"state": {"goal": {"x": 0.3}}}, r"state\.arms: empty"),
+    ({"temperature": -1.0}, "temperature"), ({"temperature": math.nan}, "temperature"),
+    ({"num_samples": -4}, "num_samples"),
+])
+def test_malformed_plan_requests_name_the_field(request_, field_name):
+    with pytest.raises(RequestError, match=field_name):
+        parse_plan_request(request_, WORLD)
+
+
+def candidates_msg(c: np.ndarray) -> dict:
+    return {"layout": {"dim": [{"label": n, "size": s} for n, s in zip(("candidate", "arm", "step", "action"), c.shape,
+                                                                          strict=True)]},
+            "data": c.ravel().tolist()}
+
+
+def test_cost_service_scores_candidates_and_rejects_malformed_ones(world):
+    world.reset(cube_xy=(-0.3, 0.0))
+    svc = CostService(WORLD, kinematic_cost_evaluator(WORLD))
+    towards = np.zeros((2, 2, H, 7))
+    towards[..., 6] = 0.08
+    towards[0, :, :, 0] = 0.3                              # candidate 0: both arms drive at each other (+x in base)
+    resp = svc.handle({"state": state_msg(world), "candidates": candidates_msg(towards)})
+    assert resp["success"] and len(resp["costs"]) == 2
+    terms = {t["name"]: t["values"] for t in resp["terms"]}
+    assert terms["collision"][0] > terms["collision"][1] == 0.0
+    assert resp["costs"] == pytest.approx(np.sum(list(terms.values()), axis=0).tolist(), rel=1e-5)
+    bad = svc.handle({"state": state_msg(world), "candidates": candidates_msg(np.zeros((2, 2, 8, 7)))})
+    assert not bad["success"] and "candidates.layout.dim[2]" in bad["message"]
+
+
+@pytest.mark.parametrize("mutate, field_name", [
+    (lambda c: c.update(data=c["data"][:-1]), "candidates.data"),
+    (lambda c: c["data"].__setitem__(3, math.nan), r"candidates\.data: NaN"),
+    (lambda c: c["layout"]["dim"].pop(), r"candidates\.layout\.dim"),
+    (lambda c: c["layout"]["dim"][1].update(size=3), r"dim\[1\]: arms must be 2"),
+])
+def test_malformed_cost_requests_name_the_field(mutate, field_name):
+    c = candidates_msg(np.zeros((3, 2, H, 7)))
+    mutate(c)
+    with pytest.raises(RequestError, match=field_name):
+        parse_cost_request({"state": state_msg(), "candidates": c}, WORLD)
+
+
+# ---------------------------------------------------------------------------------------------- coordinator
+
+@dataclass
+class FakePlanner:
+    """Returns a fixed chunk per arm; records the states it was asked about."""
+
+    latency: float = 0.05
+    fail: bool = False
+    during: object = None                                  # called while "planning" (e.g. a concurrent stop)
+    states: list = field(default_factory=list)
+
+    def plan(self, state, overrides=None) -> PlanResult:
+        self.states.append((state, overrides))
+        if self.during is not None:
+            self.during()
+        if self.fail:
+            raise PlanningError("state: cube below the table")
+        chunks = {a: np.tile([0.05, 0, 0, 0, 0, 0, 0.08], (H, 1)) for a in WORLD.arm_names}
+        return PlanResult(chunks=chunks, cost=1.5, cost_terms={"goal": 1.0, "engage": 0.5}, latency_s=self.latency)
+
+
+def observe(coord: Coordinator, t: float, arms_t: float | None = None, cube_t: float | None = None, nan=False):
+    for arm in WORLD.arm_names:
+        pos = np.array([WORLD.arm(arm).base_xy[0] * 0.5, 0.0, math.nan if nan else 0.3])
+        coord.on_arm_state(arm_state_msg(arm, ArmState(pos, np.eye(3), np.zeros(3), np.zeros(3), 0.08),
+                                         t if arms_t is None else arms_t))
+    coord.on_cube_detection(detection_msg(Detection("sim_truth", t if cube_t is None else cube_t,
+                                                    np.array([-0.3, 0.1, 0.025]), np.array([1.0, 0, 0, 0]))))
+
+
+def test_plan_service_fails_cleanly_without_a_state_and_keeps_serving():
+    coord = Coordinator(WORLD, FakePlanner())
+    resp, publish = coord.handle_plan({}, now=1.0)
+    assert not resp["success"] and "no arm 'left' state received yet" in resp["message"] and not publish
+    resp, _ = coord.handle_plan({"temperature": -1.0}, now=1.0)
+    assert not resp["success"] and resp["message"].startswith("temperature")
+    observe(coord, 2.0)
+    resp, publish = coord.handle_plan({}, now=2.05)
+    assert resp["success"] and not publish
+    assert [c["arm"] for c in resp["chunks"]] == list(WORLD.arm_names)
+    assert all(len(c["twists"]) == H and c["dt"] == DT and c["header"]["frame_id"] == f"base_{c['arm']}"
+               for c in resp["chunks"])
+    assert resp["cost"] == 1.5 and {t["name"] for t in resp["cost_terms"]} == {"goal", "engage"}
+
+
+@pytest.mark.parametrize("arms_t, cube_t, nan, expected", [
+    (1.75, None, False, r"arm 'left' state is 0\.25 s old \(limit 0\.20 s\)"),
+    (None, 0.9, False, "no cube pose"),
+    (None, None, True, "arm 'left' state has NaN"),
+])
+def test_no_plan_from_stale_or_nan_state(arms_t, cube_t, nan, expected):
+    planner = FakePlanner()
+    coord = Coordinator(WORLD, planner)
+    observe(coord, 2.0, arms_t, cube_t, nan)
+    resp, _ = coord.handle_plan({}, now=2.0)
+    assert not resp["success"] and re.search(expected, resp["message"]), resp["message"]
+    assert not planner.states
+
+
+def test_plan_uses_fused_cube_and_goal_and_explicit_state_wins():
+    planner = FakePlanner()
+    coord = Coordinator(WORLD, planner)
+    coord.on_goal(np.array([0.35, 0.1, 0.025]))
+    observe(coord, 2.0)
+    coord.handle_plan({"seed": 7}, now=2.0)
+    state, overrides = planner.states[-1]
+    np.testing.assert_allclose(state.cube.pos, [-0.3, 0.1, 0.025])
+    np.testing.assert_allclose(state.goal, [0.35, 0.1, 0.025])
+    assert overrides.seed == 7
+    resp, publish = coord.handle_plan({"state": state_msg(goal={"x": -0.1, "y": 0.0, "z": 0.0}), "execute": True}, 2.0)
+    assert resp["success"] and len(publish) == 2 and planner.states[-1][0].goal[0] == -0.1
+
+
+def test_planning_error_is_reported_as_failure():
+    coord = Coordinator(WORLD, FakePlanner(fail=True))
+    resp, _ = coord.handle_plan({"state": state_msg()}, now=0.0)
+    assert not resp["success"] and "cube below the table" in resp["message"]
+
+
+def test_receding_horizon_replans_after_the_execution_horizon_and_reports_overruns():
+    planner = FakePlanner(latency=0.05)
+    coord = Coordinator(WORLD, planner)
+    coord.start()
+    sent = {}
+    for k in range(30):                                    # 3 s at 10 Hz
+        t = 10.0 + k * DT
+        observe(coord, t)
+        chunks = coord.tick(t)
+        if chunks:
+            sent[round(t, 3)] = chunks
+    step = WORLD.horizon.execution * DT
+    assert list(sent) == pytest.approx([10.0 + i * step for i in range(len(sent))]) and len(sent) == 4
+    assert all(c[0]["header"]["stamp"]["sec"] == int(t) for t, c in sent.items())
+    assert not [t for lvl, t in coord.pop_log() if "overrun" in t]
+    planner.latency = 1.0                                  # slower than the 0.8 s left of the running chunk
+    t = max(sent) + step
+    observe(coord, t)
+    assert coord.tick(t)
+    overruns = [t for lvl, t in coord.pop_log() if "overrun" in t]
+    assert len(overruns) == 1 and "held for 0.200 s" in overruns[0]
+
+
+def test_stale_state_in_autonomous_mode_stops_the_arms_once_and_recovers():
+    coord = Coordinator(WORLD, FakePlanner())
+    coord.start()
+    observe(coord, 1.0)
+    assert coord.tick(1.0)
+    outs = [coord.tick(1.0 + k * DT) for k in range(1, 20)]      # no new arm states: stale from 1.2 s on
+    stops = [o for o in outs if o]
+    assert len(stops) == 1 and all(len(c["twists"]) == 0 for c in stops[0])
+    log = coord.pop_log()
+    assert len([t for lvl, t in log if lvl == "warn" and "not planning" in t]) == 1
+    observe(coord, 3.0)
+    assert coord.tick(3.0) and any("recovered" in t for _, t in coord.pop_log())
+
+
+def test_stop_during_planning_drops_the_plan():
+    coord = Coordinator(WORLD, FakePlanner())
+    coord.planner.during = lambda: coord.stop(1.01)
+    coord.start()
+    observe(coord, 1.0)
+    assert coord.tick(1.0) == [] and not coord.autonomous
+    resp, publish = coord.handle_plan({"state": state_msg(), "execute": True}, now=2.0)
+    assert resp["success"] and not publish and "not executed" in resp["message"]
+
+
+def test_stop_sends_empty_chunks_to_every_arm():
+    coord = Coordinator(WORLD, FakePlanner())
+    coord.start()
+    chunks = coord.stop(5.0)
+    assert [c["arm"] for c in chunks] == list(WORLD.arm_names) and all(c["twists"] == [] for c in chunks)
+    assert not coord.autonomous
+
+
+class GaussianPolicy:
+    """Stand-in single-arm policy with an exact score: normalised actions ~ N(0, I) whatever the observation."""
+
+    config = SimpleNamespace(sigma_min=0.002, sigma_max=80.0)
+
+    def score(self, a_t, t, obs):
+        return -a_t / (1 + t.reshape(-1, *[1] * (a_t.ndim - 1)) ** 2)
+
+    def denoise(self, a_t, t, obs):
+        return a_t + t.reshape(-1, *[1] * (a_t.ndim - 1)) ** 2 * self.score(a_t, t, obs)
+
+    def normalize_actions(self, a):
+        return a / 0.05
+
+    def unnormalize_actions(self, a):
+        return a * 0.05
+
+
+def test_plan_service_with_the_real_planner():
+    torch.set_num_threads(1)
+    planner = Planner(GaussianPolicy(), WORLD, PlannerConfig(steps=4, guidance=GuidanceConfig(num_samples=8)))
+    coord = Coordinator(WORLD, planner)
+    resp, publish = coord.handle_plan({"state": state_msg(), "seed": 3, "execute": True}, now=1.0)
+    assert resp["success"], resp["message"]
+    assert publish == resp["chunks"] and resp["latency"] > 0
+    assert resp["cost"] == pytest.approx(sum(t["values"][0] for t in resp["cost_terms"]), rel=1e-5)
+    chunks = [parse_chunk(c)[2].actions for c in resp["chunks"]]
+    assert all(c.shape == (H, 7) and np.all(np.isfinite(c)) for c in chunks)
+    again, _ = coord.handle_plan({"state": state_msg(), "seed": 3}, now=2.0)
+    np.testing.assert_allclose([parse_chunk(c)[2].actions for c in again["chunks"]], chunks)   # seeded
+    bad, _ = coord.handle_plan({"state": state_msg(), "num_samples": 1}, now=3.0)
+    assert not bad["success"] and bad["message"].startswith("num_samples")    # the planner's own check
+
+
+# ---------------------------------------------------------------------------------------------- simulator bridge
+
+def test_sim_bridge_steps_in_real_time_and_zeroes_stale_commands(world):
+    bridge = SimBridge(world, command_timeout=0.2, max_lag=0.1)
+    bridge.reset(seed=0)
+    t0 = world.time
+    assert bridge.advance(100.0) == 0.0                   # first call syncs the clocks
+    assert bridge.advance(100.034) == pytest.approx(0.03)  # whole 10 ms periods only
+    assert bridge.advance(100.05) == pytest.approx(0.02)
+    assert world.time - t0 == pytest.approx(0.05)
+    bridge.command_joint_velocities("left", np.full(7, 0.1), now=100.05)
+    bridge.advance(100.14)
+    bridge.advance(100.23)                                 # the command is 0.18 s old: still applied
+    assert np.all(world.arms["left"].qdot_cmd == 0.1)
+    bridge.advance(100.3)                                  # the command is now 0.25 s old
+    assert np.all(world.arms["left"].qdot_cmd == 0.0)
+    assert bridge.advance(101.0) == pytest.approx(0.01)    # 0.7 s behind: skip ahead, one period
+    warnings = [t for level, t in bridge.pop_log() if level == "warn"]
+    assert sum("commanding zero" in t for t in warnings) == 1 and sum("behind real time" in t for t in warnings) == 1
+    bridge.command_joint_velocities("left", [0.1] * 6, now=101.0)
+    assert any("not 7 finite" in t for t in texts(bridge.pop_log()))
+
+
+def test_sim_task_is_seeded_and_joint_states_hold_arm_and_fingers(world):
+    bridge = SimBridge(world)
+    bridge.reset(seed=4)
+    cube, goal = world.cube_state().pos.copy(), world.goal.copy()
+    assert cube[0] < 0 and WORLD.goal.x_range[0] <= goal[0] <= WORLD.goal.x_range[1]
+    bridge.reset(seed=4)
+    np.testing.assert_allclose(world.cube_state().pos, cube)
+    names, q, _ = bridge.joint_state("right")
+    assert names == [*ARM_JOINTS, *FINGER_JOINTS] and q[7] + q[8] == pytest.approx(world.gripper_width("right"))
+
+
+def test_sim_hand_eye_matches_the_aruco_parameters(world):
+    """The aruco nodes' hand-eye parameters in ros_sim.yaml are the simulated wrist camera's pose."""
+    params = yaml.safe_load((config_dir() / "ros_sim.yaml").read_text())
+    for arm in WORLD.arm_names:
+        t, q = camera_in_tcp(world, arm)
+        p = params[f"/{arm}/aruco_node"]["ros__parameters"]
+        np.testing.assert_allclose(p["hand_eye_translation"], t, atol=1e-4)
+        R = quat_to_mat(np.roll(p["hand_eye_quaternion_xyzw"], 1))
+        assert np.abs(R - quat_to_mat(np.roll(q, 1))).max() < 1e-5
+
+
+# ---------------------------------------------------------------------------------------------- the graph, without ROS
+
+def test_sim_graph_wired_like_the_launch_file_moves_both_arms_and_stops(world, kinematics):
+    """The nodes' logic wired as two_arm_sim.launch.py wires the nodes (messages as dicts, one clock):
+    sim -> joint states -> arm states -> coordinator (true cube pose, fake planner) -> chunks -> action
+    nodes -> joint velocity commands -> sim. Each arm follows its plan (0.05 m/s along its base x); /codi/stop
+    stops both."""
+    bridge = SimBridge(world)
+    bridge.reset(seed=1)
+    coord = Coordinator(WORLD, FakePlanner())
+    coord.start()
+    readers = {a: JointStateReader() for a in WORLD.arm_names}
+    actions = {a: ArmController(WORLD, a, kinematics, ArmControlConfig()) for a in WORLD.arm_names}
+    start = {a: world.arm_state(a).ee_pos for a in WORLD.arm_names}
+
+    def run(k0: int, steps: int) -> None:
+        for k in range(k0, k0 + steps):                   # 100 Hz
+            t = 50.0 + k * 0.01
+            bridge.advance(t)
+            for arm in WORLD.arm_names:
+                r = readers[arm]
+                r.update(*bridge.joint_state(arm), t)
+                actions[arm].on_joint_positions(r.q, t)
+                coord.on_arm_state(arm_state_msg(arm, arm_state_from_joints(kinematics, WORLD.base_frame(arm), r.q,
+                                                                            r.qdot, r.gripper_width), t))
+            if k % 10 == 0:                                # 10 Hz: true cube pose, receding-horizon tick
+                coord.on_cube_detection(bridge.truth_detection(t))
+                for chunk in coord.tick(t):
+                    actions[chunk["arm"]].on_chunk(chunk, t)
+            for arm in WORLD.arm_names:
+                qdot, width = actions[arm].step(t)
+                bridge.command_joint_velocities(arm, qdot, t)
+                if width is not None:
+                    bridge.command_gripper(arm, [width])
+
+    run(0, 300)
+    for arm in WORLD.arm_names:
+        moved = WORLD.base_frame(arm).vec_to_base(world.arm_state(arm).ee_pos - start[arm])
+        assert 0.12 < moved[0] < 0.16 and np.abs(moved[1:]).max() < 0.01, (arm, moved)
+    assert [t for lvl, t in coord.pop_log() if lvl == "warn"] == []
+    for chunk in coord.stop(50.0 + 300 * 0.01):
+        actions[chunk["arm"]].on_chunk(chunk, 50.0 + 300 * 0.01)
+    run(300, 20)
+    assert all(np.abs(world.joint_velocities(a)).max() < 0.02 for a in WORLD.arm_names)

@@ -1,0 +1,56 @@
+"""The whole simulated two-arm graph: MuJoCo world, per-arm state / perception / action nodes, the cost
+service and the CoDi coordinator. Parameters: share/codi_ros/config/ros_sim.yaml; arms: config/world.yaml.
+
+  ros2 launch codi_ros two_arm_sim.launch.py                    # the sim publishes the true cube pose
+  ros2 launch codi_ros two_arm_sim.launch.py cameras:=true      # wrist cameras + ArUco instead
+  ros2 launch codi_ros two_arm_sim.launch.py autonomous:=true   # start the receding-horizon loop right away
+
+cameras:=true needs offscreen rendering (MUJOCO_GL=egl or osmesa) fast enough for two 320x240 images at
+camera_rate_hz (a CPU-only EGL here takes ~90 ms per image) and ArUco markers on the simulated cube.
+"""
+
+import os
+
+import yaml
+from ament_index_python.packages import get_package_share_directory
+from launch import LaunchDescription
+from launch.actions import DeclareLaunchArgument
+from launch.conditions import IfCondition
+from launch.substitutions import LaunchConfiguration, PythonExpression
+from launch_ros.actions import Node
+from launch_ros.parameter_descriptions import ParameterValue
+
+
+def generate_launch_description():
+    config = os.path.join(get_package_share_directory("codi_ros"), "config")
+    params = os.path.join(config, "ros_sim.yaml")
+    with open(os.path.join(config, "world.yaml")) as f:
+        arms = [a["name"] for a in yaml.safe_load(f)["arms"]]
+    cameras = LaunchConfiguration("cameras")
+    no_cameras = PythonExpression(["'", cameras, "'.lower() not in ('true', '1')"])
+
+    actions = [
+        DeclareLaunchArgument("cameras", default_value="false",
+                              description="render the wrist cameras and run ArUco (false: the sim publishes "
+                                          "the true cube pose)"),
+        DeclareLaunchArgument("autonomous", default_value="false",
+                              description="start the receding-horizon loop at once (else: ros2 service call "
+                                          "/codi/start std_srvs/srv/Trigger)"),
+        Node(package="codi_ros", executable="sim_node", name="sim_node", output="screen",
+             parameters=[params, {"publish_images": ParameterValue(cameras, value_type=bool),
+                                  "publish_true_cube_pose": ParameterValue(no_cameras, value_type=bool)}]),
+        Node(package="codi_ros", executable="cost_service_node", name="cost_service_node", output="screen",
+             parameters=[params]),
+        Node(package="codi_ros", executable="coordinator_node", name="coordinator_node", output="screen",
+             parameters=[params, {"autonomous": ParameterValue(LaunchConfiguration("autonomous"), value_type=bool)}]),
+    ]
+    for arm in arms:
+        actions += [
+            Node(package="codi_ros", executable="arm_state_node", name="arm_state_node", namespace=arm,
+                 output="screen", parameters=[params, {"arm": arm}]),
+            Node(package="codi_ros", executable="action_node", name="action_node", namespace=arm,
+                 output="screen", parameters=[params, {"arm": arm}]),
+            Node(package="codi_ros", executable="aruco_node", name="aruco_node", namespace=arm,
+                 output="screen", parameters=[params, {"arm": arm}], condition=IfCondition(cameras)),
+        ]
+    return LaunchDescription(actions)
