@@ -13,6 +13,8 @@ import sys
 # subcommand -> (module, one-line help)
 COMMANDS: dict[str, tuple[str, str]] = {
     "data": ("codi_ros.data.generate", "generate demonstration data sets with the scripted experts"),
+    "train": ("codi_ros.training.train", "train the single-arm diffusion policy on a demonstration data set"),
+    "eval": ("codi_ros.evaluation.evaluate", "closed-loop evaluation in simulation (single-arm, CoDi, baselines)"),
 }
 
 

@@ -18,7 +18,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal, Protocol
+from typing import Any, Protocol
 
 import torch
 import yaml
@@ -132,7 +132,8 @@ class HandoverCost:
 
     def _independent(self, state: SimState, chunks: Tensor) -> CostValue:
         K, N = chunks.shape[:2]
-        # Copy i keeps arm i's chunk; every other arm holds still (zero twist, current gripper width).
+        # Copy i keeps arm i's chunk; every other arm holds still: zero twist, gripper commanded to its measured
+        # width (a holder keeps its grip, see KinematicModel).
         hold = torch.zeros_like(chunks)
         hold[..., 6] = state.gripper_width.to(chunks.dtype)[None, :, None]
         solo = torch.eye(N, dtype=torch.bool)[:, None, :, None, None]                     # (N, 1, N, 1, 1)

@@ -16,8 +16,9 @@ candidates cost the same. Also here: the reparameterised estimator for different
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Callable, Literal
+from typing import Any, Literal
 
 import torch
 from torch import Tensor
@@ -72,31 +73,31 @@ def _rows(x: Tensor, ndim: int) -> Tensor:
 class Posterior:
     """Tweedie's Gaussian N(mean, Sigma) for p(a | a(t), s, t) (eq. 16), block diagonal over agents.
 
-    Sigma is either diagonal (``std`` broadcastable to ``mean``) or, per agent, ``scale_tril``
-    (B, N, d, d) with scale_tril @ scale_tril^T = Sigma.
+    Sigma is either diagonal (``std`` broadcastable to ``mean``) or, per agent, given by a square
+    root ``cov_sqrt`` (B, N, d, d) with cov_sqrt @ cov_sqrt^T = Sigma.
     """
 
     mean: Tensor                     # (B, N, *event)
     t: Tensor                        # (B,)
     std: Tensor | None = None
-    scale_tril: Tensor | None = None
+    cov_sqrt: Tensor | None = None
 
     def sample(self, num: int, generator: torch.Generator | None = None) -> Tensor:
         """(B, num, N, *event) samples a_m ~ N(mean, Sigma)."""
         B, N = self.mean.shape[:2]
         z = torch.randn((B, num, *self.mean.shape[1:]), generator=generator, dtype=self.mean.dtype)
-        if self.scale_tril is None:
+        if self.cov_sqrt is None:
             return self.mean[:, None] + self.std[:, None] * z
-        lz = (self.scale_tril[:, None] @ z.reshape(B, num, N, -1, 1)).reshape(z.shape)
+        lz = (self.cov_sqrt[:, None] @ z.reshape(B, num, N, -1, 1)).reshape(z.shape)
         return self.mean[:, None] + lz
 
     def mean_jacobian(self, v: Tensor) -> Tensor:
         """(d mu / d a(t)) v = (Sigma / t^2) v for (B, N, *event) v (Tweedie: d mu/d a(t) = I + t^2 grad s)."""
         t2 = _rows(self.t, v.ndim) ** 2
-        if self.scale_tril is None:
+        if self.cov_sqrt is None:
             return self.std**2 / t2 * v
         B, N = v.shape[:2]
-        sigma = self.scale_tril @ self.scale_tril.transpose(-1, -2)
+        sigma = self.cov_sqrt @ self.cov_sqrt.transpose(-1, -2)
         return (sigma @ v.reshape(B, N, -1, 1)).reshape(v.shape) / t2
 
 
@@ -121,17 +122,19 @@ def tweedie_posterior(a_t: Tensor, t: Tensor, score: Tensor, covariance: Covaria
         eye = torch.eye(score_jacobian.shape[-1], dtype=a_t.dtype)
         sigma = t2 * eye + t2**2 * 0.5 * (score_jacobian + score_jacobian.transpose(-1, -2))
         evals, evecs = torch.linalg.eigh(sigma)
-        return Posterior(mean, t, scale_tril=evecs * evals.clamp_min(0.0).sqrt()[..., None, :])
+        return Posterior(mean, t, cov_sqrt=evecs * evals.clamp_min(0.0).sqrt()[..., None, :])
     raise ValueError(f"unknown posterior covariance {covariance!r}")
 
 
 def tilted_weights(cost: Tensor, temperature: float) -> Tensor:
     """softmax over candidates (dim 1) of -J/lambda; (B, M, C) -> (B, M, C).
 
-    NaN costs count as +inf (never preferred). A row whose candidates are all infinitely bad gets
-    uniform weights, i.e. no guidance, instead of NaN.
+    NaN costs count as +inf (never preferred); candidates at -inf share all the weight. A row whose
+    candidates are all infinitely bad gets uniform weights, i.e. no guidance, instead of NaN.
     """
-    logits = torch.nan_to_num(-cost / temperature, nan=-torch.inf)
+    logits = torch.nan_to_num(-cost / temperature, nan=-torch.inf, posinf=torch.inf)
+    best = torch.isposinf(logits)
+    logits = torch.where(best.any(dim=1, keepdim=True), torch.where(best, 0.0, -torch.inf), logits)
     all_bad = torch.isneginf(logits).all(dim=1, keepdim=True)
     return torch.softmax(torch.where(all_bad, 0.0, logits), dim=1)
 

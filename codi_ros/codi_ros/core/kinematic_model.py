@@ -78,7 +78,7 @@ def clip_to_limits(actions: Tensor, control: ControlConfig) -> Tensor:
 @dataclass(frozen=True)
 class KinematicModelConfig:
     grasp_radius: float = 0.03     # end effector within this distance of the cube centre can grasp it
-    hold_width_margin: float = 0.01  # measured width <= cube size + margin at the cube = already held
+    hold_width_margin: float = 0.01  # a holder lets go only when commanded wider than cube size + margin
     ee_min_height: float = 0.01    # tool centre point above the table top, m
     ee_max_height: float = 0.80
 
@@ -95,10 +95,12 @@ class KinematicModelConfig:
 class KinematicModel:
     """Batched kinematic cost simulator (torch, differentiable almost everywhere).
 
-    Per control step k: (1) grasp logic on the commanded width: the holder releases when it commands
-    a width >= the cube size; a free cube is grasped by the nearest arm that commands a width below
-    the cube size with its end effector within ``grasp_radius``; (2) each end effector moves by
-    R(base_yaw) v dt, clamped to the table, the height band and the arm's reach radius; (3) a held
+    Per control step k: (1) grasp logic on the commanded width, with hysteresis like a real gripper
+    on a cube: the holder lets go when it commands a width above cube size + ``hold_width_margin``
+    (so commanding its measured width keeps the grip); a free cube is grasped by the nearest arm that
+    commands a width below the cube size with its end effector within ``grasp_radius`` (whether the
+    fingers were open before is not checked); (2) each end effector moves by R(base_yaw) v dt,
+    clamped to the table, the height band and the arm's reach radius; (3) a held
     cube moves with its holder, a released cube drops to the table (z = half the cube size).
     Orientation is not tracked: the cost only uses positions.
     """
@@ -109,7 +111,7 @@ class KinematicModel:
         self.dt = world.control.dt
 
     def initial_holder(self, state: SimState) -> Tensor:
-        """() index of the arm already holding the cube (closed on it, at it), -1 when none."""
+        """() index of the arm holding the cube now (at it, fingers <= cube size + margin apart), -1 if none."""
         dist = (state.ee_pos - state.cube_pos).norm(dim=-1)
         holding = (dist < self.config.grasp_radius) & (
             state.gripper_width <= self.world.cube.size + self.config.hold_width_margin)
@@ -119,50 +121,52 @@ class KinematicModel:
         if chunks.ndim != 4 or chunks.shape[1] != state.num_arms or chunks.shape[3] != 7:
             raise ValueError(f"chunks must be (M, {state.num_arms}, K, 7), got {tuple(chunks.shape)}")
         M, N, K, _ = chunks.shape
-        cfg, half_cube = self.config, 0.5 * self.world.cube.size
+        dtype, half_cube = chunks.dtype, 0.5 * self.world.cube.size
         actions = clip_to_limits(chunks, self.world.control)
         c, s = state.base_yaw.cos(), state.base_yaw.sin()
-        rot = torch.stack([torch.stack([c, -s], -1), torch.stack([s, c], -1)], -2)     # (N, 2, 2)
+        rot = torch.stack([torch.stack([c, -s], -1), torch.stack([s, c], -1)], -2).to(dtype)  # (N, 2, 2)
         vel_xy = torch.einsum("nij,mnkj->mnki", rot, actions[..., 0:2])
-        vel = torch.cat([vel_xy, actions[..., 2:3]], dim=-1) * self.dt                   # (M, N, K, 3) world
+        step = torch.cat([vel_xy, actions[..., 2:3]], dim=-1) * self.dt                  # (M, N, K, 3) world
+        ee_traj = self._integrate(state.ee_pos.to(dtype).expand(M, N, 3), step, state.base_xy.to(dtype))
+        ee_prev = torch.cat([state.ee_pos.to(dtype)[:, None].expand(M, N, 1, 3), ee_traj[:, :, :-1]], dim=2)
         closing = actions[..., 6] < self.world.cube.size                                  # (M, N, K)
-        hx, hy = (0.5 * x for x in self.world.table.size)
-        lo = torch.tensor([-hx, -hy, cfg.ee_min_height], dtype=chunks.dtype)
-        hi = torch.tensor([hx, hy, cfg.ee_max_height], dtype=chunks.dtype)
+        gripping = actions[..., 6] <= self.world.cube.size + self.config.hold_width_margin
 
-        ee = state.ee_pos.to(chunks.dtype).expand(M, N, 3)
-        cube = state.cube_pos.to(chunks.dtype).expand(M, 3)
+        rows = torch.arange(M)
+        on_table = torch.tensor([1.0, 1.0, 0.0], dtype=dtype), torch.tensor([0.0, 0.0, half_cube], dtype=dtype)
+        cube_floor = torch.tensor([-torch.inf, -torch.inf, half_cube], dtype=dtype)
+        cube = state.cube_pos.to(dtype).expand(M, 3)
         holder = self.initial_holder(state).expand(M)
-        arms = torch.arange(N)
-        ee_out, cube_out, holder_out = [], [], []
+        cube_out, holder_out = [], []
         for k in range(K):
-            # (1) grasp / release on the commanded width at this step
-            held = holder >= 0
-            releases = held & ~closing[torch.arange(M), holder.clamp_min(0), k]
-            dist = (ee - cube[:, None]).norm(dim=-1)                                       # (M, N)
-            can_grasp = closing[:, :, k] & (dist < cfg.grasp_radius)
-            grasper = torch.where(can_grasp, dist, torch.inf).argmin(dim=1)
-            grasps = (~held | releases) & can_grasp.any(dim=1)
-            holder = torch.where(grasps, grasper, torch.where(releases, -1, holder))
-            dropped = releases & ~grasps
-            # (2) move the end effectors
-            new_ee = self._clamp_workspace(ee + vel[:, :, k], state.base_xy, lo, hi)
-            # (3) the cube moves with its holder or drops to the table
-            step = ((new_ee - ee) * (arms == holder[:, None])[..., None]).sum(dim=1)     # zero when not held
-            cube = cube + step
-            cube = torch.where(dropped[:, None], torch.cat([cube[:, :2], cube.new_full((M, 1), half_cube)], 1), cube)
-            cube = torch.cat([cube[:, :2], cube[:, 2:].clamp_min(half_cube)], dim=1)
-            ee = new_ee
-            ee_out.append(ee)
+            # (1) grasp / release on the commanded width, at the positions before the move
+            keeps = (holder >= 0) & gripping[rows, holder.clamp_min(0), k]
+            dist = (ee_prev[:, :, k] - cube[:, None]).norm(dim=-1)                          # (M, N)
+            can_grasp = closing[:, :, k] & (dist < self.config.grasp_radius)
+            grasps = ~keeps & can_grasp.any(dim=1)
+            nearest = torch.where(can_grasp, dist, torch.inf).argmin(dim=1)
+            holder = torch.where(keeps, holder, torch.where(grasps, nearest, -1))
+            # (2)-(3) a held cube moves with its holder; a free one lies on the table
+            moved = cube + (ee_traj[:, :, k] - ee_prev[:, :, k])[rows, holder.clamp_min(0)]
+            cube = torch.where((holder >= 0)[:, None], torch.maximum(moved, cube_floor),
+                               cube * on_table[0] + on_table[1])
             cube_out.append(cube)
             holder_out.append(holder)
-        return Trajectories(ee_pos=torch.stack(ee_out, dim=2), cube_pos=torch.stack(cube_out, dim=1),
+        return Trajectories(ee_pos=ee_traj, cube_pos=torch.stack(cube_out, dim=1),
                             holder=torch.stack(holder_out, dim=1))
 
-    def _clamp_workspace(self, p: Tensor, base_xy: Tensor, lo: Tensor, hi: Tensor) -> Tensor:
-        """Clamp (M, N, 3) positions to the table box and each arm's horizontal reach radius."""
-        p = torch.maximum(torch.minimum(p, hi), lo)
-        rel = p[..., :2] - base_xy.to(p.dtype)
-        r = rel.norm(dim=-1, keepdim=True)
-        rel = rel * (self.world.reach.max_radius / r.clamp_min(self.world.reach.max_radius))
-        return torch.cat([base_xy.to(p.dtype) + rel, p[..., 2:]], dim=-1)
+    def _integrate(self, ee: Tensor, step: Tensor, base_xy: Tensor) -> Tensor:
+        """(M, N, K, 3) positions: p_{k+1} = clamp(p_k + step_k), clamped to the table box, the height
+        band and each arm's horizontal reach radius (a commanded motion beyond them stops there)."""
+        hx, hy = (0.5 * x for x in self.world.table.size)
+        lo = torch.tensor([-hx, -hy, self.config.ee_min_height], dtype=ee.dtype)
+        hi = torch.tensor([hx, hy, self.config.ee_max_height], dtype=ee.dtype)
+        reach = self.world.reach.max_radius
+        out = []
+        for k in range(step.shape[2]):
+            p = torch.minimum(torch.maximum(ee + step[:, :, k], lo), hi)
+            rel = p[..., :2] - base_xy
+            rel = rel * (reach / rel.norm(dim=-1, keepdim=True).clamp_min(reach))
+            ee = torch.cat([base_xy + rel, p[..., 2:]], dim=-1)
+            out.append(ee)
+        return torch.stack(out, dim=2)

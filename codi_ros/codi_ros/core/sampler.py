@@ -2,8 +2,9 @@
 
     a(T) ~ N(0, T^2 I),  da = -2t [s^(1:N)(a; t, s) + g^J(a; s, t)] dt + sqrt(2t) dw,  t: T -> 0,
 
-integrated on the EDM time grid. Returns the final joint chunk in raw units and the cost the
-cost model predicts for it.
+integrated on the EDM time grid by the generic samplers of core/diffusion.py, which take the
+composed score as a plain ``score_fn``. Returns the final joint chunk in raw units and the cost
+the cost model predicts for it.
 """
 
 from __future__ import annotations
@@ -14,40 +15,24 @@ from typing import Any
 import torch
 from torch import Tensor
 
+from codi_ros.core import diffusion
 from codi_ros.core.composition import ProductPolicy
 from codi_ros.core.cost import Cost, CostValue
 from codi_ros.core.guidance import GuidanceConfig, GuidanceEstimator, tweedie_posterior
-
-
-def edm_time_grid(steps: int, sigma_min: float, sigma_max: float, rho: float = 7.0) -> Tensor:
-    """Karras et al. (EDM) noise levels t_0 = sigma_max > ... > t_{steps-1} = sigma_min, then t_steps = 0."""
-    i = torch.arange(steps, dtype=torch.float64)
-    ramp = i / max(steps - 1, 1)
-    t = (sigma_max ** (1 / rho) + ramp * (sigma_min ** (1 / rho) - sigma_max ** (1 / rho))) ** rho
-    return torch.cat([t, t.new_zeros(1)])
-
-
-def reverse_sde_step(a: Tensor, score: Tensor, t: float, t_next: float, generator: torch.Generator | None) -> Tensor:
-    """One step of da = -2t s dt + sqrt(2t) dw from t to t_next < t, discretised in t^2 (the
-    variance-exact reverse-diffusion step of Song et al.): a + (t^2 - t_next^2) s + sqrt(t^2 - t_next^2) z.
-    The last step (t_next = 0) adds no noise: it is Tweedie's denoiser a + t^2 s."""
-    dv = t * t - t_next * t_next
-    a = a + dv * score
-    if t_next > 0:
-        a = a + dv**0.5 * torch.randn(a.shape, generator=generator, dtype=a.dtype)
-    return a
 
 
 @dataclass(frozen=True)
 class SamplerConfig:
     steps: int = 32
     guidance: GuidanceConfig | None = field(default_factory=GuidanceConfig)   # None: unguided product
-    rho: float = 7.0
+    method: diffusion.SamplerMethod = "sde"   # sde: eq. 11 (Euler-Maruyama); heun: probability-flow ODE
     seed: int = 0
 
     def __post_init__(self) -> None:
         if self.steps < 1:
             raise ValueError(f"sampler steps must be >= 1, got {self.steps}")
+        if self.method not in diffusion.SAMPLER_METHODS:
+            raise ValueError(f"sampler method must be one of {diffusion.SAMPLER_METHODS}, got {self.method!r}")
 
 
 @dataclass(frozen=True)
@@ -75,21 +60,22 @@ class CoDiSampler:
         cfg, gcfg = self.config, self.config.guidance
         if generator is None:
             generator = torch.Generator().manual_seed(cfg.seed)
-        B, N = obs.shape[:2]
-        pcfg = self.product.config
-        grid = edm_time_grid(cfg.steps, pcfg.sigma_min, pcfg.sigma_max, cfg.rho).tolist()
-        a = grid[0] * torch.randn((B, N, *self.chunk_shape), generator=generator, dtype=obs.dtype)
-        for t, t_next in zip(grid[:-1], grid[1:]):
+        B = obs.shape[0]
+
+        def score_fn(a: Tensor, t: float) -> Tensor:  # s^(1:N) (eq. 13) + g^J (eq. 17)
             t_b = torch.full((B,), t, dtype=a.dtype)
-            guide = self.guidance is not None and gcfg.active(t)
-            if guide and gcfg.covariance == "jacobian":
+            if self.guidance is None or not gcfg.active(t):
+                return self.product.score(a, t_b, obs)
+            if gcfg.covariance == "jacobian":
                 score, jac = self.product.score_and_jacobian(a, t_b, obs)
             else:
                 score, jac = self.product.score(a, t_b, obs), None
-            if guide:
-                posterior = tweedie_posterior(a, t_b, score, gcfg.covariance, gcfg.data_std, jac)
-                score = score + self.guidance(posterior, state, generator)
-            a = reverse_sde_step(a, score, t, t_next, generator)
+            posterior = tweedie_posterior(a, t_b, score, gcfg.covariance, gcfg.data_std, jac)
+            return score + self.guidance(posterior, state, generator)
+
+        pcfg = self.product.config
+        edm = diffusion.EDMConfig(sigma_min=pcfg.sigma_min, sigma_max=pcfg.sigma_max)
+        a = diffusion.sample(score_fn, (*obs.shape[:2], *self.chunk_shape), cfg.steps, edm, generator, cfg.method)
         actions = self.product.unnormalize_actions(a)
         return SampleResult(actions=actions, normalized=a,
                             cost=self.cost(state, actions) if self.cost is not None else None)

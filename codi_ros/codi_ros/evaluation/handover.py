@@ -23,14 +23,25 @@ SETTLE_SECONDS = 1.0   # an episode ends early once the cube has rested inside t
 class PlannerController:
     """Adapts a :class:`codi_ros.core.planner.Planner` (WorldState -> PlanResult) to the loop."""
 
-    def __init__(self, planner):
-        self.planner = planner
+    def __init__(self, planner, overrides=None):
+        self.planner, self.overrides = planner, overrides
         self.costs: list[float] = []
 
     def plan(self, world: TwoArmWorld) -> dict[str, np.ndarray]:
-        result = self.planner.plan(world_state(world))
+        result = self.planner.plan(world_state(world), self.overrides)
         self.costs.append(result.cost)
         return result.chunks
+
+
+class ScriptedController:
+    """The scripted two-arm expert as a controller: one action per call (run it with execution=1)."""
+
+    def __init__(self, world: TwoArmWorld, seed: int):
+        from codi_ros.sim.experts import HandoverExpert
+        self.expert = HandoverExpert(world, np.random.default_rng(seed))
+
+    def plan(self, world: TwoArmWorld) -> dict[str, np.ndarray]:
+        return {a: act[None] for a, act in self.expert.act().items()}
 
 
 def reset_handover_episode(world: TwoArmWorld, seed: int, index: int) -> tuple[float, float]:
@@ -44,7 +55,8 @@ def reset_handover_episode(world: TwoArmWorld, seed: int, index: int) -> tuple[f
 
 
 def run_handover_episode(world: TwoArmWorld, controller: ChunkController, seconds: float,
-                         on_step: Callable[[TwoArmWorld], None] | None = None) -> tuple[dict, list[float]]:
+                         on_step: Callable[[TwoArmWorld], None] | None = None,
+                         execution: int | None = None) -> tuple[dict, list[float]]:
     recorder = EpisodeRecorder(tolerance=world.cfg.goal.tolerance)
     settle_steps = int(SETTLE_SECONDS * world.cfg.control.rate_hz)
     rest = {"steps": 0}
@@ -57,20 +69,21 @@ def run_handover_episode(world: TwoArmWorld, controller: ChunkController, second
         rest["steps"] = rest["steps"] + 1 if inside else 0
         return rest["steps"] >= settle_steps
 
-    loop = run_closed_loop(world, controller, seconds, on_step=step)
+    loop = run_closed_loop(world, controller, seconds, on_step=step, execution=execution)
     return recorder.summary(), loop.plan_latencies
 
 
 def evaluate_handover(make_controller: Callable[[int], ChunkController], world: TwoArmWorld, episodes: int,
-                      seed: int, seconds: float, progress: bool = True) -> dict:
-    """Run seeded handover episodes; ``make_controller(i)`` gives the controller of episode i."""
+                      seed: int, seconds: float, progress: bool = True, execution: int | None = None) -> dict:
+    """Run seeded handover episodes; ``make_controller(i)`` gives the controller of episode i (made after
+    the episode's reset, so it may look at the world)."""
     from tqdm import tqdm
 
     rows, latencies = [], []
     bar = tqdm(range(episodes), desc="handover eval", unit="ep", disable=not progress)
     for i in bar:
         cube = reset_handover_episode(world, seed, i)
-        summary, lat = run_handover_episode(world, make_controller(i), seconds)
+        summary, lat = run_handover_episode(world, make_controller(i), seconds, execution=execution)
         latencies += lat
         rows.append({"episode": i, "cube_start": list(cube), "goal": world.goal.tolist(), **summary})
         bar.set_postfix(success=f"{np.mean([r['success'] for r in rows]):.0%}")

@@ -1,0 +1,181 @@
+"""The CoDi planner: world state -> one guided joint action chunk per arm (paper Sec. IV-V).
+
+``Planner.plan(state)`` validates the state, builds every arm's observation in its own base frame
+(f_single), samples a joint chunk from pi ∝ exp(-J/lambda) prod_i p^(i) with the guided reverse
+SDE, clips it to the control limits and returns it per arm, with the cost the cost simulator
+predicts for it. Configured by ``config/planner.yaml``; ``PlanOverrides`` change one request.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Literal
+
+import numpy as np
+import torch
+import yaml
+
+from codi_ros.config import ConfigError, WorldConfig
+from codi_ros.core import diffusion
+from codi_ros.core.composition import ProductPolicy, ScorePolicy
+from codi_ros.core.cost import CostConfig, HandoverCost, load_cost_config
+from codi_ros.core.guidance import GuidanceConfig
+from codi_ros.core.kinematic_model import CostSimulator, KinematicModel, SimState, clip_to_limits
+from codi_ros.core.sampler import CoDiSampler, SamplerConfig
+from codi_ros.frames import ACT_DIM, WorldState, observe
+from codi_ros.paths import config_dir
+
+
+class PlanningError(ValueError):
+    """A plan request that cannot be served; the message starts with the offending field."""
+
+
+@dataclass
+class PlanOverrides:
+    """Per-request changes to the configured planner (None: use the configured value)."""
+
+    num_samples: int | None = None     # M
+    temperature: float | None = None   # lambda
+    steps: int | None = None           # denoising steps
+    seed: int | None = None
+
+
+@dataclass
+class PlanResult:
+    chunks: dict[str, np.ndarray]      # arm name -> (H, 7) raw actions in that arm's base frame
+    cost: float                        # predicted J of the returned joint chunk
+    cost_terms: dict[str, float]       # its weighted terms (they sum to ``cost``)
+    latency_s: float
+
+
+@dataclass(frozen=True)
+class PlannerConfig:
+    """``config/planner.yaml``. method: codi (joint guidance) | codi-indep (the Sec. VII-C ablation)."""
+
+    method: Literal["codi", "codi-indep"] = "codi"
+    cost_simulator: Literal["kinematic", "physics"] = "kinematic"
+    steps: int = 32
+    sampler: diffusion.SamplerMethod = "sde"
+    seed: int = 0
+    guidance: GuidanceConfig = field(default_factory=GuidanceConfig)
+
+    def __post_init__(self) -> None:
+        if self.method not in ("codi", "codi-indep"):
+            raise ConfigError(f"planner.method must be codi or codi-indep, got {self.method!r}")
+        if self.cost_simulator not in ("kinematic", "physics"):
+            raise ConfigError(f"planner.cost_simulator must be kinematic or physics, got {self.cost_simulator!r}")
+        try:
+            self.sampler_config()
+        except ValueError as e:
+            raise ConfigError(f"planner: {e}") from None
+
+    def sampler_config(self, overrides: PlanOverrides | None = None) -> SamplerConfig:
+        o = overrides or PlanOverrides()
+        guidance = replace(self.guidance,
+                           num_samples=self.guidance.num_samples if o.num_samples is None else o.num_samples,
+                           temperature=self.guidance.temperature if o.temperature is None else o.temperature)
+        return SamplerConfig(steps=self.steps if o.steps is None else o.steps, guidance=guidance,
+                             method=self.sampler, seed=self.seed if o.seed is None else o.seed)
+
+
+def load_planner_config(path: str | Path | None = None) -> PlannerConfig:
+    p = Path(path) if path is not None else config_dir() / "planner.yaml"
+    try:
+        d = yaml.safe_load(p.read_text())
+        g = dict(d.pop("guidance", {}))
+        if "t_range" in g:
+            g["t_range"] = tuple(float(x) for x in g["t_range"])
+        return PlannerConfig(**d, guidance=GuidanceConfig(**g))
+    except (OSError, yaml.YAMLError, TypeError, AttributeError, ValueError) as e:
+        raise ConfigError(f"{p}: bad planner config ({type(e).__name__}: {e})") from None
+
+
+def check_overrides(o: PlanOverrides) -> None:
+    if o.num_samples is not None and not o.num_samples >= 2:
+        raise PlanningError(f"num_samples: M must be >= 2, got {o.num_samples}")
+    if o.temperature is not None and not (o.temperature > 0 and math.isfinite(o.temperature)):
+        raise PlanningError(f"temperature: lambda must be finite and > 0, got {o.temperature}")
+    if o.steps is not None and not o.steps >= 1:
+        raise PlanningError(f"steps: must be >= 1, got {o.steps}")
+
+
+class Planner:
+    """Guided joint sampling over N copies of one single-arm policy (one per configured arm)."""
+
+    def __init__(self, policy: ScorePolicy, world: WorldConfig, config: PlannerConfig | None = None,
+                 cost_config: CostConfig | None = None, simulator: CostSimulator | None = None):
+        self.world, self.config = world, config or PlannerConfig()
+        cost_config = cost_config or CostConfig()
+        if simulator is None:
+            if self.config.cost_simulator != "kinematic":
+                raise ConfigError("planner.cost_simulator is 'physics': pass simulator="
+                                  "codi_ros.sim.physics_model.PhysicsModel(world) (core does not import sim)")
+            simulator = KinematicModel(world, cost_config.kinematic_model)
+        self.product = ProductPolicy(policy, len(world.arms))
+        self.cost = HandoverCost(cost_config, simulator, world.arm_names,
+                                 independent=self.config.method == "codi-indep")
+        self._plans = 0
+
+    @classmethod
+    def load(cls, world: WorldConfig, planner_config: str | Path | None = None, checkpoint: str | Path | None = None,
+             simulator: CostSimulator | None = None) -> Planner:
+        """The planner of ``config/planner.yaml`` (or a given file) with a saved single-arm policy."""
+        from codi_ros.core.policy import load_policy
+
+        return cls(load_policy(checkpoint), world, load_planner_config(planner_config), load_cost_config(), simulator)
+
+    def plan(self, state: WorldState, overrides: PlanOverrides | None = None) -> PlanResult:
+        """One joint chunk for ``state``. Raises :class:`PlanningError` naming the bad field."""
+        start = time.perf_counter()
+        o = overrides or PlanOverrides()
+        check_overrides(o)
+        self.validate(state)
+        sampler_config = self.config.sampler_config(o)
+        if o.seed is None:   # successive plans differ; a run stays reproducible from the configured seed
+            sampler_config = replace(sampler_config, seed=self.config.seed + self._plans)
+        self._plans += 1
+
+        names = self.world.arm_names
+        obs = np.stack([observe(state.arms[n], state.cube, self.world.base_frame(n)) for n in names])
+        chunk_shape = (self.world.horizon.prediction, ACT_DIM)
+        sampler = CoDiSampler(self.product, self.cost, sampler_config, chunk_shape=chunk_shape)
+        result = sampler.sample(torch.as_tensor(obs)[None], SimState.from_world(state, self.world))
+        actions = clip_to_limits(result.actions[0], self.world.control)
+        if not torch.isfinite(actions).all():
+            raise PlanningError("actions: the sampler produced non-finite actions (policy or guidance diverged)")
+        return PlanResult(chunks={n: actions[i].double().numpy() for i, n in enumerate(names)},
+                          cost=float(result.cost.total[0]),
+                          cost_terms={k: float(v[0]) for k, v in result.cost.terms.items()},
+                          latency_s=time.perf_counter() - start)
+
+    def validate(self, state: WorldState) -> None:
+        """Reject states the planner cannot serve: wrong arms, NaN/inf or misshapen fields, cube off the
+        table, goal out of every arm's reach."""
+        names = self.world.arm_names
+        if set(state.arms) != set(names):
+            raise PlanningError(f"state.arms: expected the configured arms {list(names)}, got {sorted(state.arms)}")
+        arm_fields = (("ee_pos", (3,)), ("ee_rot", (3, 3)), ("ee_linvel", (3,)), ("ee_angvel", (3,)),
+                      ("gripper_width", ()))
+        fields = [(f"state.arms.{n}.{k}", getattr(state.arms[n], k), shape) for n in names for k, shape in arm_fields]
+        fields += [("state.cube.pos", state.cube.pos, (3,)), ("state.cube.quat", state.cube.quat, (4,)),
+                   ("state.goal", state.goal, (3,))]
+        for name, value, shape in fields:
+            v = np.asarray(value, dtype=float)
+            if v.shape != shape:
+                raise PlanningError(f"{name}: expected shape {shape}, got {v.shape}")
+            if not np.all(np.isfinite(v)):
+                raise PlanningError(f"{name}: not finite ({v.tolist()})")
+        if not np.linalg.norm(state.cube.quat) > 0:
+            raise PlanningError("state.cube.quat: zero quaternion")
+        hx, hy = (0.5 * s for s in self.world.table.size)
+        x, y, z = np.asarray(state.cube.pos, dtype=float)
+        if abs(x) > hx or abs(y) > hy or z < 0:
+            raise PlanningError(f"state.cube.pos: ({x:.3f}, {y:.3f}, {z:.3f}) is off the table "
+                                f"(|x| <= {hx}, |y| <= {hy}, z >= 0)")
+        goal_xy = tuple(float(g) for g in state.goal[:2])
+        if not any(self.world.reachable(n, goal_xy) for n in names):
+            raise PlanningError(f"state.goal: ({goal_xy[0]:.3f}, {goal_xy[1]:.3f}) is out of reach of every arm "
+                                f"({self.world.reach.min_radius}-{self.world.reach.max_radius} m from a base)")

@@ -1,0 +1,128 @@
+"""The handover cost (paper eq. 20, 40-44, Table I): signs, thresholds, engagement, independent variant."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from codi_ros.config import ConfigError, load_world_config
+from codi_ros.core.cost import CostConfig, HandoverCost, load_cost_config
+from codi_ros.core.kinematic_model import KinematicModel, SimState
+
+torch.set_num_threads(1)
+WORLD = load_world_config()
+CFG = load_cost_config()
+HALF = 0.5 * WORLD.cube.size
+MODEL = KinematicModel(WORLD, CFG.kinematic_model)
+GOAL = (0.35, 0.0, HALF)
+
+
+def state(left_ee=(-0.45, 0.0, 0.2), right_ee=(0.45, 0.0, 0.2), cube=(-0.35, 0.0, HALF), goal=GOAL):
+    return SimState(ee_pos=torch.tensor([left_ee, right_ee]), gripper_width=torch.full((2,), 0.08),
+                    cube_pos=torch.tensor(cube), goal=torch.tensor(goal),
+                    base_xy=torch.tensor([a.base_xy for a in WORLD.arms]),
+                    base_yaw=torch.tensor([a.base_yaw for a in WORLD.arms]))
+
+
+def still(k=1):
+    """k candidates in which both arms hold still with open grippers: trajectories = current positions."""
+    a = torch.zeros(k, 2, 16, 7)
+    a[..., 6] = 0.08
+    return a
+
+
+JOINT = HandoverCost(CFG, MODEL, WORLD.arm_names)
+INDEP = HandoverCost(CFG, MODEL, WORLD.arm_names, independent=True)
+
+
+def test_config_is_table_one():
+    assert (CFG.goal.threshold, CFG.goal.weight) == (0.01, 1.0)
+    assert (CFG.engage.threshold, CFG.engage.weight) == (0.20, 10.0)
+    assert (CFG.collision.threshold, CFG.collision.weight) == (0.30, 10.0)
+    assert CFG == CostConfig()
+
+
+def test_bad_cost_config_is_rejected(tmp_path):
+    p = tmp_path / "cost.yaml"
+    p.write_text("goal: {threshold: -0.01, weight: 1}\nengage: {threshold: 0.2, weight: 10}\n"
+                 "collision: {threshold: 0.3, weight: 10}\n")
+    with pytest.raises(ConfigError, match="threshold"):
+        load_cost_config(p)
+    p.write_text("goal: {threshold: 0.01, weight: 1}\n")
+    with pytest.raises(ConfigError, match="engage"):
+        load_cost_config(p)
+
+
+@pytest.mark.parametrize("offset", [0.0, 0.005, 0.0099])
+def test_goal_term_is_zero_inside_the_threshold(offset):
+    v = JOINT(state(cube=(GOAL[0] + offset, 0.0, HALF), left_ee=(0.2, 0.2, 0.2), right_ee=(0.35, 0.0, HALF)), still())
+    assert v.terms["goal"].item() == 0.0
+
+
+def test_goal_term_grows_linearly_outside_the_threshold():
+    goals = [JOINT(state(cube=(GOAL[0] - d, 0.0, HALF)), still()).terms["goal"].item() for d in (0.05, 0.2, 0.5)]
+    assert goals == pytest.approx([CFG.goal.weight * (d - CFG.goal.threshold) for d in (0.05, 0.2, 0.5)], abs=1e-5)
+
+
+def test_goal_term_uses_the_closest_approach_along_the_horizon():
+    """A cube carried past the goal scores its closest approach, not its final position (eq. 40, 42)."""
+    s = state(cube=(0.15, 0.0, HALF), right_ee=(0.15, 0.0, HALF))
+    s = SimState(**{**s.__dict__, "gripper_width": torch.tensor([0.08, WORLD.cube.size])})
+    a = still()
+    a[0, 1, :, 6] = 0.0
+    a[0, 1, :, 0] = -0.25                       # right base -x = world +x: 2.5 cm per step, 40 cm in total
+    v = JOINT(s, a)
+    assert v.terms["goal"].item() == 0.0        # passes within 1 cm of x = 0.35 on the way to 0.55
+
+
+def test_collision_term_only_below_the_safety_radius():
+    far = JOINT(state(left_ee=(-0.16, 0.0, 0.2), right_ee=(0.16, 0.0, 0.2)), still())   # 32 cm apart
+    near = JOINT(state(left_ee=(-0.1, 0.0, 0.2), right_ee=(0.1, 0.0, 0.2)), still())   # 20 cm apart
+    assert far.terms["collision"].item() == 0.0
+    assert near.terms["collision"].item() == pytest.approx(CFG.collision.weight * (0.30 - 0.20), abs=1e-5)
+    assert near.total.item() > far.total.item()
+
+
+def test_engagement_pulls_the_closer_arm_only():
+    # Left is closer to the cube (25 cm) than right; right moving onto the cube does not lower the cost.
+    s = state(left_ee=(-0.35, 0.25, HALF), right_ee=(0.0, 0.0, 0.2), cube=(-0.35, 0.0, HALF))
+    base = JOINT(s, still()).terms["engage"].item()
+    assert base == pytest.approx(CFG.engage.weight * (0.25 - 0.20), abs=1e-5)
+    right_goes = still()
+    right_goes[0, 1, :, 0] = 0.3                 # right moves towards -x world, 48 cm over the horizon
+    assert JOINT(s, right_goes).terms["engage"].item() == pytest.approx(base, abs=1e-5)
+    left_goes = still()
+    left_goes[0, 0, :, 1] = -0.1                 # left approaches the cube
+    assert JOINT(s, left_goes).terms["engage"].item() == 0.0
+    # inside the 20 cm radius there is nothing to gain
+    assert JOINT(state(left_ee=(-0.35, 0.15, HALF)), still()).terms["engage"].item() == 0.0
+
+
+def test_terms_sum_to_the_total_for_a_batch():
+    a = 0.2 * torch.randn(32, 2, 16, 7, generator=torch.Generator().manual_seed(0))
+    for cost in (JOINT, INDEP):
+        v = cost(state(), a)
+        assert v.total.shape == (32,) and torch.isfinite(v.total).all() and (v.total >= 0).all()
+        assert torch.allclose(sum(v.terms.values()), v.total)
+
+
+def test_independent_cost_engages_both_arms_and_ignores_collisions():
+    s = state(left_ee=(-0.1, 0.0, 0.2), right_ee=(0.1, 0.0, 0.2), cube=(-0.35, 0.0, HALF))
+    v = INDEP(s, still())
+    assert set(v.terms) == {"goal/left", "goal/right", "engage/left", "engage/right"}
+    assert v.per_agent.shape == (1, 2)
+    d_left, d_right = 0.35 - 0.1, 0.35 + 0.1            # horizontal distances; the ee are 17.5 cm up
+    expect = [CFG.engage.weight * (((d ** 2 + (0.2 - HALF) ** 2) ** 0.5) - 0.20) for d in (d_left, d_right)]
+    assert [v.terms["engage/left"].item(), v.terms["engage/right"].item()] == pytest.approx(expect, abs=1e-5)
+    assert JOINT(s, still()).terms["collision"].item() > 0     # the same poses do collide in the joint cost
+
+
+def test_independent_cost_of_an_arm_does_not_depend_on_the_other_arm():
+    """Each arm's cost is predicted with only that arm acting (Sec. VII-C: drop inter-agent terms)."""
+    s = state(right_ee=(0.01, 0.0, HALF), cube=(0.0, 0.0, HALF))
+    a = still(2)
+    a[1, 1, :, 6] = 0.0                                  # candidate 1: right grasps the cube ...
+    a[1, 1, :, 0] = -0.3                                 # ... and carries it towards the goal (+x world)
+    v = INDEP(s, a)
+    assert v.per_agent[0, 0] == v.per_agent[1, 0]        # left's cost is unaffected by right's actions
+    assert v.per_agent[1, 1] < v.per_agent[0, 1]         # right's own goal term improved
