@@ -113,3 +113,26 @@ def test_world_config_rejects_an_unreachable_goal_region(cfg):
     d["goal"] = dict(d["goal"], x_range=[0.0, 0.02], y_range=[0.55, 0.58])   # middle of the long edge
     with pytest.raises(ConfigError, match="out of reach"):
         world_config_from_dict(d)
+
+
+def test_wrist_camera_sees_the_marker_textured_cube(cfg):
+    """The sim's cube wears the ArUco layout the aruco_node expects; the pose it estimates is right."""
+    cv2 = pytest.importorskip("cv2")
+    from codi_ros.perception.aruco import CubeMarkerLayout, CubePoseEstimator, mujoco_face_images
+
+    layout = CubeMarkerLayout(cube_size=cfg.cube.size)
+    world = TwoArmWorld(cfg, cube_faces=mujoco_face_images(layout))
+    world.reset(cube_xy=(-0.36, 0.03), cube_yaw=0.2)
+    w, h = 640, 480
+    image = world.render("wrist_left", w, h)
+    if image is None:
+        pytest.skip("no offscreen OpenGL context (MUJOCO_GL=egl or osmesa) on this machine")
+    cam = world.model.camera("wrist_left")
+    f = 0.5 * h / np.tan(np.deg2rad(cam.fovy[0]) / 2)
+    K = np.array([[f, 0, w / 2], [0, f, h / 2], [0, 0, 1]])
+    obs = CubePoseEstimator(layout).estimate(cv2.cvtColor(image, cv2.COLOR_RGB2GRAY), K, np.zeros(5))
+    assert obs is not None, "no cube markers detected in the wrist image"
+    cam_pos = world.data.cam_xpos[cam.id]
+    cam_rot = world.data.cam_xmat[cam.id].reshape(3, 3) @ np.diag([1.0, -1.0, -1.0])   # MuJoCo -> OpenCV optical
+    cube_world = cam_pos + cam_rot @ obs.T_cam_cube[:3, 3]
+    assert np.linalg.norm(cube_world - world.cube_state().pos) < 0.02

@@ -33,6 +33,7 @@ from codi_ros.nodes._ros import (
 )
 from codi_ros.nodes.logic.messages import header, vec3_msg
 from codi_ros.nodes.logic.sim_bridge import SimBridge, camera_fovy, camera_in_tcp, camera_info_msg
+from codi_ros.perception.aruco import CubeMarkerLayout, mujoco_face_images
 from codi_ros.sim.world import TwoArmWorld
 
 
@@ -49,7 +50,10 @@ class SimNode(Node):
         self.declare_parameter("publish_true_cube_pose", False,
                                describe("publish the true cube pose on /codi/cube_detections (no cameras needed)"))
         self.declare_parameter("command_timeout", 0.2, describe("older joint commands are replaced by zero, s"))
-        self.world = TwoArmWorld(world_config(self))
+        cfg = world_config(self)
+        # the cube wears the default marker layout (the aruco_node's defaults) so the cameras can see it
+        faces = mujoco_face_images(CubeMarkerLayout(cube_size=cfg.cube.size)) if param(self, "publish_images") else None
+        self.world = TwoArmWorld(cfg, cube_faces=faces)
         self.bridge = SimBridge(self.world, command_timeout=param(self, "command_timeout"))
         self.seed = param(self, "seed")
         self.size = (param(self, "image_width"), param(self, "image_height"))

@@ -150,8 +150,14 @@ def build_arm_xml(arm: ArmConfig, cfg: WorldConfig) -> str:
 </mujoco>"""
 
 
-def build_scene_xml(cfg: WorldConfig) -> str:
-    """MJCF of the table, the arms of ``cfg`` with Panda hands, the cube, the goal marker and cameras."""
+CUBE_FACES = ("right", "left", "up", "down", "front", "back")   # MuJoCo cube-texture faces
+
+
+def build_scene_xml(cfg: WorldConfig, cube_texture: bool = False) -> str:
+    """MJCF of the table, the arms of ``cfg`` with Panda hands, the cube, the goal marker and cameras.
+
+    With ``cube_texture`` the cube wears a cube texture read from the assets ``cube_<face>.png``
+    (e.g. ArUco markers from :func:`codi_ros.perception.aruco.mujoco_face_images`)."""
     hx, hy = cfg.table.size[0] / 2, cfg.table.size[1] / 2
     half_cube = cfg.cube.size / 2
     arms = "".join(_arm_xml(a) for a in cfg.arms)
@@ -162,6 +168,12 @@ def build_scene_xml(cfg: WorldConfig) -> str:
     equality = "".join(
         f'<joint joint1="{a.name}_finger_joint1" joint2="{a.name}_finger_joint2" solimp="0.95 0.99 0.001" '
         f'solref="0.005 1"/>' for a in cfg.arms)
+    cube_assets, cube_look = "", 'rgba="0.85 0.2 0.2 1"'
+    if cube_texture:
+        files = " ".join(f'file{f}="cube_{f}.png"' for f in CUBE_FACES)
+        cube_assets = f'\n    <texture name="cube_markers" type="cube" {files}/>' \
+                      '\n    <material name="cube_markers" texture="cube_markers"/>'
+        cube_look = 'material="cube_markers"'
     excludes = "".join(
         f'<exclude body1="{a.name}_hand" body2="{a.name}_left_finger"/>'
         f'<exclude body1="{a.name}_hand" body2="{a.name}_right_finger"/>' for a in cfg.arms)
@@ -174,7 +186,7 @@ def build_scene_xml(cfg: WorldConfig) -> str:
   </default>
   <asset>
     <texture name="grid" type="2d" builtin="checker" rgb1="0.55 0.45 0.35" rgb2="0.5 0.4 0.3" width="256" height="256"/>
-    <material name="table" texture="grid" texrepeat="6 4"/>
+    <material name="table" texture="grid" texrepeat="6 4"/>{cube_assets}
   </asset>
   <worldbody>
     <light pos="0 0 2.5" dir="0 0 -1" diffuse="0.8 0.8 0.8"/>
@@ -186,7 +198,7 @@ def build_scene_xml(cfg: WorldConfig) -> str:
     <body name="cube" pos="0 0 {half_cube}">
       <freejoint name="cube_free"/>
       <geom name="cube" type="box" size="{half_cube} {half_cube} {half_cube}" mass="{cfg.cube.mass}" friction="1.0"
-            condim="4" rgba="0.85 0.2 0.2 1" contype="{CONTYPE_WORLD}" conaffinity="{CONTYPE_WORLD}"/>
+            condim="4" {cube_look} contype="{CONTYPE_WORLD}" conaffinity="{CONTYPE_WORLD}"/>
     </body>{arms}
   </worldbody>
   <tendon>{tendons}</tendon>

@@ -16,9 +16,18 @@ import numpy as np
 from codi_ros.config import WorldConfig
 from codi_ros.control.ik import DifferentialIK
 from codi_ros.frames import ArmState, CubeState, observe, rot_z
-from codi_ros.sim.scene import ARM_JOINTS, FINGER_RANGE, build_scene_xml
+from codi_ros.sim.scene import ARM_JOINTS, CUBE_FACES, FINGER_RANGE, build_scene_xml
 
 MAX_TARGET_LEAD = 0.2   # rad: joint targets never run further ahead of the measured joints
+
+
+def _png(image: np.ndarray) -> bytes:
+    import io
+
+    import imageio.v3 as iio
+    buf = io.BytesIO()
+    iio.imwrite(buf, np.ascontiguousarray(image, dtype=np.uint8), extension=".png")
+    return buf.getvalue()
 
 
 @dataclass
@@ -41,9 +50,14 @@ class _Arm:
 class TwoArmWorld:
     """Table, N arms (two by default), a cube and a goal marker; see ``config/world.yaml``."""
 
-    def __init__(self, cfg: WorldConfig):
+    def __init__(self, cfg: WorldConfig, cube_faces: dict[str, np.ndarray] | None = None):
+        """``cube_faces``: optional images (H, W[, 3]) uint8 per MuJoCo cube face (right, left, up, down,
+        front, back) textured onto the cube, e.g. its ArUco markers for the wrist cameras."""
         self.cfg = cfg
-        self.model = mujoco.MjModel.from_xml_string(build_scene_xml(cfg))
+        assets = {f"cube_{face}.png": _png(img) for face, img in (cube_faces or {}).items()}
+        if cube_faces is not None and set(cube_faces) != set(CUBE_FACES):
+            raise ValueError(f"cube_faces needs exactly the faces {CUBE_FACES}, got {sorted(cube_faces)}")
+        self.model = mujoco.MjModel.from_xml_string(build_scene_xml(cfg, cube_texture=bool(assets)), assets)
         self.data = mujoco.MjData(self.model)
         m = self.model
         self.arms: dict[str, _Arm] = {}

@@ -1,0 +1,10 @@
+"""Test-wide settings: headless MuJoCo rendering (EGL; Mesa's software renderer on CPU-only machines)
+and a small torch thread count so the suite behaves the same on 2-core CI machines."""
+
+import os
+
+os.environ.setdefault("MUJOCO_GL", "egl")
+
+import torch  # noqa: E402
+
+torch.set_num_threads(min(2, os.cpu_count() or 1))
