@@ -17,9 +17,8 @@ CODI_SOURCES := codi_ros/setup.py codi_ros/setup.cfg codi_ros/package.xml \
 
 .PHONY: demo test clean
 
-# TODO(issue 4): replace the placeholder job below with `$(VENV)/bin/codi demo` (the CoDi handover demo).
 demo: $(VENV)/.codi.stamp
-	$(VENV)/bin/codi data generate --mode multi --episodes 3 --seed 0 --out runs/demo_data
+	$(VENV)/bin/codi demo --out runs/demo
 
 test: $(VENV)/.codi.stamp $(VENV)/.test-tools.stamp
 	$(VENV)/bin/ruff check .

@@ -3,7 +3,9 @@
 # Debian's /usr/bin/python3 only):
 #   1. `colcon build --packages-select codi_ros` gives the layout `ros2 run` / `ros2 launch` use, and
 #      codi_ros.paths finds the installed share/codi_ros through AMENT_PREFIX_PATH;
-#   2. codi_msgs' msg/srv files parse and name only declared dependencies (.ci/check_interfaces.py).
+#   2. codi_msgs' msg/srv files translate to .idl and parse (scripts/check_interfaces.sh);
+#   3. launch files compile and name only installed executables and declared parameters
+#      (scripts/check_ros_static.py).
 # codi_msgs itself is not built (nor discovered) here: Debian has no rosidl_default_generators;
 # docker/Dockerfile builds the whole workspace.
 # Missing tools are installed with apt-get when CI=true; otherwise the checks are skipped with a message.
@@ -13,7 +15,7 @@ repo=$PWD
 
 SYS_PY=/usr/bin/python3
 APT_PACKAGES=(colcon python3-colcon-ros python3-colcon-bash python3-colcon-package-selection python3-colcon-output
-  python3-colcon-parallel-executor python3-catkin-pkg python3-rosidl python3-setuptools)
+  python3-colcon-parallel-executor python3-catkin-pkg python3-rosidl rosidl-tools python3-setuptools)
 
 have_tools() {
   [[ -x /usr/bin/colcon && -x $SYS_PY ]] &&
@@ -61,5 +63,8 @@ if [[ $found != "$prefix/share/codi_ros" ]]; then
 fi
 echo "ros checks: colcon install OK (executables in lib/codi_ros, share/codi_ros found by codi_ros.paths)"
 
-echo "ros checks: codi_msgs interfaces"
-$SYS_PY "$repo/.ci/check_interfaces.py" "$repo/codi_msgs"
+echo "ros checks: codi_msgs interfaces (rosidl translate to .idl + parse)"
+bash "$repo/scripts/check_interfaces.sh" "$repo/codi_msgs"
+
+echo "ros checks: launch files and node parameters"
+python3 "$repo/scripts/check_ros_static.py"

@@ -68,6 +68,8 @@ setup(
         "pyyaml>=6.0,<7",
         "tqdm>=4.66,<5",
         "matplotlib>=3.8,<4",
+        "imageio>=2.30,<3",                    # demo video / frame strips, cube marker textures
+        "opencv-contrib-python-headless>=4.7",  # ArUco (cv2.aruco.ArucoDetector) for the aruco_node
     ],
     zip_safe=True,
     entry_points={"console_scripts": ["codi = codi_ros.cli:main", *NODE_ENTRY_POINTS]},

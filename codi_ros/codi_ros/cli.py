@@ -14,6 +14,7 @@ import sys
 COMMANDS: dict[str, tuple[str, str]] = {
     "data": ("codi_ros.data.generate", "generate demonstration data sets with the scripted experts"),
     "train": ("codi_ros.training.train", "train the single-arm diffusion policy on a demonstration data set"),
+    "demo": ("codi_ros.evaluation.demo", "one two-arm CoDi handover in simulation, with video and plots"),
     "eval": ("codi_ros.evaluation.evaluate", "closed-loop evaluation in simulation (single-arm, CoDi, baselines)"),
 }
 
