@@ -122,6 +122,19 @@ class ControlConfig:
 
 
 @dataclass(frozen=True)
+class WorkspaceConfig:
+    lower: tuple[float, float, float] = (-0.9, -0.6, 0.02)
+    upper: tuple[float, float, float] = (0.9, 0.6, 0.8)
+    lookahead: float = 0.1
+
+    def __post_init__(self) -> None:
+        _check(len(self.lower) == 3 and len(self.upper) == 3 and all(a < b for a, b in zip(self.lower, self.upper,
+                                                                                            strict=True)),
+               f"workspace: need lower < upper (3 values each), got {self.lower}, {self.upper}")
+        _check(self.lookahead > 0, "workspace.lookahead must be positive")
+
+
+@dataclass(frozen=True)
 class HorizonConfig:
     prediction: int = 16
     execution: int = 8
@@ -141,6 +154,7 @@ class WorldConfig:
     handover_strip: BoxRegion
     control: ControlConfig
     horizon: HorizonConfig
+    workspace: WorkspaceConfig = field(default_factory=WorkspaceConfig)
     episode_max_seconds: float = 30.0
     source: str = field(default="<defaults>", compare=False)
 
@@ -204,6 +218,8 @@ def world_config_from_dict(d: dict[str, Any], source: str = "<dict>") -> WorldCo
             control=ControlConfig(**{k: tuple(v) if isinstance(v, list) else v
                                      for k, v in d.get("control", {}).items()}),
             horizon=HorizonConfig(**d.get("horizon", {})),
+            workspace=WorkspaceConfig(**{k: tuple(v) if isinstance(v, list) else v
+                                         for k, v in d.get("workspace", {}).items()}),
             episode_max_seconds=float(d.get("episode", {}).get("max_seconds", 30.0)),
             source=source,
         )

@@ -15,6 +15,7 @@ import numpy as np
 
 from codi_ros.config import WorldConfig
 from codi_ros.control.ik import DifferentialIK
+from codi_ros.control.workspace import WorkspaceBounds
 from codi_ros.frames import ArmState, CubeState, observe, rot_z
 from codi_ros.sim.scene import ARM_JOINTS, CUBE_FACES, FINGER_RANGE, build_scene_xml
 
@@ -82,6 +83,7 @@ class TwoArmWorld:
         self._cube_geom = m.geom("cube").id
         self._table_geom = m.geom("table").id
         self._goal_site = m.site("goal").id
+        self.workspace = WorkspaceBounds(cfg.workspace.lower, cfg.workspace.upper, cfg.workspace.lookahead)
         self._substeps = int(round(cfg.control.substeps_per_ik))
         self._ik_dt = 1.0 / cfg.control.ik_rate_hz
         self._renderer: mujoco.Renderer | None = None
@@ -154,8 +156,11 @@ class TwoArmWorld:
         for _ in range(max(1, int(round(seconds / self._ik_dt)))):
             for arm in self.arms.values():
                 q = self.data.qpos[arm.qadr]
-                qdot = (self.ik.joint_velocities(self.tcp_jacobian(arm.name), q, arm.twist)
-                        if arm.twist is not None else arm.qdot_cmd)
+                if arm.twist is not None:   # twist: workspace box, then IK (as the hardware action node)
+                    v = self.workspace.limit(self.data.site_xpos[arm.tcp], arm.twist[:3])
+                    qdot = self.ik.joint_velocities(self.tcp_jacobian(arm.name), q, np.r_[v, arm.twist[3:]])
+                else:
+                    qdot = arm.qdot_cmd
                 target = arm.q_target + qdot * self._ik_dt
                 arm.q_target = self.ik.clip_positions(np.clip(target, q - MAX_TARGET_LEAD, q + MAX_TARGET_LEAD))
                 self.data.ctrl[arm.actuators] = arm.q_target

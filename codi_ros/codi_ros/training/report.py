@@ -1,0 +1,80 @@
+"""What a training run leaves beside its checkpoint: train_log.csv, loss_curve.png, manifest.json."""
+
+from __future__ import annotations
+
+import csv
+import json
+import math
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from codi_ros.version import code_version, machine_description
+
+LOG_FILE = "train_log.csv"
+CURVE_FILE = "loss_curve.png"
+MANIFEST_FILE = "manifest.json"
+LOG_COLUMNS = ("step", "lr", "train_loss", "val_loss", "elapsed_s")
+
+
+class TrainLog:
+    """Append-only CSV of evaluation points; on resume, rows past the resumed step are dropped."""
+
+    def __init__(self, path: str | Path, resume_step: int | None = None):
+        self.path = Path(path)
+        self.rows: list[dict[str, float]] = []
+        if resume_step is not None and self.path.is_file():
+            with self.path.open() as f:
+                self.rows = [{k: float(v) for k, v in r.items()} for r in csv.DictReader(f)
+                             if float(r["step"]) <= resume_step]
+        with self.path.open("w", newline="") as f:
+            writer = csv.DictWriter(f, LOG_COLUMNS)
+            writer.writeheader()
+            writer.writerows(self._formatted(r) for r in self.rows)
+
+    @staticmethod
+    def _formatted(row: dict[str, float]) -> dict[str, str]:
+        return {k: str(int(row[k])) if k == "step" else f"{row[k]:.6g}" for k in LOG_COLUMNS}
+
+    def append(self, **row: float) -> None:
+        self.rows.append(row)
+        with self.path.open("a", newline="") as f:
+            csv.DictWriter(f, LOG_COLUMNS).writerow(self._formatted(row))
+
+    def plot(self, path: str | Path) -> None:
+        """Train and validation DSM loss against step, log scale."""
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+
+        steps = [r["step"] for r in self.rows]
+        fig, ax = plt.subplots(figsize=(6, 4), dpi=100)
+        ax.plot(steps, [r["train_loss"] for r in self.rows], label="train (running mean)")
+        ax.plot(steps, [r["val_loss"] for r in self.rows], label="validation (EMA weights, held-out episodes)")
+        ax.set(xlabel="step", ylabel="DSM loss (eq. 4, EDM weighting)", yscale="log", title="single-arm policy")
+        ax.grid(True, which="both", alpha=0.3)
+        ax.legend()
+        fig.tight_layout()
+        fig.savefig(path)
+        plt.close(fig)
+
+
+def write_manifest(path: str | Path, *, data_path: str, data_meta: dict[str, Any], split: dict[str, int],
+                   train_config: dict[str, Any], policy_config: dict[str, Any], steps: int, target_steps: int,
+                   wall_time_s: float, log: TrainLog) -> None:
+    last = log.rows[-1] if log.rows else {}
+    manifest = {
+        "kind": "codi.single_arm_policy",
+        "created": datetime.now(UTC).isoformat(timespec="seconds"),
+        "code_version": code_version(),
+        "machine": machine_description(),
+        "data": {"path": data_path, "meta": data_meta, "split": split},
+        "train_config": train_config,
+        "policy_config": policy_config,
+        "steps": steps,
+        "complete": steps >= target_steps,
+        "wall_time_s": round(wall_time_s, 1),
+        "final": {k: last[k] if k in last and math.isfinite(last[k]) else None for k in ("train_loss", "val_loss")},
+    }
+    Path(path).write_text(json.dumps(manifest, indent=1) + "\n")
