@@ -27,6 +27,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--arm", choices=("left", "right", "both"), default="both",
                    help="single-arm: which arm the policy drives (both = alternate, mirrored episodes)")
     p.add_argument("--sample-steps", type=int, default=None, help="denoising steps per chunk (default: config)")
+    p.add_argument("--sampler", choices=("heun", "sde"), default="heun",
+                   help="single-arm: sampler of the policy (20-step SDE is measurably noisier than Heun)")
     p.add_argument("--planner-config", default=None, help="planner YAML (default: config/planner.yaml)")
     p.add_argument("--num-samples", type=int, default=None, help="override M, guidance samples per step")
     p.add_argument("--temperature", type=float, default=None, help="override lambda")
@@ -69,10 +71,10 @@ def evaluate(args: argparse.Namespace) -> dict:
         from codi_ros.core.policy import load_policy
         policy = load_policy(args.model)
         arms = world_cfg.arm_names if args.arm == "both" else (args.arm,)
-        steps = args.sample_steps or policy.config.sample_steps
+        steps = args.sample_steps or (10 if args.sampler == "heun" else policy.config.sample_steps)
         results = single_arm.evaluate_single_arm(policy, world, args.episodes, args.seed, arms, steps,
-                                                 args.seconds or 20.0, progress=progress)
-        return {"arms": list(arms), "sample_steps": steps, **results}
+                                                 args.seconds or 20.0, method=args.sampler, progress=progress)
+        return {"arms": list(arms), "sample_steps": steps, "sampler": args.sampler, **results}
     if args.method == "scripted":
         return handover.evaluate_handover(lambda i: handover.ScriptedController(world, args.seed * 7919 + i), world,
                                           args.episodes, args.seed, args.seconds or 30.0, progress, execution=1)

@@ -57,7 +57,7 @@ class SkillTracker:
 
 
 def evaluate_single_arm(policy, world: TwoArmWorld, episodes: int, seed: int, arms: tuple[str, ...],
-                        sample_steps: int, seconds: float, progress: bool = True) -> dict:
+                        sample_steps: int, seconds: float, method: str = "heun", progress: bool = True) -> dict:
     """Run ``episodes`` seeded episodes, alternating over ``arms``; return per-episode and aggregate facts."""
     from tqdm import tqdm
 
@@ -69,8 +69,8 @@ def evaluate_single_arm(policy, world: TwoArmWorld, episodes: int, seed: int, ar
         cube = sample_table_xy(rng, cfg, reachable_by=(arm,))
         world.reset(cube_xy=cube, cube_yaw=random_yaw(rng), arm_qpos={arm: random_posture(rng, cfg)})
         tracker = SkillTracker(arm)
-        loop = run_closed_loop(world, PolicyController(policy, arm, sample_steps, seed=seed * 100_003 + i), seconds,
-                               on_step=tracker)
+        controller = PolicyController(policy, arm, sample_steps, method=method, seed=seed * 100_003 + i)
+        loop = run_closed_loop(world, controller, seconds, on_step=tracker)
         latencies += loop.plan_latencies
         home = np.linalg.norm(world.arm_state(arm).ee_pos - world.home_tcp[arm][0]) < HOME_RADIUS
         rows.append({"episode": i, "arm": arm, "cube_start": list(cube), "approached": tracker.approached,
