@@ -16,12 +16,12 @@ from __future__ import annotations
 import argparse
 import json
 import math
-import time
 from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
 import torch
+from timing import sample_ms  # benchmarks/timing.py (scripts run from benchmarks/)
 
 from codi_ros.config import ArmConfig, WorldConfig, load_world_config
 from codi_ros.core.cost import load_cost_config
@@ -54,13 +54,7 @@ def scene(world: WorldConfig) -> WorldState:
 
 
 def timed(fn, repeats: int, warmup: int = 2) -> dict[str, float]:
-    for _ in range(warmup):
-        fn()
-    ms = []
-    for _ in range(repeats):
-        t0 = time.perf_counter()
-        fn()
-        ms.append(1e3 * (time.perf_counter() - t0))
+    ms = sample_ms(fn, repeats, warmup)
     return {"p50_ms": round(float(np.percentile(ms, 50)), 2), "p95_ms": round(float(np.percentile(ms, 95)), 2),
             "repeats": repeats}
 

@@ -20,11 +20,11 @@ import argparse
 import json
 import os
 import statistics
-import time
 from collections.abc import Callable
 from pathlib import Path
 
 import torch
+from timing import sample_ms  # benchmarks/timing.py (scripts run from benchmarks/)
 
 from codi_ros.config import load_world_config
 from codi_ros.core.policy import DiffusionPolicy, PolicyConfig
@@ -37,14 +37,7 @@ ARMS, CANDIDATES = 2, 64
 
 
 def timed(fn: Callable[[], object], repeats: int, warmup: int = 5) -> dict[str, float]:
-    for _ in range(warmup):
-        fn()
-    ms = []
-    for _ in range(repeats):
-        t0 = time.perf_counter()
-        fn()
-        ms.append(1e3 * (time.perf_counter() - t0))
-    ms.sort()
+    ms = sorted(sample_ms(fn, repeats, warmup))
     return {"median_ms": round(statistics.median(ms), 3), "p10_ms": round(ms[len(ms) // 10], 3),
             "min_ms": round(ms[0], 3), "repeats": repeats}
 

@@ -5,6 +5,16 @@ import os
 
 os.environ.setdefault("MUJOCO_GL", "egl")
 
+import pytest  # noqa: E402
 import torch  # noqa: E402
 
 torch.set_num_threads(min(2, os.cpu_count() or 1))
+
+
+@pytest.fixture(scope="module")
+def one_thread():
+    """torch on one thread for a module (timing-free, reproducible numerics); restored afterwards."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)

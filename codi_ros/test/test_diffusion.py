@@ -18,12 +18,7 @@ MEANS = torch.tensor([[-0.6, -0.3], [0.5, 0.4]])
 MODE_STD = 0.1
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")   # conftest.py: torch on one thread in this module
 
 
 def gaussian_score(mean: torch.Tensor, std: float):

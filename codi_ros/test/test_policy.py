@@ -34,12 +34,7 @@ def synthetic_dataset(episodes: int = 8, steps: int = 30, seed: int = 0) -> Data
     return Dataset(obs, actions, ends, [{"kind": "synthetic", "seed": seed}] * episodes, {"seed": seed})
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")   # conftest.py: torch on one thread in this module
 
 
 @pytest.fixture(scope="module")
