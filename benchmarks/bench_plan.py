@@ -13,7 +13,6 @@ Writes benchmarks/results/plan_latency.json with the machine description.
 
 from __future__ import annotations
 
-import argparse
 import json
 import math
 from dataclasses import replace
@@ -21,7 +20,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from timing import sample_ms  # benchmarks/timing.py (scripts run from benchmarks/)
+from timing import bench_args, sample_ms  # benchmarks/timing.py (scripts run from benchmarks/)
 
 from codi_ros.config import ArmConfig, WorldConfig, load_world_config
 from codi_ros.core.cost import load_cost_config
@@ -66,11 +65,7 @@ def plan_latency(policy, world: WorldConfig, config: PlannerConfig, repeats: int
 
 
 def main() -> None:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--repeats", type=int, default=20, help="timed plans per setting")
-    p.add_argument("--threads", type=int, default=1, help="torch CPU threads (1: one core, as on a shared machine)")
-    args = p.parse_args()
-    torch.set_num_threads(args.threads)
+    args = bench_args(__doc__, 20, "timed plans per setting")
     world = load_world_config()
     base = load_planner_config()
     policy = DiffusionPolicy(PolicyConfig(horizon=world.horizon.prediction)).eval()

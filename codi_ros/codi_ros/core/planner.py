@@ -60,9 +60,12 @@ class PlannerConfig:
     steps: int = 32
     sampler: diffusion.SamplerMethod = "sde"
     seed: int = 0
+    candidates: int = 1    # joint chunks sampled per plan; the one with the lowest predicted cost is returned
     guidance: GuidanceConfig = field(default_factory=GuidanceConfig)
 
     def __post_init__(self) -> None:
+        if self.candidates < 1:
+            raise ConfigError(f"planner.candidates must be >= 1, got {self.candidates}")
         if self.method not in ("codi", "codi-indep"):
             raise ConfigError(f"planner.method must be codi or codi-indep, got {self.method!r}")
         if self.cost_simulator not in ("kinematic", "physics"):
@@ -142,13 +145,15 @@ class Planner:
         obs = np.stack([observe(state.arms[n], state.cube, self.world.base_frame(n)) for n in names])
         chunk_shape = (self.world.horizon.prediction, ACT_DIM)
         sampler = CoDiSampler(self.product, self.cost, sampler_config, chunk_shape=chunk_shape)
-        result = sampler.sample(torch.as_tensor(obs)[None], SimState.from_world(state, self.world))
-        actions = clip_to_limits(result.actions[0], self.world.control)
+        obs_batch = torch.as_tensor(obs)[None].expand(self.config.candidates, *obs.shape)
+        result = sampler.sample(obs_batch, SimState.from_world(state, self.world))
+        best = int(torch.nan_to_num(result.cost.total, nan=torch.inf).argmin())   # re-rank by predicted cost
+        actions = clip_to_limits(result.actions[best], self.world.control)
         if not torch.isfinite(actions).all():
             raise PlanningError("actions: the sampler produced non-finite actions (policy or guidance diverged)")
         return PlanResult(chunks={n: actions[i].double().numpy() for i, n in enumerate(names)},
-                          cost=float(result.cost.total[0]),
-                          cost_terms={k: float(v[0]) for k, v in result.cost.terms.items()},
+                          cost=float(result.cost.total[best]),
+                          cost_terms={k: float(v[best]) for k, v in result.cost.terms.items()},
                           latency_s=time.perf_counter() - start)
 
     def validate(self, state: WorldState) -> None:

@@ -29,6 +29,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--sample-steps", type=int, default=None, help="denoising steps per chunk (default: config)")
     p.add_argument("--sampler", choices=("heun", "sde"), default="heun",
                    help="single-arm: sampler of the policy (20-step SDE is measurably noisier than Heun)")
+    p.add_argument("--candidates", type=int, default=8,
+                   help="single-arm: chunks sampled per replan, the one continuing the previous chunk best is "
+                        "executed (1: plain sampling; default %(default)s)")
     p.add_argument("--planner-config", default=None, help="planner YAML (default: config/planner.yaml)")
     p.add_argument("--num-samples", type=int, default=None, help="override M, guidance samples per step")
     p.add_argument("--temperature", type=float, default=None, help="override lambda")
@@ -73,8 +76,10 @@ def evaluate(args: argparse.Namespace) -> dict:
         arms = world_cfg.arm_names if args.arm == "both" else (args.arm,)
         steps = args.sample_steps or (10 if args.sampler == "heun" else policy.config.sample_steps)
         results = single_arm.evaluate_single_arm(policy, world, args.episodes, args.seed, arms, steps,
-                                                 args.seconds or 20.0, method=args.sampler, progress=progress)
-        return {"arms": list(arms), "sample_steps": steps, "sampler": args.sampler, **results}
+                                                 args.seconds or 20.0, method=args.sampler, progress=progress,
+                                                 candidates=args.candidates)
+        return {"arms": list(arms), "sample_steps": steps, "sampler": args.sampler, "candidates": args.candidates,
+                **results}
     if args.method == "scripted":
         return handover.evaluate_handover(lambda i: handover.ScriptedController(world, args.seed * 7919 + i), world,
                                           args.episodes, args.seed, args.seconds or 30.0, progress, execution=1)
@@ -97,7 +102,8 @@ def run(args: argparse.Namespace) -> int:
     except (ConfigError, ValueError, FileNotFoundError) as e:
         print(f"codi eval: error: {e}", file=sys.stderr)
         return 2
-    out = {"method": args.method, "seed": args.seed, "wall_seconds": round(time.perf_counter() - t0, 1),
+    out = {"method": args.method, "model": args.model or "models/single_arm", "seed": args.seed,
+           "wall_seconds": round(time.perf_counter() - t0, 1),
            "code_version": code_version(), "machine": machine_description(), **results}
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(out, indent=1))

@@ -24,17 +24,40 @@ HOME_RADIUS = 0.08        # tool ends within this of its home position = at home
 
 
 class PolicyController:
-    """Receding-horizon control of one arm by a diffusion policy (one sampled chunk per call)."""
+    """Receding-horizon control of one arm by a diffusion policy.
 
-    def __init__(self, policy, arm: str, steps: int, method: str = "sde", seed: int = 0):
+    Each call samples ``candidates`` chunks in one batch and executes the one that best continues the
+    previous chunk: the smallest squared distance (normalised units) between its first actions and the
+    not yet executed rest of the previous chunk (backward coherence, as in bidirectional decoding,
+    Liu et al. 2024). Independent samples at every replan can otherwise switch between modes of the
+    data, e.g. the two grasp yaws 90 degrees apart, and never finish either. ``candidates=1``: plain sampling.
+    """
+
+    def __init__(self, policy, arm: str, steps: int, method: str = "sde", seed: int = 0, candidates: int = 1,
+                 execution: int = 4):
+        if candidates < 1:
+            raise ValueError(f"candidates must be >= 1, got {candidates}")
         self.policy, self.arm, self.steps, self.method = policy, arm, steps, method
+        self.candidates, self.execution = candidates, execution
         self.generator = torch.Generator().manual_seed(seed)
+        self._previous: torch.Tensor | None = None   # the last executed chunk (H, A), raw units
 
     def plan(self, world: TwoArmWorld) -> dict[str, np.ndarray]:
         obs = torch.as_tensor(world.observation(self.arm))[None]
         with torch.no_grad():
-            chunk = self.policy.sample(obs, n=1, steps=self.steps, generator=self.generator, method=self.method)
-        return {self.arm: chunk.reshape(chunk.shape[-2:]).numpy()}
+            chunks = self.policy.sample(obs, n=self.candidates, steps=self.steps, generator=self.generator,
+                                        method=self.method)[0]                       # (candidates, H, A)
+        self._previous = chunks[coherent_choice(self.policy, chunks, self._previous, self.execution)]
+        return {self.arm: self._previous.numpy()}
+
+
+def coherent_choice(policy, chunks: torch.Tensor, previous: torch.Tensor | None, execution: int) -> int:
+    """Index of the candidate chunk (n, H, A) closest to the unexecuted rest of ``previous`` (H, A)."""
+    if previous is None or len(chunks) == 1 or execution >= len(previous):
+        return 0
+    rest = policy.normalize_actions(previous[execution:])
+    gap = policy.normalize_actions(chunks[:, :len(rest)]) - rest
+    return int(gap.square().sum(dim=(1, 2)).argmin())
 
 
 @dataclass
@@ -57,7 +80,8 @@ class SkillTracker:
 
 
 def evaluate_single_arm(policy, world: TwoArmWorld, episodes: int, seed: int, arms: tuple[str, ...],
-                        sample_steps: int, seconds: float, method: str = "heun", progress: bool = True) -> dict:
+                        sample_steps: int, seconds: float, method: str = "heun", progress: bool = True,
+                        candidates: int = 1) -> dict:
     """Run ``episodes`` seeded episodes, alternating over ``arms``; return per-episode and aggregate facts."""
     from tqdm import tqdm
 
@@ -69,7 +93,8 @@ def evaluate_single_arm(policy, world: TwoArmWorld, episodes: int, seed: int, ar
         cube = sample_table_xy(rng, cfg, reachable_by=(arm,))
         world.reset(cube_xy=cube, cube_yaw=random_yaw(rng), arm_qpos={arm: random_posture(rng, cfg)})
         tracker = SkillTracker(arm)
-        controller = PolicyController(policy, arm, sample_steps, method=method, seed=seed * 100_003 + i)
+        controller = PolicyController(policy, arm, sample_steps, method=method, seed=seed * 100_003 + i,
+                                      candidates=candidates, execution=cfg.horizon.execution)
         loop = run_closed_loop(world, controller, seconds, on_step=tracker)
         latencies += loop.plan_latencies
         home = np.linalg.norm(world.arm_state(arm).ee_pos - world.home_tcp[arm][0]) < HOME_RADIUS

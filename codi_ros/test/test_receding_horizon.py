@@ -1,0 +1,53 @@
+"""Receding-horizon control by the single-arm policy: consecutive chunks stay in one mode of the data."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from codi_ros.evaluation.single_arm import PolicyController, coherent_choice
+
+H, A = 16, 7
+
+
+class BimodalPolicy:
+    """Stand-in policy: every sampled chunk is a constant +1 or -1 (two equally likely modes, like the
+    two grasp yaws 90 degrees apart) plus small noise."""
+
+    def sample(self, obs, n, steps, generator, method):
+        modes = torch.randint(0, 2, (n,), generator=generator) * 2.0 - 1.0
+        noise = 0.05 * torch.randn(n, H, A, generator=generator)
+        return (modes[:, None, None] + noise)[None]
+
+    def normalize_actions(self, a):
+        return a
+
+
+class OneArmWorld:
+    def observation(self, arm):
+        return np.zeros(24, dtype=np.float32)
+
+
+def modes_of(controller: PolicyController, plans: int) -> list[float]:
+    return [float(np.sign(controller.plan(OneArmWorld())["left"].mean())) for _ in range(plans)]
+
+
+def test_coherent_choice_picks_the_candidate_continuing_the_previous_chunk():
+    previous = torch.linspace(0, 1, H)[:, None].expand(H, A)
+    continuing = torch.cat([previous[4:], previous[-1:].expand(4, A)])      # the previous chunk, shifted by 4
+    candidates = torch.stack([-continuing, continuing + 0.3, continuing, torch.zeros(H, A)])
+    assert coherent_choice(BimodalPolicy(), candidates, previous, execution=4) == 2
+    assert coherent_choice(BimodalPolicy(), candidates, None, execution=4) == 0     # first plan: no preference
+
+
+def test_controller_with_candidates_stays_in_one_mode_and_without_them_switches():
+    plain = modes_of(PolicyController(BimodalPolicy(), "left", steps=1, seed=0, candidates=1), 30)
+    coherent = modes_of(PolicyController(BimodalPolicy(), "left", steps=1, seed=0, candidates=16), 30)
+    assert len(set(plain)) == 2                      # independent samples hop between the modes
+    assert len(set(coherent)) == 1                   # coherent ones commit to the first
+
+
+def test_candidates_must_be_positive():
+    with pytest.raises(ValueError, match="candidates"):
+        PolicyController(BimodalPolicy(), "left", steps=1, candidates=0)
