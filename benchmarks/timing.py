@@ -6,7 +6,6 @@ import argparse
 import time
 from collections.abc import Callable
 
-import numpy as np
 import torch
 
 
@@ -18,11 +17,6 @@ def bench_args(doc: str, repeats: int, repeats_help: str) -> argparse.Namespace:
     args = p.parse_args()
     torch.set_num_threads(args.threads)
     return args
-
-
-def percentiles(ms: list[float]) -> dict[str, float]:
-    return {"p50_ms": round(float(np.percentile(ms, 50)), 2), "p95_ms": round(float(np.percentile(ms, 95)), 2),
-            "max_ms": round(float(np.max(ms)), 2)}
 
 
 def sample_ms(fn: Callable[[], object], repeats: int, warmup: int) -> list[float]:

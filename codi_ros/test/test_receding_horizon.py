@@ -42,12 +42,12 @@ def test_coherent_choice_picks_the_candidate_continuing_the_previous_chunk():
 
 
 def test_controller_with_candidates_stays_in_one_mode_and_without_them_switches():
-    plain = modes_of(PolicyController(BimodalPolicy(), "left", steps=1, seed=0, candidates=1), 30)
-    coherent = modes_of(PolicyController(BimodalPolicy(), "left", steps=1, seed=0, candidates=16), 30)
+    plain = modes_of(PolicyController(BimodalPolicy(), "left", steps=1, execution=4, seed=0, candidates=1), 30)
+    coherent = modes_of(PolicyController(BimodalPolicy(), "left", steps=1, execution=4, seed=0, candidates=16), 30)
     assert len(set(plain)) == 2                      # independent samples hop between the modes
     assert len(set(coherent)) == 1                   # coherent ones commit to the first
 
 
 def test_candidates_must_be_positive():
     with pytest.raises(ValueError, match="candidates"):
-        PolicyController(BimodalPolicy(), "left", steps=1, candidates=0)
+        PolicyController(BimodalPolicy(), "left", steps=1, execution=4, candidates=0)

@@ -91,6 +91,7 @@ def evaluate(args: argparse.Namespace) -> dict:
 
 def run(args: argparse.Namespace) -> int:
     from codi_ros.config import ConfigError
+    from codi_ros.core.policy import DEFAULT_MODEL
     from codi_ros.version import code_version, machine_description
 
     if args.episodes <= 0:
@@ -102,7 +103,7 @@ def run(args: argparse.Namespace) -> int:
     except (ConfigError, ValueError, FileNotFoundError) as e:
         print(f"codi eval: error: {e}", file=sys.stderr)
         return 2
-    out = {"method": args.method, "model": args.model or "models/single_arm", "seed": args.seed,
+    out = {"method": args.method, "model": args.model or f"models/{DEFAULT_MODEL}", "seed": args.seed,
            "wall_seconds": round(time.perf_counter() - t0, 1),
            "code_version": code_version(), "machine": machine_description(), **results}
     args.out.parent.mkdir(parents=True, exist_ok=True)

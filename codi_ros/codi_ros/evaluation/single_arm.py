@@ -26,6 +26,7 @@ HOME_RADIUS = 0.08        # tool ends within this of its home position = at home
 class PolicyController:
     """Receding-horizon control of one arm by a diffusion policy.
 
+    ``execution``: actions of each chunk the loop executes before asking again (world.yaml horizon).
     Each call samples ``candidates`` chunks in one batch and executes the one that best continues the
     previous chunk: the smallest squared distance (normalised units) between its first actions and the
     not yet executed rest of the previous chunk (backward coherence, as in bidirectional decoding,
@@ -33,8 +34,8 @@ class PolicyController:
     data, e.g. the two grasp yaws 90 degrees apart, and never finish either. ``candidates=1``: plain sampling.
     """
 
-    def __init__(self, policy, arm: str, steps: int, method: str = "sde", seed: int = 0, candidates: int = 1,
-                 execution: int = 4):
+    def __init__(self, policy, arm: str, steps: int, execution: int, method: str = "sde", seed: int = 0,
+                 candidates: int = 1):
         if candidates < 1:
             raise ValueError(f"candidates must be >= 1, got {candidates}")
         self.policy, self.arm, self.steps, self.method = policy, arm, steps, method
@@ -93,8 +94,8 @@ def evaluate_single_arm(policy, world: TwoArmWorld, episodes: int, seed: int, ar
         cube = sample_table_xy(rng, cfg, reachable_by=(arm,))
         world.reset(cube_xy=cube, cube_yaw=random_yaw(rng), arm_qpos={arm: random_posture(rng, cfg)})
         tracker = SkillTracker(arm)
-        controller = PolicyController(policy, arm, sample_steps, method=method, seed=seed * 100_003 + i,
-                                      candidates=candidates, execution=cfg.horizon.execution)
+        controller = PolicyController(policy, arm, sample_steps, cfg.horizon.execution, method=method,
+                                      seed=seed * 100_003 + i, candidates=candidates)
         loop = run_closed_loop(world, controller, seconds, on_step=tracker)
         latencies += loop.plan_latencies
         home = np.linalg.norm(world.arm_state(arm).ee_pos - world.home_tcp[arm][0]) < HOME_RADIUS
