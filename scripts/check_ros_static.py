@@ -196,8 +196,8 @@ def inspect_node(exe: str, module: str, func_name: str, ev: Evaluator, problems:
                 reads.append((string_arg(call, 0), call.lineno))
             elif fname == "param" and string_arg(call, 1):
                 reads.append((string_arg(call, 1), call.lineno))
-            elif fname == "world_config" and isinstance(f, ast.Name):
-                reads.append(("world_config", call.lineno))
+            elif fname == "world_config" and isinstance(f, ast.Name):   # nodes/_ros.py: declares it, a string
+                info.declared["world_config"] = "string"
     for name, line in reads:
         if name not in info.declared:
             problems.append(f"{mod.path}:{line}: {exe} reads parameter {name!r} but never declares it")

@@ -57,7 +57,8 @@ def log_lines(node: Node, lines: Iterable[tuple[str, str]]) -> None:
 
 
 def world_config(node: Node) -> WorldConfig:
-    """The world config named by the node's ``world_config`` parameter ("" = the installed one)."""
+    """Declare the node's ``world_config`` parameter and load the world config it names ("" = the installed one)."""
+    node.declare_parameter("world_config", "", describe("path of world.yaml; empty: the installed one"))
     return load_world_config(param(node, "world_config") or None)
 
 

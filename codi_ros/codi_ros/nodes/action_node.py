@@ -24,7 +24,6 @@ class ActionNode(Node):
         super().__init__("action_node")
         d = ArmControlConfig()
         self.declare_parameter("arm", "left", describe("arm name from world.yaml"))
-        self.declare_parameter("world_config", "", describe("path of world.yaml; empty: the installed one"))
         self.declare_parameter("joint_names", list(ARM_JOINTS), describe("the 7 arm joints, in command order"))
         self.declare_parameter("rate_hz", d.rate_hz, describe("joint velocity command rate, Hz"))
         self.declare_parameter("state_timeout", d.state_timeout, describe("older joint states: ramp to zero, s"))

@@ -20,7 +20,6 @@ class ArmStateNode(Node):
     def __init__(self) -> None:
         super().__init__("arm_state_node")
         self.declare_parameter("arm", "left", describe("arm name from world.yaml"))
-        self.declare_parameter("world_config", "", describe("path of world.yaml; empty: the installed one"))
         self.declare_parameter("joint_names", list(ARM_JOINTS), describe("the 7 arm joints in joint_states"))
         self.declare_parameter("finger_joint_names", list(FINGER_JOINTS),
                                describe("the 2 finger joints; gripper width = their sum"))

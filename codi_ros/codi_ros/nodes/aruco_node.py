@@ -19,7 +19,6 @@ class ArucoNode(Node):
     def __init__(self) -> None:
         super().__init__("aruco_node")
         self.declare_parameter("arm", "left", describe("arm whose wrist camera this is"))
-        self.declare_parameter("world_config", "", describe("path of world.yaml (cube size); empty: the installed one"))
         self.declare_parameter("marker_size", 0.04, describe("side of each marker's black square, m"))
         self.declare_parameter("dictionary", "DICT_4X4_50", describe("OpenCV ArUco dictionary of the markers"))
         self.declare_parameter("face_ids", [0, 1, 2, 3, 4, 5], describe("marker ids on the faces +x -x +y -y +z -z"))

@@ -41,7 +41,6 @@ class CoordinatorNode(Node):
     def __init__(self) -> None:
         super().__init__("coordinator_node")
         c, f = CoordinatorConfig(), FusionConfig()
-        self.declare_parameter("world_config", "", describe("path of world.yaml; empty: the installed one"))
         self.declare_parameter("planner_config", "", describe("path of planner.yaml; empty: the installed one"))
         self.declare_parameter("checkpoint", "", describe("policy checkpoint folder; empty: the shipped model"))
         self.declare_parameter("autonomous", False, describe("start the receding-horizon loop right away"))

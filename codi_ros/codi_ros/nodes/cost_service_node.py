@@ -9,14 +9,13 @@ from __future__ import annotations
 from codi_msgs.srv import EvaluateCost
 from rclpy.node import Node
 
-from codi_ros.nodes._ros import describe, fill, run, to_dict, world_config
+from codi_ros.nodes._ros import fill, run, to_dict, world_config
 from codi_ros.nodes.logic.services import CostService, kinematic_cost_evaluator
 
 
 class CostServiceNode(Node):
     def __init__(self) -> None:
         super().__init__("cost_service_node")
-        self.declare_parameter("world_config", "", describe("path of world.yaml; empty: the installed one"))
         world = world_config(self)
         self.service = CostService(world, kinematic_cost_evaluator(world))
         self.create_service(EvaluateCost, "/codi/evaluate_cost", self.on_request)

@@ -40,7 +40,6 @@ from codi_ros.sim.world import TwoArmWorld
 class SimNode(Node):
     def __init__(self) -> None:
         super().__init__("sim_node")
-        self.declare_parameter("world_config", "", describe("path of world.yaml; empty: the installed one"))
         self.declare_parameter("seed", 0, describe("seed of the first task; each ~/reset adds one"))
         self.declare_parameter("step_rate_hz", 100.0, describe("physics / joint_states rate, Hz"))
         self.declare_parameter("camera_rate_hz", 10.0, describe("wrist image (or true cube pose) rate, Hz"))

@@ -22,6 +22,7 @@ ABOVE_CUBE = 0.10      # pre-grasp height above the cube centre
 POS_TOL = 0.008
 ROT_TOL = 0.05
 OPEN, CLOSED = 0.08, 0.0
+HOLD_TOL = 0.03        # cube centre further than this from the tool while lifting/carrying = missed or dropped
 GRASP_STEPS = 6        # control steps to close the gripper (0.6 s)
 RELEASE_STEPS = 4
 PHASE_TIMEOUT_S = 6.0
@@ -107,6 +108,7 @@ class PickPlace(Skill):
         yaw = grasp_yaw(yaw_of(quat_to_mat(cube.quat)), yaw_of(self.world.home_tcp[self.arm][1]))
         rot = tool_down(yaw)
         hold_rot = tool_down(yaw_of(st.ee_rot))
+        dropped = np.linalg.norm(cube.pos - st.ee_pos) > HOLD_TOL
         self._phase_steps += 1
         if self._phase_steps > PHASE_TIMEOUT_S * self.cfg.control.rate_hz and self.phase is not Phase.HOME:
             self.restart()                                              # stuck: start over
@@ -120,19 +122,18 @@ class PickPlace(Skill):
             if reached:
                 self._goto(Phase.CLOSE)
         elif p is Phase.CLOSE:
-            action, _ = self._servo(st.ee_pos, hold_rot, CLOSED)
-            action[:6] = 0.0
+            action = idle_action(CLOSED)
             if self._phase_steps >= GRASP_STEPS:
                 self._goto(Phase.LIFT)
         elif p is Phase.LIFT:
             action, reached = self._servo(np.r_[st.ee_pos[:2], CARRY_HEIGHT], hold_rot, CLOSED)
-            if np.linalg.norm(cube.pos - st.ee_pos) > 0.03:
+            if dropped:
                 self.restart()                                          # missed or dropped: re-grasp
             elif reached:
                 self._goto(Phase.CARRY)
         elif p is Phase.CARRY:
             action, reached = self._servo(np.r_[self.place_xy, CARRY_HEIGHT], hold_rot, CLOSED)
-            if np.linalg.norm(cube.pos - st.ee_pos) > 0.03:
+            if dropped:
                 self.restart()
             elif reached:
                 self._goto(Phase.LOWER)
@@ -141,8 +142,7 @@ class PickPlace(Skill):
             if reached:
                 self._goto(Phase.RELEASE)
         elif p is Phase.RELEASE:
-            action, _ = self._servo(st.ee_pos, hold_rot, OPEN)
-            action[:6] = 0.0
+            action = idle_action(OPEN)
             if self._phase_steps >= RELEASE_STEPS:
                 self.placed = True
                 self._goto(Phase.RETREAT)
