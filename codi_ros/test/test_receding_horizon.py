@@ -51,3 +51,17 @@ def test_controller_with_candidates_stays_in_one_mode_and_without_them_switches(
 def test_candidates_must_be_positive():
     with pytest.raises(ValueError, match="candidates"):
         PolicyController(BimodalPolicy(), "left", steps=1, execution=4, candidates=0)
+
+
+@pytest.mark.parametrize("option", ["--episodes", "--candidates"])
+def test_codi_eval_refuses_non_positive_counts_before_running(option, tmp_path, capsys):
+    import argparse
+
+    from codi_ros.evaluation import evaluate
+
+    parser = argparse.ArgumentParser()
+    evaluate.add_arguments(parser)
+    out = tmp_path / "r.json"
+    args = parser.parse_args(["--method", "single-arm", "--out", str(out), option, "0"])
+    assert evaluate.run(args) == 2
+    assert f"{option} must be positive, got 0" in capsys.readouterr().err and not out.exists()

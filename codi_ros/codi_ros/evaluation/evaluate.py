@@ -94,9 +94,10 @@ def run(args: argparse.Namespace) -> int:
     from codi_ros.core.policy import DEFAULT_MODEL
     from codi_ros.version import code_version, machine_description
 
-    if args.episodes <= 0:
-        print(f"codi eval: error: --episodes must be positive, got {args.episodes}", file=sys.stderr)
-        return 2
+    for option in ("episodes", "candidates"):
+        if getattr(args, option) <= 0:
+            print(f"codi eval: error: --{option} must be positive, got {getattr(args, option)}", file=sys.stderr)
+            return 2
     t0 = time.perf_counter()
     try:
         results = evaluate(args)
