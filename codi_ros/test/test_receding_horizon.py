@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import argparse
+
 import numpy as np
 import pytest
 import torch
 
+from codi_ros.evaluation import evaluate
 from codi_ros.evaluation.single_arm import PolicyController, coherent_choice
 
 H, A = 16, 7
@@ -55,10 +58,6 @@ def test_candidates_must_be_positive():
 
 @pytest.mark.parametrize("option", ["--episodes", "--candidates"])
 def test_codi_eval_refuses_non_positive_counts_before_running(option, tmp_path, capsys):
-    import argparse
-
-    from codi_ros.evaluation import evaluate
-
     parser = argparse.ArgumentParser()
     evaluate.add_arguments(parser)
     out = tmp_path / "r.json"
