@@ -4,6 +4,7 @@ service and the CoDi coordinator. Parameters: share/codi_ros/config/ros_sim.yaml
   ros2 launch codi_ros two_arm_sim.launch.py                    # the sim publishes the true cube pose
   ros2 launch codi_ros two_arm_sim.launch.py cameras:=true      # wrist cameras + ArUco instead
   ros2 launch codi_ros two_arm_sim.launch.py autonomous:=true   # start the receding-horizon loop right away
+  ros2 launch codi_ros two_arm_sim.launch.py cost_backend:=service   # guidance cost via /codi/evaluate_cost
 
 cameras:=true needs offscreen rendering (MUJOCO_GL=egl or osmesa) fast enough for two 320x240 images at
 camera_rate_hz (a CPU-only EGL here takes ~90 ms per image) and ArUco markers on the simulated cube.
@@ -26,6 +27,8 @@ def generate_launch_description():
     params = os.path.join(config, "ros_sim.yaml")
     with open(os.path.join(config, "world.yaml")) as f:
         arms = [a["name"] for a in yaml.safe_load(f)["arms"]]
+    with open(params) as f:
+        cost_backend = yaml.safe_load(f)["/coordinator_node"]["ros__parameters"]["cost_backend"]
     cameras = LaunchConfiguration("cameras")
     no_cameras = PythonExpression(["'", cameras, "'.lower() not in ('true', '1')"])
 
@@ -36,13 +39,18 @@ def generate_launch_description():
         DeclareLaunchArgument("autonomous", default_value="false",
                               description="start the receding-horizon loop at once (else: ros2 service call "
                                           "/codi/start std_srvs/srv/Trigger)"),
+        DeclareLaunchArgument("cost_backend", default_value=cost_backend,
+                              description="where the planner's guidance evaluates the cost: in_process | service "
+                                          "(/codi/evaluate_cost); default: ros_sim.yaml"),
         Node(package="codi_ros", executable="sim_node", name="sim_node", output="screen",
              parameters=[params, {"publish_images": ParameterValue(cameras, value_type=bool),
                                   "publish_true_cube_pose": ParameterValue(no_cameras, value_type=bool)}]),
         Node(package="codi_ros", executable="cost_service_node", name="cost_service_node", output="screen",
              parameters=[params]),
         Node(package="codi_ros", executable="coordinator_node", name="coordinator_node", output="screen",
-             parameters=[params, {"autonomous": ParameterValue(LaunchConfiguration("autonomous"), value_type=bool)}]),
+             parameters=[params, {
+                 "autonomous": ParameterValue(LaunchConfiguration("autonomous"), value_type=bool),
+                 "cost_backend": ParameterValue(LaunchConfiguration("cost_backend"), value_type=str)}]),
     ]
     for arm in arms:
         actions += [

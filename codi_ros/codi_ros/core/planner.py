@@ -21,7 +21,7 @@ import yaml
 from codi_ros.config import ConfigError, WorldConfig
 from codi_ros.core import diffusion
 from codi_ros.core.composition import ProductPolicy, ScorePolicy
-from codi_ros.core.cost import CostConfig, HandoverCost, load_cost_config
+from codi_ros.core.cost import Cost, CostConfig, HandoverCost, load_cost_config
 from codi_ros.core.guidance import GuidanceConfig
 from codi_ros.core.kinematic_model import CostSimulator, KinematicModel, SimState, clip_to_limits
 from codi_ros.core.sampler import CoDiSampler, SamplerConfig
@@ -106,29 +106,41 @@ def check_overrides(o: PlanOverrides) -> None:
 
 
 class Planner:
-    """Guided joint sampling over N copies of one single-arm policy (one per configured arm)."""
+    """Guided joint sampling over N copies of one single-arm policy (one per configured arm).
+
+    The cost J is the configured :class:`HandoverCost` on ``simulator`` (called with the state's
+    :class:`SimState`), or an injected ``cost`` such as the /codi/evaluate_cost client, called with the
+    :class:`WorldState` itself; ``method`` and ``cost_simulator`` then do not apply.
+    """
 
     def __init__(self, policy: ScorePolicy, world: WorldConfig, config: PlannerConfig | None = None,
-                 cost_config: CostConfig | None = None, simulator: CostSimulator | None = None):
+                 cost_config: CostConfig | None = None, simulator: CostSimulator | None = None,
+                 cost: Cost | None = None):
         self.world, self.config = world, config or PlannerConfig()
-        cost_config = cost_config or CostConfig()
-        if simulator is None:
-            if self.config.cost_simulator != "kinematic":
-                raise ConfigError("planner.cost_simulator is 'physics': pass simulator="
-                                  "codi_ros.sim.physics_model.PhysicsModel(world) (core does not import sim)")
-            simulator = KinematicModel(world, cost_config.kinematic_model)
         self.product = ProductPolicy(policy, len(world.arms))
-        self.cost = HandoverCost(cost_config, simulator, world.arm_names,
-                                 independent=self.config.method == "codi-indep")
+        self._injected_cost = cost is not None
+        if cost is None:
+            cost_config = cost_config or CostConfig()
+            if simulator is None:
+                if self.config.cost_simulator != "kinematic":
+                    raise ConfigError("planner.cost_simulator is 'physics': pass simulator="
+                                      "codi_ros.sim.physics_model.PhysicsModel(world) (core does not import sim)")
+                simulator = KinematicModel(world, cost_config.kinematic_model)
+            cost = HandoverCost(cost_config, simulator, world.arm_names, independent=self.config.method == "codi-indep")
+        elif self.config.method == "codi-indep":
+            raise ConfigError("planner.method is 'codi-indep', which builds its own per-arm cost; "
+                              "an injected cost needs method 'codi'")
+        self.cost: Cost = cost
         self._plans = 0
 
     @classmethod
     def load(cls, world: WorldConfig, planner_config: str | Path | None = None, checkpoint: str | Path | None = None,
-             simulator: CostSimulator | None = None) -> Planner:
+             simulator: CostSimulator | None = None, cost: Cost | None = None) -> Planner:
         """The planner of ``config/planner.yaml`` (or a given file) with a saved single-arm policy."""
         from codi_ros.core.policy import load_policy
 
-        return cls(load_policy(checkpoint), world, load_planner_config(planner_config), load_cost_config(), simulator)
+        return cls(load_policy(checkpoint), world, load_planner_config(planner_config), load_cost_config(), simulator,
+                   cost)
 
     def plan(self, state: WorldState, overrides: PlanOverrides | None = None) -> PlanResult:
         """One joint chunk for ``state``. Raises :class:`PlanningError` naming the bad field."""
@@ -146,7 +158,8 @@ class Planner:
         chunk_shape = (self.world.horizon.prediction, ACT_DIM)
         sampler = CoDiSampler(self.product, self.cost, sampler_config, chunk_shape=chunk_shape)
         obs_batch = torch.as_tensor(obs)[None].expand(self.config.candidates, *obs.shape)
-        result = sampler.sample(obs_batch, SimState.from_world(state, self.world))
+        cost_state = state if self._injected_cost else SimState.from_world(state, self.world)
+        result = sampler.sample(obs_batch, cost_state)
         best = int(torch.nan_to_num(result.cost.total, nan=torch.inf).argmin())   # re-rank by predicted cost
         actions = clip_to_limits(result.actions[best], self.world.control)
         if not torch.isfinite(actions).all():

@@ -7,6 +7,7 @@ node destroyed and ``rclpy.try_shutdown()`` called (ROS_NOTES.md).
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable, Iterable
 from typing import Any
 
@@ -66,7 +67,8 @@ def run(make_node: Callable[[], Node], multithreaded: bool = False, args: list[s
     """Init, spin until Ctrl-C / shutdown, then destroy the node and shut down cleanly."""
     rclpy.init(args=args)
     node = None
-    executor = MultiThreadedExecutor() if multithreaded else None
+    # at least 2 threads: a planning callback waiting on a service answer needs another thread to receive it
+    executor = MultiThreadedExecutor(num_threads=max(2, os.cpu_count() or 1)) if multithreaded else None
     try:
         node = make_node()
         if executor is None:

@@ -4,20 +4,23 @@ receding-horizon loop at the control rate in autonomous mode and publishes one a
 Subscribes ``/<arm>/arm_state``, ``/codi/cube_detections`` (fused, see perception/fusion.py) and
 ``/codi/goal`` (latched); publishes ``/<arm>/action_chunk`` and the fused ``/codi/cube_pose``.
 Planning runs in its own callback group of a multi-threaded executor, so /codi/stop and the state
-subscriptions are served while a plan is being computed.
+subscriptions are served while a plan is being computed. ``cost_backend: service`` has the planner's
+guidance evaluate the cost J through ``/codi/evaluate_cost`` (cost_service_node) instead of in-process;
+that client has a callback group of its own, so its answers arrive while the planning callback waits.
 """
 
 from __future__ import annotations
 
 import numpy as np
 from codi_msgs.msg import ActionChunk, ArmState, CubeDetection
-from codi_msgs.srv import Plan
+from codi_msgs.srv import EvaluateCost, Plan
 from geometry_msgs.msg import PointStamped, PoseStamped
-from rclpy.callback_groups import MutuallyExclusiveCallbackGroup
+from rclpy.callback_groups import MutuallyExclusiveCallbackGroup, ReentrantCallbackGroup
 from rclpy.node import Node
 from std_srvs.srv import Trigger
 
-from codi_ros.config import WorldConfig
+from codi_ros.config import ConfigError, WorldConfig
+from codi_ros.core.cost import Cost
 from codi_ros.core.planner import Planner
 from codi_ros.nodes._ros import (
     COMMAND_QOS,
@@ -33,8 +36,17 @@ from codi_ros.nodes._ros import (
     world_config,
 )
 from codi_ros.nodes.logic.coordinator import Coordinator, CoordinatorConfig
-from codi_ros.nodes.logic.messages import header, pose_msg
+from codi_ros.nodes.logic.messages import Msg, header, pose_msg
+from codi_ros.nodes.logic.remote_cost import (
+    COST_BACKENDS,
+    DEFAULT_TIMEOUT_S,
+    EVALUATE_COST,
+    RemoteCost,
+    wait_for_answer,
+)
 from codi_ros.perception.fusion import FusionConfig
+
+SERVICE_WAIT_S = 10.0   # how long start-up waits for /codi/evaluate_cost before going on without it
 
 
 class CoordinatorNode(Node):
@@ -44,6 +56,12 @@ class CoordinatorNode(Node):
         self.declare_parameter("planner_config", "", describe("path of planner.yaml; empty: the installed one"))
         self.declare_parameter("checkpoint", "", describe("policy checkpoint folder; empty: the shipped model"))
         self.declare_parameter("autonomous", False, describe("start the receding-horizon loop right away"))
+        self.declare_parameter("cost_backend", "in_process",
+                               describe(f"where the guidance evaluates the cost J: in_process (fast) | service "
+                                        f"({EVALUATE_COST}, cost_service_node)"))
+        self.declare_parameter("cost_service_timeout", DEFAULT_TIMEOUT_S,
+                               describe(f"longest wait for one {EVALUATE_COST} answer (cost_backend service); "
+                                        f"a plan without it fails, s"))
         self.declare_parameter("arm_timeout", c.arm_timeout, describe("older arm states: no plan, s"))
         self.declare_parameter("cube_timeout", c.cube_timeout, describe("older cube poses: no plan, s"))
         self.declare_parameter("max_reprojection_error", f.max_reprojection_error,
@@ -57,7 +75,7 @@ class CoordinatorNode(Node):
         fusion = FusionConfig(max_age=config.cube_timeout, max_reprojection_error=param(self, "max_reprojection_error"),
                               max_position_gap=param(self, "max_position_gap"),
                               max_angle_gap=param(self, "max_angle_gap"))
-        planner = load_planner(world, param(self, "planner_config"), param(self, "checkpoint"))
+        planner = load_planner(world, param(self, "planner_config"), param(self, "checkpoint"), self.cost_client())
         self.logic = Coordinator(world, planner, config, fusion)
         if param(self, "autonomous"):
             self.logic.start()
@@ -77,6 +95,19 @@ class CoordinatorNode(Node):
         self.create_timer(world.control.dt, self.on_tick, callback_group=planning)
         self.create_service(Trigger, "/codi/stop", self.on_stop)
         self.create_service(Trigger, "/codi/start", self.on_start)
+
+    def cost_client(self) -> Cost | None:
+        """None for the in-process cost; for ``cost_backend: service`` the /codi/evaluate_cost client."""
+        backend = param(self, "cost_backend")
+        if backend not in COST_BACKENDS:
+            raise ConfigError(f"cost_backend: must be one of {', '.join(COST_BACKENDS)}, got {backend!r}")
+        if backend == "in_process":
+            return None
+        transport = CostServiceTransport(self)
+        self.get_logger().info(f"cost_backend service: waiting up to {SERVICE_WAIT_S:.0f} s for {EVALUATE_COST}")
+        if not transport.client.wait_for_service(timeout_sec=SERVICE_WAIT_S):
+            self.get_logger().warning(f"{EVALUATE_COST} is not available; plans fail until it is")
+        return RemoteCost(transport, param(self, "cost_service_timeout"))
 
     def publish_chunks(self, chunks: list[dict]) -> None:
         for chunk in chunks:
@@ -110,9 +141,27 @@ class CoordinatorNode(Node):
         return response
 
 
-def load_planner(world: WorldConfig, planner_config: str, checkpoint: str) -> Planner:
-    """The CoDi planner of planner.yaml (default: the installed one) with the given (or shipped) checkpoint."""
-    return Planner.load(world, planner_config or None, checkpoint or None)
+class CostServiceTransport:
+    """RemoteCost's transport over an rclpy client of /codi/evaluate_cost.
+
+    The client is in a reentrant callback group of its own: the executor completes its futures in another
+    thread while the planning callback (a mutually exclusive group) blocks in :func:`wait_for_answer`.
+    """
+
+    def __init__(self, node: Node):
+        self.client = node.create_client(EvaluateCost, EVALUATE_COST, callback_group=ReentrantCallbackGroup())
+
+    def __call__(self, request: dict, timeout_s: float) -> Msg:
+        if not self.client.service_is_ready():
+            raise ConnectionError("not available (is cost_service_node running?)")
+        future = self.client.call_async(fill(EvaluateCost.Request(), request))
+        return to_dict(wait_for_answer(future, timeout_s))
+
+
+def load_planner(world: WorldConfig, planner_config: str, checkpoint: str, cost: Cost | None = None) -> Planner:
+    """The CoDi planner of planner.yaml (default: the installed one) with the given (or shipped) checkpoint;
+    ``cost``: evaluate J with it instead of in-process."""
+    return Planner.load(world, planner_config or None, checkpoint or None, cost=cost)
 
 
 def main(args: list[str] | None = None) -> None:

@@ -2,6 +2,8 @@
 
 A malformed request raises :class:`RequestError` whose message names the field (e.g.
 ``state.arms[1].ee_pose: NaN or inf``); the nodes answer it with ``success = false`` and keep serving.
+:func:`cost_request` builds the EvaluateCost request that :func:`parse_cost_request` reads (the client side,
+see remote_cost.py).
 """
 
 from __future__ import annotations
@@ -16,9 +18,19 @@ from codi_ros.config import WorldConfig
 from codi_ros.core.planner import PlanOverrides, PlanResult
 from codi_ros.frames import ACT_DIM, CubeState, WorldState
 from codi_ros.nodes.logic.chunk_executor import Chunk
-from codi_ros.nodes.logic.messages import Msg, chunk_msg, parse_arm_state, parse_pose, parse_vec3
+from codi_ros.nodes.logic.messages import (
+    Msg,
+    arm_state_msg,
+    chunk_msg,
+    parse_arm_state,
+    parse_pose,
+    parse_vec3,
+    pose_msg,
+    vec3_msg,
+)
 
 MAX_CANDIDATES = 4096
+CANDIDATE_AXES = ("candidate", "arm", "step", "action")   # EvaluateCost.candidates, row-major
 # (state, candidates (M, A, H, 7)) -> (costs (M,), {term: (M,)})
 CostEvaluator = Callable[[WorldState, np.ndarray], tuple[np.ndarray, dict[str, np.ndarray]]]
 
@@ -62,6 +74,12 @@ def parse_world_state(msg: Msg, world: WorldConfig, field: str = "state") -> Wor
     _finite(f"{field}.goal", goal)
     return WorldState(arms={n: states[n] for n in names}, cube=CubeState(cube_pos, cube_q / np.linalg.norm(cube_q)),
                       goal=goal, stamp=min(stamps))
+
+
+def world_state_msg(state: WorldState) -> dict:
+    """frames.WorldState -> a codi_msgs/WorldState dict (every arm stamped with ``state.stamp``)."""
+    return {"arms": [arm_state_msg(n, a, state.stamp) for n, a in state.arms.items()],
+            "cube_pose": pose_msg(state.cube.pos, state.cube.quat), "goal": vec3_msg(state.goal)}
 
 
 def _count(req: Msg, name: str) -> int | None:
@@ -109,6 +127,15 @@ def parse_cost_request(req: Msg, world: WorldConfig) -> tuple[WorldState, np.nda
                            f"{math.prod(dims)}")
     _finite("candidates.data", data)
     return state, data.reshape(dims)
+
+
+def cost_request(state: WorldState, candidates: np.ndarray) -> dict:
+    """An EvaluateCost request dict for candidates (M, A, H, 7), arms in config order."""
+    c = np.asarray(candidates, dtype=np.float64)
+    dims = [{"label": label, "size": n, "stride": math.prod(c.shape[i:])}
+            for i, (label, n) in enumerate(zip(CANDIDATE_AXES, c.shape, strict=True))]
+    return {"state": world_state_msg(state),
+            "candidates": {"layout": {"dim": dims, "data_offset": 0}, "data": c.ravel().tolist()}}
 
 
 def failure(message: str) -> dict:
