@@ -173,6 +173,22 @@ def test_more_candidates_return_the_cheapest_of_more_samples():
     assert costs[:, 1].mean() < costs[:, 0].mean() - 0.2
 
 
+def test_coherence_prefers_the_candidate_continuing_the_executed_plan():
+    """After a plan at stamp 0 and 4 executed steps (stamp 0.4), the choice among candidates weighs the
+    gap to the rest of that plan against the cost; with no steps executed or a stale plan, only the cost."""
+    p = planner(replace(FAST, candidates=2, coherence=1.0))
+    first = p.plan(world_state())
+    previous = torch.as_tensor(np.stack([first.chunks[a] for a in WORLD.arm_names]), dtype=torch.float32)
+    continuing = torch.cat([previous[:, 4:], previous[:, -4:]], dim=1)
+    switching = continuing.clone()
+    switching[..., 0] += 0.3                                  # 3 normalised units off in x speed, all steps
+    chunks, cost = torch.stack([continuing, switching]), torch.tensor([0.6, 0.4])
+    assert int(p.choice_scores(0.4, chunks, cost).argmin()) == 0
+    assert int(p.choice_scores(0.0, chunks, cost).argmin()) == 1        # nothing executed yet
+    assert int(p.choice_scores(0.0 + 5.0, chunks, cost).argmin()) == 1  # the previous plan is used up
+    assert int(planner(replace(FAST, candidates=2)).choice_scores(0.4, chunks, cost).argmin()) == 1
+
+
 def test_planner_yaml_loads_and_is_validated(tmp_path):
     cfg = load_planner_config()
     assert cfg.method == "codi" and cfg.cost_simulator == "kinematic" and cfg.guidance.temperature > 0
@@ -181,7 +197,8 @@ def test_planner_yaml_loads_and_is_validated(tmp_path):
                         ("guidance: {temperature: 0}\n", "temperature"),
                         ("guidance: {num_samples: 1}\n", "num_samples"),
                         ("guidance: {covariance: full}\n", "covariance"),
-                        ("cost_simulator: isaac\n", "cost_simulator"), ("candidates: 0\n", "candidates")]:
+                        ("cost_simulator: isaac\n", "cost_simulator"), ("candidates: 0\n", "candidates"),
+                        ("coherence: -1\n", "coherence")]:
         p.write_text(text)
         with pytest.raises(ConfigError, match=field):
             load_planner_config(p)

@@ -17,9 +17,11 @@ from typing import Literal
 import numpy as np
 import torch
 import yaml
+from torch import Tensor
 
 from codi_ros.config import ConfigError, WorldConfig
 from codi_ros.core import diffusion
+from codi_ros.core.coherence import coherence_gap
 from codi_ros.core.composition import ProductPolicy, ScorePolicy
 from codi_ros.core.cost import Cost, CostConfig, HandoverCost, load_cost_config
 from codi_ros.core.guidance import GuidanceConfig
@@ -60,12 +62,15 @@ class PlannerConfig:
     steps: int = 32
     sampler: diffusion.SamplerMethod = "sde"
     seed: int = 0
-    candidates: int = 1    # joint chunks sampled per plan; the one with the lowest predicted cost is returned
+    candidates: int = 1    # joint chunks sampled per plan; the one with the lowest J + coherence * gap is returned
+    coherence: float = 0.0  # cost units per unit of mean squared gap to the rest of the previous plan (core/coherence)
     guidance: GuidanceConfig = field(default_factory=GuidanceConfig)
 
     def __post_init__(self) -> None:
         if self.candidates < 1:
             raise ConfigError(f"planner.candidates must be >= 1, got {self.candidates}")
+        if not (self.coherence >= 0 and math.isfinite(self.coherence)):
+            raise ConfigError(f"planner.coherence must be finite and >= 0, got {self.coherence}")
         if self.method not in ("codi", "codi-indep"):
             raise ConfigError(f"planner.method must be codi or codi-indep, got {self.method!r}")
         if self.cost_simulator not in ("kinematic", "physics"):
@@ -132,6 +137,7 @@ class Planner:
                               "an injected cost needs method 'codi'")
         self.cost: Cost = cost
         self._plans = 0
+        self._previous: tuple[float, Tensor] | None = None   # (state stamp, joint chunk) of the last plan
 
     @classmethod
     def load(cls, world: WorldConfig, planner_config: str | Path | None = None, checkpoint: str | Path | None = None,
@@ -160,14 +166,27 @@ class Planner:
         obs_batch = torch.as_tensor(obs)[None].expand(self.config.candidates, *obs.shape)
         cost_state = state if self._injected_cost else SimState.from_world(state, self.world)
         result = sampler.sample(obs_batch, cost_state)
-        best = int(torch.nan_to_num(result.cost.total, nan=torch.inf).argmin())   # re-rank by predicted cost
+        best = int(self.choice_scores(state.stamp, result.actions, result.cost.total).argmin())
         actions = clip_to_limits(result.actions[best], self.world.control)
         if not torch.isfinite(actions).all():
             raise PlanningError("actions: the sampler produced non-finite actions (policy or guidance diverged)")
+        self._previous = (state.stamp, actions)
         return PlanResult(chunks={n: actions[i].double().numpy() for i, n in enumerate(names)},
                           cost=float(result.cost.total[best]),
                           cost_terms={k: float(v[best]) for k, v in result.cost.terms.items()},
                           latency_s=time.perf_counter() - start)
+
+    def choice_scores(self, stamp: float, chunks: Tensor, cost: Tensor) -> Tensor:
+        """(B,) J + coherence * gap of B candidate joint chunks; the gap is to the rest of the previous plan,
+        executed for (stamp - its stamp) / dt steps (none when that is not 0 < steps < H, e.g. after a pause)."""
+        score = torch.nan_to_num(cost, nan=torch.inf)
+        if self.config.coherence > 0 and self._previous is not None:
+            prev_stamp, previous = self._previous
+            offset = round((stamp - prev_stamp) / self.world.control.dt)
+            if offset > 0:
+                score = score + self.config.coherence * coherence_gap(
+                    self.product.normalize_actions, chunks, previous.to(chunks.dtype), offset)
+        return score
 
     def validate(self, state: WorldState) -> None:
         """Reject states the planner cannot serve: wrong arms, NaN/inf or misshapen fields, cube off the

@@ -13,6 +13,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
+from codi_ros.core.coherence import coherence_gap
 from codi_ros.evaluation.rollout import latency_summary, run_closed_loop
 from codi_ros.sim.tasks import random_posture, random_yaw, sample_table_xy
 from codi_ros.sim.world import TwoArmWorld
@@ -54,11 +55,7 @@ class PolicyController:
 
 def coherent_choice(policy, chunks: torch.Tensor, previous: torch.Tensor | None, execution: int) -> int:
     """Index of the candidate chunk (n, H, A) closest to the unexecuted rest of ``previous`` (H, A)."""
-    if previous is None or len(chunks) == 1 or execution >= len(previous):
-        return 0
-    rest = policy.normalize_actions(previous[execution:])
-    gap = policy.normalize_actions(chunks[:, :len(rest)]) - rest
-    return int(gap.square().sum(dim=(1, 2)).argmin())
+    return int(coherence_gap(policy.normalize_actions, chunks, previous, execution).argmin())
 
 
 @dataclass
