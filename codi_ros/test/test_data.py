@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from codi_ros.data.dataset import DatasetError, load_dataset
-from codi_ros.data.generate import generate
+from codi_ros.data.generate import PLACE_TOLERANCE, generate
 from codi_ros.frames import ACT_DIM, OBS_DIM
 
 REPO = Path(__file__).resolve().parents[2]
@@ -25,8 +25,13 @@ def single(tmp_path_factory):
 def test_single_arm_expert_picks_and_places_reliably(single):
     out, summary = single
     assert summary["kinds"] == {"pick": 20, "yield": 20}
-    assert summary["expert_success_rate"] >= 0.95
+    # an episode succeeds when it completes a placement and every placement is on target; a 30 s episode
+    # with many recovery resets may not complete one
+    assert summary["expert_success_rate"] >= 0.9
     episodes = json.loads((out / "episodes.json").read_text())
+    errors = [x for e in episodes if e["kind"] == "pick" for x in e["place_errors"]]
+    assert np.mean(np.asarray(errors) <= PLACE_TOLERANCE) >= 0.95
+    assert sum(len(e.get("place_errors", [])) >= 2 for e in episodes) >= 5   # the arm leaves home again for the cube
     assert {e["arm"] for e in episodes} == {"left", "right"}
     assert summary["recovery_resets"] > 0            # the 1% resets happen and are survived
 
