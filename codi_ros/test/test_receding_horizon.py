@@ -64,3 +64,32 @@ def test_codi_eval_refuses_non_positive_counts_before_running(option, tmp_path, 
     args = parser.parse_args(["--method", "single-arm", "--out", str(out), option, "0"])
     assert evaluate.run(args) == 2
     assert f"{option} must be positive, got 0" in capsys.readouterr().err and not out.exists()
+
+
+class RefusingPlanner:
+    """Stand-in planner that refuses the state from its third plan on (e.g. the cube fell off the table)."""
+
+    def __init__(self):
+        self.calls = 0
+
+    def plan(self, state, overrides=None):
+        from codi_ros.core.planner import PlanningError, PlanResult
+
+        self.calls += 1
+        if self.calls > 2:
+            raise PlanningError("state.cube.pos: (-0.973, 0.467, -0.302) is off the table")
+        still = np.zeros((H, A))
+        return PlanResult(chunks={a: still for a in state.arms}, cost=0.0, cost_terms={}, latency_s=0.0)
+
+
+def test_refused_state_ends_the_handover_episode_as_failed_instead_of_crashing():
+    from codi_ros.config import load_world_config
+    from codi_ros.evaluation.handover import PlannerController, aggregate, reset_handover_episode, run_handover_episode
+    from codi_ros.sim.world import TwoArmWorld
+
+    world = TwoArmWorld(load_world_config())
+    reset_handover_episode(world, seed=0, index=0)
+    summary, latencies = run_handover_episode(world, PlannerController(RefusingPlanner()), seconds=30.0)
+    assert not summary["success"] and "off the table" in summary["planning_error"]
+    assert len(latencies) == 3 and summary["duration"] < 2.0           # ended at the refused plan, not after 30 s
+    assert aggregate([summary])["planning_error_episodes"] == 1

@@ -21,14 +21,24 @@ SETTLE_SECONDS = 1.0   # an episode ends early once the cube has rested inside t
 
 
 class PlannerController:
-    """Adapts a :class:`codi_ros.core.planner.Planner` (WorldState -> PlanResult) to the loop."""
+    """Adapts a :class:`codi_ros.core.planner.Planner` (WorldState -> PlanResult) to the loop.
+
+    A state the planner refuses (e.g. the cube knocked off the table) is a failed episode, not a crash:
+    the arms hold and ``error`` keeps the planner's message; the episode loop then ends the episode."""
 
     def __init__(self, planner, overrides=None):
         self.planner, self.overrides = planner, overrides
         self.costs: list[float] = []
+        self.error: str | None = None
 
     def plan(self, world: TwoArmWorld) -> dict[str, np.ndarray]:
-        result = self.planner.plan(world_state(world), self.overrides)
+        from codi_ros.core.planner import PlanningError
+
+        try:
+            result = self.planner.plan(world_state(world), self.overrides)
+        except PlanningError as e:
+            self.error = str(e)
+            return {}
         self.costs.append(result.cost)
         return result.chunks
 
@@ -67,10 +77,10 @@ def run_handover_episode(world: TwoArmWorld, controller: ChunkController, second
             on_step(w)
         inside = recorder.cube_goal_dist[-1] <= recorder.tolerance and not any(w.holding(a) for a in w.arms)
         rest["steps"] = rest["steps"] + 1 if inside else 0
-        return rest["steps"] >= settle_steps
+        return rest["steps"] >= settle_steps or getattr(controller, "error", None) is not None
 
     loop = run_closed_loop(world, controller, seconds, on_step=step, execution=execution)
-    return recorder.summary(), loop.plan_latencies
+    return {**recorder.summary(), "planning_error": getattr(controller, "error", None)}, loop.plan_latencies
 
 
 def evaluate_handover(make_controller: Callable[[int], ChunkController], world: TwoArmWorld, episodes: int,
@@ -101,4 +111,5 @@ def aggregate(rows: list[dict]) -> dict:
         "collisions_total": int(sum(r["collisions"] for r in rows)),
         "episodes_with_collision": int(sum(r["collisions"] > 0 for r in rows)),
         "table_contact_episodes": int(sum(r["table_contact_steps"] > 0 for r in rows)),
+        "planning_error_episodes": int(sum(r.get("planning_error") is not None for r in rows)),
     }
