@@ -5,8 +5,9 @@
 
 The policy is an untrained DiffusionPolicy of the shipped architecture (same network size and
 cost per call as the trained one). Measures p50/p95 of Planner.plan for 2 arms with M = 64 at the
-configured step count, then how latency grows with the number of denoising steps, the number of
-posterior samples M, and the number of arms, plus the per-step parts (one batched score call, one
+configured step count and number of candidates (and with 1 candidate), then, with 1 candidate,
+how latency grows with the number of denoising steps, the number of posterior samples M, and the
+number of arms, plus the per-step parts (one batched score call, one
 cost evaluation of M candidates) and the optional modes (Jacobian covariance, Heun, CoDi-Indep).
 Writes benchmarks/results/plan_latency.json with the machine description.
 """
@@ -70,11 +71,14 @@ def main() -> None:
     base = load_planner_config()
     policy = DiffusionPolicy(PolicyConfig(horizon=world.horizon.prediction)).eval()
     r, steps = args.repeats, base.steps
-    m64 = replace(base, guidance=replace(base.guidance, num_samples=64))
+    configured = replace(base, guidance=replace(base.guidance, num_samples=64))
+    m64 = replace(configured, candidates=1)    # the sweeps below: one joint sample per plan
 
     result: dict = {"benchmark": "plan_latency", "arms": 2, "num_samples": 64, "steps": steps,
-                    "planner": plan_latency(policy, world, m64, r)}
-    print("plan, 2 arms, M=64, steps", steps, result["planner"], flush=True)
+                    "candidates": base.candidates, "planner": plan_latency(policy, world, configured, r),
+                    "planner_one_candidate": plan_latency(policy, world, m64, r)}
+    print("plan, 2 arms, M=64, steps", steps, "candidates", base.candidates, result["planner"],
+          "1 candidate", result["planner_one_candidate"], flush=True)
 
     # Per denoising step: one batched score call for all arms + one cost evaluation of M candidates.
     planner = Planner(policy, world, m64, load_cost_config())
@@ -89,7 +93,7 @@ def main() -> None:
 
     result["vs_steps"] = {s: plan_latency(policy, world, m64, r, steps=s) for s in (8, 16, 32, 64)}
     print("vs steps", result["vs_steps"], flush=True)
-    result["vs_num_samples"] = {m: plan_latency(policy, world, base, r, num_samples=m) for m in (16, 32, 64, 128, 256)}
+    result["vs_num_samples"] = {m: plan_latency(policy, world, m64, r, num_samples=m) for m in (16, 32, 64, 128, 256)}
     print("vs M", result["vs_num_samples"], flush=True)
     result["vs_arms"] = {n: plan_latency(policy, with_arms(world, n), m64, r) for n in (1, 2, 3, 4)}
     print("vs arms", result["vs_arms"], flush=True)
