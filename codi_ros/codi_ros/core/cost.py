@@ -53,12 +53,33 @@ class CostTerm:
             raise ConfigError(f"cost term needs threshold >= 0 and weight >= 0, got {self}")
 
 
+ENGAGE_CLOSER = ("end_effector", "base")
+
+
+@dataclass(frozen=True)
+class EngageTerm(CostTerm):
+    """The engagement term and how it picks "the closer robot" of eq. 44.
+
+    ``end_effector`` (as printed): the arm whose end effector is nearest the cube now. The arm that last
+    put the cube down stays nearest, so it keeps being pulled back to the cube and the other arm is
+    never engaged. ``base``: the arm whose base is nearest the cube -- the robot in whose half of the
+    table the cube lies -- and no arm while one holds the cube after the first predicted step (a
+    held cube is engaged already; pulling the other arm to it would fight the collision term)."""
+
+    closer: str = "end_effector"
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if self.closer not in ENGAGE_CLOSER:
+            raise ConfigError(f"engage.closer must be one of {ENGAGE_CLOSER}, got {self.closer!r}")
+
+
 @dataclass(frozen=True)
 class CostConfig:
     """Paper Table I defaults; loaded from ``config/cost.yaml``."""
 
     goal: CostTerm = CostTerm(threshold=0.01, weight=1.0)
-    engage: CostTerm = CostTerm(threshold=0.20, weight=10.0)
+    engage: EngageTerm = EngageTerm(threshold=0.20, weight=10.0)
     collision: CostTerm = CostTerm(threshold=0.30, weight=10.0)
     kinematic_model: KinematicModelConfig = field(default_factory=KinematicModelConfig)
 
@@ -67,7 +88,8 @@ def load_cost_config(path: str | Path | None = None) -> CostConfig:
     p = Path(path) if path is not None else config_dir() / "cost.yaml"
     try:
         d = yaml.safe_load(p.read_text())
-        return CostConfig(**{name: CostTerm(**d[name]) for name in ("goal", "engage", "collision")},
+        return CostConfig(goal=CostTerm(**d["goal"]), engage=EngageTerm(**d["engage"]),
+                          collision=CostTerm(**d["collision"]),
                           kinematic_model=KinematicModelConfig(**d.get("kinematic_model", {})))
     except (OSError, yaml.YAMLError, KeyError, TypeError, ValueError) as e:
         raise ConfigError(f"{p}: bad cost config ({type(e).__name__}: {e})") from None
@@ -105,8 +127,8 @@ def engage_cost(ee_pos: Tensor, cube_pos: Tensor, term: CostTerm) -> Tensor:
 class HandoverCost:
     """J = w_goal J_goal + w_collision J_collision + w_engage J_engage (eq. 20).
 
-    ``independent=False`` (CoDi): engagement applies to the arm currently closer to the cube (eq. 44
-    compares the first predicted step; we use the current state so that all candidates agree).
+    ``independent=False`` (CoDi): engagement applies to "the closer robot" (eq. 44), chosen as
+    ``config.engage.closer`` says (see EngageTerm).
     ``independent=True`` (the CoDi-Indep ablation, Sec. VII-C): no collision term; each arm i gets its
     own goal + engagement cost, predicted with only arm i acting (the others hold still), so that
     nothing in arm i's cost depends on another arm's actions. ``per_agent`` then holds these costs.
@@ -124,11 +146,20 @@ class HandoverCost:
     def _joint(self, state: SimState, chunks: Tensor) -> CostValue:
         cfg = self.config
         traj = self.simulator.rollout(state, chunks)
-        closer = (state.ee_pos - state.cube_pos).norm(dim=-1).argmin()
+        engaged = self.engaged_arm(state, traj)
+        engage = engage_cost(traj.ee_pos[torch.arange(len(engaged)), engaged.clamp_min(0)], traj.cube_pos, cfg.engage)
         terms = {"goal": goal_cost(traj, state.goal, cfg.goal),
                  "collision": collision_cost(traj, cfg.collision),
-                 "engage": engage_cost(traj.ee_pos[:, closer], traj.cube_pos, cfg.engage)}
+                 "engage": torch.where(engaged >= 0, engage, 0.0)}
         return CostValue(total=sum(terms.values()), terms=terms)
+
+    def engaged_arm(self, state: SimState, traj: Trajectories) -> Tensor:
+        """(K,) index of the arm that eq. 44 pulls to the cube in each candidate, -1 for none (see EngageTerm)."""
+        K = traj.cube_pos.shape[0]
+        if self.config.engage.closer == "end_effector":
+            return (state.ee_pos - state.cube_pos).norm(dim=-1).argmin().expand(K)
+        nearest = (state.base_xy - state.cube_pos[:2]).norm(dim=-1).argmin()
+        return torch.where(traj.holder[:, 0] >= 0, -1, nearest)
 
     def _independent(self, state: SimState, chunks: Tensor) -> CostValue:
         K, N = chunks.shape[:2]

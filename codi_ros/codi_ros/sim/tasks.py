@@ -12,18 +12,20 @@ START_POSTURE_SPREAD = 0.2   # rad, uniform perturbation of each joint around ho
 
 
 def sample_table_xy(rng: np.random.Generator, cfg: WorldConfig, reachable_by: Sequence[str] | None = None,
-                    x_range: tuple[float, float] | None = None, max_tries: int = 10_000) -> tuple[float, float]:
+                    x_range: tuple[float, float] | None = None, out_of_reach_of: Sequence[str] = (),
+                    max_tries: int = 10_000) -> tuple[float, float]:
     """Uniform point on the table (inside the cube margin) reachable by at least one of ``reachable_by``
-    (default: any arm); ``x_range`` restricts it further (e.g. the left half)."""
+    (default: any arm) and by none of ``out_of_reach_of``; ``x_range`` restricts it further (e.g. the
+    left half)."""
     hx = cfg.table.size[0] / 2 - cfg.cube.margin
     hy = cfg.table.size[1] / 2 - cfg.cube.margin
     lo, hi = x_range if x_range is not None else (-hx, hx)
     arms = tuple(reachable_by) if reachable_by is not None else cfg.arm_names
     for _ in range(max_tries):
         xy = (float(rng.uniform(max(lo, -hx), min(hi, hx))), float(rng.uniform(-hy, hy)))
-        if any(cfg.reachable(a, xy) for a in arms):
+        if any(cfg.reachable(a, xy) for a in arms) and not any(cfg.reachable(a, xy) for a in out_of_reach_of):
             return xy
-    raise ValueError(f"no table point in x {lo}..{hi} is reachable by {arms}")
+    raise ValueError(f"no table point in x {lo}..{hi} is reachable by {arms} and not by {tuple(out_of_reach_of)}")
 
 
 def sample_goal(rng: np.random.Generator, cfg: WorldConfig) -> np.ndarray:
