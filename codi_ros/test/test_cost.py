@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import pytest
 import torch
 
 from codi_ros.config import ConfigError, load_world_config
-from codi_ros.core.cost import CostConfig, HandoverCost, load_cost_config
+from codi_ros.core.cost import CostConfig, EngageTerm, HandoverCost, load_cost_config
 from codi_ros.core.kinematic_model import KinematicModel, SimState
 
 torch.set_num_threads(1)
@@ -37,7 +39,7 @@ INDEP = HandoverCost(CFG, MODEL, WORLD.arm_names, independent=True)
 
 def test_config_is_table_one():
     assert (CFG.goal.threshold, CFG.goal.weight) == (0.01, 1.0)
-    assert (CFG.engage.threshold, CFG.engage.weight) == (0.20, 10.0)
+    assert (CFG.engage.threshold, CFG.engage.weight, CFG.engage.closer) == (0.20, 10.0, "base")
     assert (CFG.collision.threshold, CFG.collision.weight) == (0.30, 10.0)
     assert CFG == CostConfig()
 
@@ -50,6 +52,10 @@ def test_bad_cost_config_is_rejected(tmp_path):
         load_cost_config(p)
     p.write_text("goal: {threshold: 0.01, weight: 1}\n")
     with pytest.raises(ConfigError, match="engage"):
+        load_cost_config(p)
+    p.write_text("goal: {threshold: 0.01, weight: 1}\nengage: {threshold: 0.2, weight: 10, closer: wrist}\n"
+                 "collision: {threshold: 0.3, weight: 10}\n")
+    with pytest.raises(ConfigError, match="engage.closer"):
         load_cost_config(p)
 
 
@@ -98,9 +104,36 @@ def test_engagement_pulls_the_closer_arm_only():
     assert JOINT(state(left_ee=(-0.35, 0.15, HALF)), still()).terms["engage"].item() == 0.0
 
 
+BY_EE = HandoverCost(dataclasses.replace(CFG, engage=EngageTerm(0.20, 10.0, closer="end_effector")), MODEL,
+                     WORLD.arm_names)
+BY_BASE = HandoverCost(dataclasses.replace(CFG, engage=EngageTerm(0.20, 10.0, closer="base")), MODEL,
+                       WORLD.arm_names)
+
+
+def test_base_engagement_hands_a_placed_cube_to_the_arm_whose_half_it_is_in():
+    """Left has just put the cube down on the right half: engaging by end effector keeps pulling left
+    (nothing drives right to the cube); engaging by base pulls right, and right approaching lowers J."""
+    s = state(left_ee=(0.05, 0.0, 0.10), right_ee=(0.40, 0.0, 0.40), cube=(0.05, 0.0, HALF))
+    right_goes = still(2)
+    right_goes[1, 1, :, 0], right_goes[1, 1, :, 2] = 0.2, -0.15        # right: towards -x world and down
+    by_ee, by_base = BY_EE(s, right_goes).terms["engage"], BY_BASE(s, right_goes).terms["engage"]
+    assert by_ee.tolist() == [0.0, 0.0]                                 # left is within 20 cm already
+    assert by_base[0] > 1.0 and by_base[1] < 0.5 * by_base[0]
+
+
+def test_base_engagement_leaves_a_held_cube_alone():
+    """While an arm holds the cube nobody else is pulled to it (that would fight the collision term)."""
+    s = state(left_ee=(0.05, 0.0, HALF), right_ee=(0.40, 0.0, 0.40), cube=(0.05, 0.0, HALF))
+    s = SimState(**{**s.__dict__, "gripper_width": torch.tensor([WORLD.cube.size, 0.08])})
+    holds, lets_go = still(2), still(2)
+    holds[:, 0, :, 6] = WORLD.cube.size                                # left keeps its grip
+    assert BY_BASE(s, holds).terms["engage"].tolist() == [0.0, 0.0]
+    assert (BY_BASE(s, lets_go).terms["engage"] > 1.0).all()           # released: right is pulled again
+
+
 def test_terms_sum_to_the_total_for_a_batch():
     a = 0.2 * torch.randn(32, 2, 16, 7, generator=torch.Generator().manual_seed(0))
-    for cost in (JOINT, INDEP):
+    for cost in (JOINT, BY_EE, BY_BASE, INDEP):
         v = cost(state(), a)
         assert v.total.shape == (32,) and torch.isfinite(v.total).all() and (v.total >= 0).all()
         assert torch.allclose(sum(v.terms.values()), v.total)

@@ -66,7 +66,7 @@ class EngageTerm(CostTerm):
     table the cube lies -- and no arm while one holds the cube after the first predicted step (a
     held cube is engaged already; pulling the other arm to it would fight the collision term)."""
 
-    closer: str = "end_effector"
+    closer: str = "base"
 
     def __post_init__(self) -> None:
         super().__post_init__()
@@ -79,7 +79,7 @@ class CostConfig:
     """Paper Table I defaults; loaded from ``config/cost.yaml``."""
 
     goal: CostTerm = CostTerm(threshold=0.01, weight=1.0)
-    engage: EngageTerm = EngageTerm(threshold=0.20, weight=10.0)
+    engage: EngageTerm = EngageTerm(threshold=0.20, weight=10.0, closer="base")
     collision: CostTerm = CostTerm(threshold=0.30, weight=10.0)
     kinematic_model: KinematicModelConfig = field(default_factory=KinematicModelConfig)
 

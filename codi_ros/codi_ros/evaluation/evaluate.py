@@ -33,6 +33,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="single-arm: chunks sampled per replan, the one continuing the previous chunk best is "
                         "executed (1: plain sampling; default %(default)s)")
     p.add_argument("--planner-config", default=None, help="planner YAML (default: config/planner.yaml)")
+    p.add_argument("--cost-config", default=None, help="cost YAML (default: config/cost.yaml)")
     p.add_argument("--num-samples", type=int, default=None, help="override M, guidance samples per step")
     p.add_argument("--temperature", type=float, default=None, help="override lambda")
     p.add_argument("--cost-simulator", choices=("kinematic", "physics"), default=None,
@@ -55,9 +56,10 @@ def make_planner(args: argparse.Namespace, world_cfg):
     if config.cost_simulator == "physics":
         from codi_ros.sim.physics_model import PhysicsModel
         simulator = PhysicsModel(world_cfg)
-    planner = Planner(load_policy(args.model), world_cfg, config, load_cost_config(), simulator)
+    cost_config = load_cost_config(args.cost_config)
+    planner = Planner(load_policy(args.model), world_cfg, config, cost_config, simulator)
     overrides = PlanOverrides(num_samples=args.num_samples, temperature=args.temperature, steps=args.sample_steps)
-    return planner, overrides, config
+    return planner, overrides, config, cost_config
 
 
 def evaluate(args: argparse.Namespace) -> dict:
@@ -83,10 +85,10 @@ def evaluate(args: argparse.Namespace) -> dict:
     if args.method == "scripted":
         return handover.evaluate_handover(lambda i: handover.ScriptedController(world, args.seed * 7919 + i), world,
                                           args.episodes, args.seed, args.seconds or 30.0, progress, execution=1)
-    planner, overrides, config = make_planner(args, world_cfg)
+    planner, overrides, config, cost_config = make_planner(args, world_cfg)
     results = handover.evaluate_handover(lambda i: handover.PlannerController(planner, overrides), world,
                                          args.episodes, args.seed, args.seconds or 30.0, progress)
-    return {"planner": asdict(config), "overrides": asdict(overrides), **results}
+    return {"planner": asdict(config), "cost": asdict(cost_config), "overrides": asdict(overrides), **results}
 
 
 def run(args: argparse.Namespace) -> int:
