@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import json
 
 import numpy as np
 import pytest
@@ -64,6 +65,23 @@ def test_codi_eval_refuses_non_positive_counts_before_running(option, tmp_path, 
     args = parser.parse_args(["--method", "single-arm", "--out", str(out), option, "0"])
     assert evaluate.run(args) == 2
     assert f"{option} must be positive, got 0" in capsys.readouterr().err and not out.exists()
+
+
+def test_codi_eval_records_its_cost_config_and_refuses_a_bad_one(tmp_path, capsys):
+    parser = argparse.ArgumentParser()
+    evaluate.add_arguments(parser)
+    cost = tmp_path / "cost.yaml"
+    cost.write_text("goal: {threshold: 0.01, weight: 1}\nengage: {threshold: 0.2, weight: 10, closer: end_effector}\n"
+                    "collision: {threshold: 0.3, weight: 10}\n")
+    out = tmp_path / "r.json"
+    common = ["--method", "codi", "--episodes", "1", "--seconds", "0.3", "--num-samples", "4", "--no-progress",
+              "--out", str(out), "--cost-config", str(cost)]
+    assert evaluate.run(parser.parse_args(common)) == 0
+    assert json.loads(out.read_text())["cost"]["engage"]["closer"] == "end_effector"
+    out.unlink()
+    cost.write_text(cost.read_text().replace("end_effector", "wrist"))
+    assert evaluate.run(parser.parse_args(common)) == 2
+    assert "engage.closer" in capsys.readouterr().err and not out.exists()
 
 
 class RefusingPlanner:
