@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from codi_ros.config import ConfigError, load_world_config
-from codi_ros.core.cost import CostConfig, EngageTerm, HandoverCost, load_cost_config
+from codi_ros.core.cost import CostConfig, HandoverCost, load_cost_config
 from codi_ros.core.kinematic_model import KinematicModel, SimState
 
 torch.set_num_threads(1)
@@ -104,10 +104,8 @@ def test_engagement_pulls_the_closer_arm_only():
     assert JOINT(state(left_ee=(-0.35, 0.15, HALF)), still()).terms["engage"].item() == 0.0
 
 
-BY_EE = HandoverCost(dataclasses.replace(CFG, engage=EngageTerm(0.20, 10.0, closer="end_effector")), MODEL,
-                     WORLD.arm_names)
-BY_BASE = HandoverCost(dataclasses.replace(CFG, engage=EngageTerm(0.20, 10.0, closer="base")), MODEL,
-                       WORLD.arm_names)
+BY_EE, BY_BASE = (HandoverCost(dataclasses.replace(CFG, engage=dataclasses.replace(CFG.engage, closer=rule)), MODEL,
+                               WORLD.arm_names) for rule in ("end_effector", "base"))
 
 
 def test_base_engagement_hands_a_placed_cube_to_the_arm_whose_half_it_is_in():

@@ -33,7 +33,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="single-arm: chunks sampled per replan, the one continuing the previous chunk best is "
                         "executed (1: plain sampling; default %(default)s)")
     p.add_argument("--planner-config", default=None, help="planner YAML (default: config/planner.yaml)")
-    p.add_argument("--cost-config", default=None, help="cost YAML (default: config/cost.yaml)")
+    p.add_argument("--cost-config", default=None, help="codi, codi-indep: cost YAML (default: config/cost.yaml)")
     p.add_argument("--num-samples", type=int, default=None, help="override M, guidance samples per step")
     p.add_argument("--temperature", type=float, default=None, help="override lambda")
     p.add_argument("--cost-simulator", choices=("kinematic", "physics"), default=None,

@@ -25,7 +25,8 @@ def sample_table_xy(rng: np.random.Generator, cfg: WorldConfig, reachable_by: Se
         xy = (float(rng.uniform(max(lo, -hx), min(hi, hx))), float(rng.uniform(-hy, hy)))
         if any(cfg.reachable(a, xy) for a in arms) and not any(cfg.reachable(a, xy) for a in out_of_reach_of):
             return xy
-    raise ValueError(f"no table point in x {lo}..{hi} is reachable by {arms} and not by {tuple(out_of_reach_of)}")
+    unreachable = f" and by none of {tuple(out_of_reach_of)}" if out_of_reach_of else ""
+    raise ValueError(f"no table point in x {lo}..{hi} is reachable by {arms}{unreachable}")
 
 
 def sample_goal(rng: np.random.Generator, cfg: WorldConfig) -> np.ndarray:
