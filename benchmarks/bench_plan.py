@@ -29,7 +29,7 @@ from codi_ros.core.guidance import GuidanceConfig
 from codi_ros.core.kinematic_model import SimState
 from codi_ros.core.planner import Planner, PlannerConfig, PlanOverrides, load_planner_config
 from codi_ros.core.policy import DiffusionPolicy, PolicyConfig
-from codi_ros.frames import ArmState, CubeState, WorldState
+from codi_ros.frames import OBS_DIM, ArmState, CubeState, WorldState
 from codi_ros.version import code_version, machine_description
 
 RESULTS = Path(__file__).resolve().parent / "results" / "plan_latency.json"
@@ -83,7 +83,7 @@ def main() -> None:
     # Per denoising step: one batched score call for all arms + one cost evaluation of M candidates.
     planner = Planner(policy, world, m64, load_cost_config())
     state = scene(world)
-    obs = torch.zeros(1, 2, 24)
+    obs = torch.zeros(1, 2, OBS_DIM)
     a_t, t = torch.randn(1, 2, world.horizon.prediction, 7), torch.ones(1)
     cands = torch.randn(64, 2, world.horizon.prediction, 7) * 0.1
     with torch.no_grad():

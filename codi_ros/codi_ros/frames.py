@@ -17,10 +17,13 @@ import numpy as np
 
 # Observation of one arm, in its base frame. ``cube_yaw4`` = (cos 4psi, sin 4psi) of the cube's
 # yaw psi relative to the base: a cube looks the same every 90 degrees, so this is its yaw
-# modulo the symmetry. ``cube_rel`` = cube_pos - ee_pos (redundant, but it is what a grasp needs).
+# modulo the symmetry. ``cube_rel`` = cube_pos - ee_pos and ``cube_yaw_rel4`` = (cos 4d, sin 4d) of
+# the cube's yaw relative to the tool's, d = psi - tool yaw, are redundant, but they are what a grasp
+# needs: the expert turns the tool by the wrapped d (sin 4d ~ 4d near alignment), which a small
+# network learns far more easily than from the absolute rotation and cube yaw.
 OBS_FIELDS: tuple[tuple[str, int], ...] = (
     ("ee_pos", 3), ("ee_rot6d", 6), ("ee_linvel", 3), ("ee_angvel", 3),
-    ("gripper_width", 1), ("cube_pos", 3), ("cube_yaw4", 2), ("cube_rel", 3),
+    ("gripper_width", 1), ("cube_pos", 3), ("cube_yaw4", 2), ("cube_rel", 3), ("cube_yaw_rel4", 2),
 )
 OBS_DIM = sum(n for _, n in OBS_FIELDS)
 # One action (one step of a chunk): commanded end-effector twist in the base frame + gripper width.
@@ -160,6 +163,7 @@ def observe(arm: ArmState, cube: CubeState, frame: BaseFrame) -> np.ndarray:
     ee_rot = frame.rotation.T @ np.asarray(arm.ee_rot)
     cube_pos = frame.point_to_base(cube.pos)
     cube_yaw = yaw_of(quat_to_mat(cube.quat)) - frame.yaw
+    rel_yaw = cube_yaw - yaw_of(ee_rot)
     return np.concatenate([
         ee_pos,
         ee_rot[:, :2].T.ravel(),              # first two columns: the 6-D rotation representation
@@ -169,6 +173,7 @@ def observe(arm: ArmState, cube: CubeState, frame: BaseFrame) -> np.ndarray:
         cube_pos,
         [np.cos(4 * cube_yaw), np.sin(4 * cube_yaw)],
         cube_pos - ee_pos,
+        [np.cos(4 * rel_yaw), np.sin(4 * rel_yaw)],
     ]).astype(np.float32)
 
 

@@ -13,7 +13,7 @@ from codi_ros.core.cost import load_cost_config
 from codi_ros.core.guidance import GuidanceConfig
 from codi_ros.core.kinematic_model import KinematicModel, SimState
 from codi_ros.core.planner import Planner, PlannerConfig, PlanningError, PlanOverrides, PlanResult, load_planner_config
-from codi_ros.frames import ArmState, CubeState, WorldState
+from codi_ros.frames import OBS_DIM, ArmState, CubeState, WorldState
 
 torch.set_num_threads(1)
 WORLD = load_world_config()
@@ -39,7 +39,7 @@ class GaussianPolicy:
         self.score_value = score_value
 
     def score(self, a_t, t, obs):
-        assert obs.shape == (a_t.shape[0], 24)
+        assert obs.shape == (a_t.shape[0], OBS_DIM)
         if self.score_value is not None:
             return torch.full_like(a_t, self.score_value)
         return -a_t / (1 + t[:, None, None] ** 2)

@@ -15,6 +15,7 @@ from test_policy import synthetic_dataset
 from codi_ros import cli
 from codi_ros.core.policy import load_policy
 from codi_ros.data.dataset import save_dataset
+from codi_ros.frames import OBS_DIM
 from codi_ros.training import checkpoint
 
 TINY = ["--steps", "6", "--eval-every", "3", "--batch-size", "16", "--threads", "1", "--down-dims", "8", "16",
@@ -67,7 +68,7 @@ def test_train_writes_policy_log_curve_and_manifest(data_dir, tmp_path):
 
     policy = load_policy(out)
     assert policy.config.unet.down_dims == (8, 16)
-    assert policy.sample(np.zeros(24, dtype=np.float32), n=2, steps=3).shape == (2, 16, 7)
+    assert policy.sample(np.zeros(OBS_DIM, dtype=np.float32), n=2, steps=3).shape == (2, 16, 7)
 
 
 def test_resume_after_an_interruption_reproduces_the_uninterrupted_run(data_dir, tmp_path, monkeypatch):

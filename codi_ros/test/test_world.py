@@ -5,8 +5,8 @@ import pytest
 
 from codi_ros.config import ConfigError, load_world_config, world_config_from_dict
 from codi_ros.control.ik import DifferentialIK
-from codi_ros.frames import rotation_error, tool_down
-from codi_ros.sim.experts import PickPlace
+from codi_ros.frames import OBS_FIELDS, field_slice, rotation_error, tool_down, yaw_of
+from codi_ros.sim.experts import Phase, PickPlace
 from codi_ros.sim.world import TwoArmWorld
 
 
@@ -105,6 +105,29 @@ def test_scripted_grasp_lifts_and_places_the_cube(world, arm, cube, place):
     assert lifted, "the cube was never held above the table"
     assert np.linalg.norm(world.cube_state().pos[:2] - np.array(place)) < 0.02
     assert world.arm_table_contacts() == 0
+
+
+@pytest.mark.parametrize("arm", ["left", "right"])
+@pytest.mark.parametrize("cube_yaw", [0.7, -0.7, 1.2])
+def test_expert_grasps_with_the_least_wrist_turn_and_the_observation_shows_the_alignment(world, cfg, arm, cube_yaw):
+    """The grasp yaw is the cube's (mod 90 deg) nearest the tool's: never more than 45 deg of wrist
+    turn from a wrist turned 0.6 rad off home, and at the close the observation's cube_yaw_rel4
+    reads aligned, (cos, sin) = (1, 0)."""
+    q = np.array(cfg.home_qpos)
+    q[6] += 0.6
+    world.reset(cube_xy=(-0.4, 0.1) if arm == "left" else (0.4, -0.1), cube_yaw=cube_yaw, arm_qpos={arm: q})
+    start_yaw = yaw_of(world.arm_state(arm).ee_rot)
+    skill = PickPlace(world, arm, (-0.45, -0.1) if arm == "left" else (0.45, 0.1))
+    for _ in range(150):
+        world.apply_action(arm, skill.act())
+        world.step_control()
+        if skill.phase is Phase.CLOSE:
+            break
+    assert skill.phase is Phase.CLOSE, "the expert never reached the grasp"
+    turn = np.angle(np.exp(1j * (yaw_of(world.arm_state(arm).ee_rot) - start_yaw)))
+    assert abs(turn) < np.radians(45 + 3)
+    rel = world.observation(arm)[field_slice(OBS_FIELDS, "cube_yaw_rel4")]
+    np.testing.assert_allclose(rel, [1.0, 0.0], atol=0.05)
 
 
 def test_world_config_rejects_an_unreachable_goal_region(cfg):

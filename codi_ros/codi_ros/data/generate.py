@@ -1,17 +1,18 @@
 """``codi data generate``: scripted demonstrations -> an on-disk data set (see data/dataset.py).
 
-single: one arm acts (the other stays parked at home), equal numbers of *pick* episodes and
-*yield* episodes (go home and stay), alternating left and right arms, each recorded in its own
-base frame. A pick episode lasts ``PICK_SECONDS`` of pick-and-place cycles: grasp the cube in
-reach, place it at a random reachable target drawn like the cube starts, go home, wait there a
-random ``HOME_WAIT_SECONDS``, then pick the cube again from where it lies. So the data holds both
-"stay home" (yield) and "leave home for a reachable cube" (the step the receiving arm of a handover
-takes), like the paper's long demonstrations (1k demos, 500k segments). At every step the cube is
-teleported with probability ``reset_prob`` (paper: 1%) to a random table position. In pick episodes
-it lands within the ego arm's reach (the expert re-grasps it) or, with probability
-``OUT_OF_REACH_RESETS``, where only the other arm reaches it: the expert then goes home and waits
-until the cube is back in reach. That teaches "cube out of reach -> go home" from anywhere in the
-workspace, the behaviour a receiving arm needs while the other arm works (and after a handover).
+single: one arm acts (the other stays parked at home), equal numbers of *pick* episodes and *yield*
+episodes (go home and stay), alternating left and right arms, each recorded in its own base frame. A
+pick episode lasts ``PICK_SECONDS`` of pick-and-place cycles: grasp the cube in reach (top-down,
+with the least wrist turn: sim/experts.py), place it at a random reachable target drawn like the
+cube starts, go home, wait there a random ``HOME_WAIT_SECONDS``, then pick the cube again from where
+it lies. So the data holds both "stay home" (yield) and "leave home for a reachable cube" (the step
+the receiving arm of a handover takes), like the paper's long demonstrations (1k demos, 500k
+segments). At every step the cube is teleported with probability ``reset_prob`` (paper: 1%) to a
+random table position. In pick episodes it lands within the ego arm's reach (the expert re-grasps
+it) or, with probability ``OUT_OF_REACH_RESETS``, where only the other arm reaches it: the expert
+then goes home and waits until the cube is back in reach. That teaches "cube out of reach -> go
+home" from anywhere in the workspace, the behaviour a receiving arm needs while the other arm works
+(and after a handover).
 multi: both arms act under the handover expert (for the multi-agent baselines).
 
 Every episode i is seeded by (seed, i), so the data set does not depend on the worker count.

@@ -105,9 +105,9 @@ class PickPlace(Skill):
         cube = self.world.cube_state()
         st = self.world.arm_state(self.arm)
         half = self.cfg.cube.size / 2
-        yaw = grasp_yaw(yaw_of(quat_to_mat(cube.quat)), yaw_of(self.world.home_tcp[self.arm][1]))
-        rot = tool_down(yaw)
-        hold_rot = tool_down(yaw_of(st.ee_rot))
+        tool_yaw = yaw_of(st.ee_rot)
+        rot = tool_down(grasp_yaw(yaw_of(quat_to_mat(cube.quat)), tool_yaw))   # the least wrist turn
+        hold_rot = tool_down(tool_yaw)
         dropped = np.linalg.norm(cube.pos - st.ee_pos) > HOLD_TOL
         self._phase_steps += 1
         if self._phase_steps > PHASE_TIMEOUT_S * self.cfg.control.rate_hz and self.phase is not Phase.HOME:
