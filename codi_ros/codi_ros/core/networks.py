@@ -7,7 +7,7 @@ resolution level, the chunk halved between levels (Chi et al. use (256, 512, 102
 
 Sized for 2 CPU cores (benchmarks/bench_policy.py): the default is one level of 64 channels,
 kernel 5, i.e. four FiLM residual blocks at full resolution (receptive field 37 > 16 steps); it
-trains in under 30 minutes on 2 cores. The previous default, 32 channels, halves the score call;
+trains in under 30 minutes on 2 cores. The previous default, 32 channels, takes a third of the time;
 trained without the ``cube_yaw_rel4`` observation it missed the grasp in 40 % of the episodes where
 the arm went for the cube (experiments/results/policy_32ch/; 64 channels with it: 4 %, both changed
 together). Two levels cost more for less ((16, 32) did worse than 32 on the single-arm data set).
