@@ -44,13 +44,13 @@ def test_pick_episodes_go_home_while_the_cube_is_out_of_reach(single):
     out, _ = single
     ds, cfg = load_dataset(out), load_world_config()
     cube, ee = ds.obs[:, 0, field_slice(OBS_FIELDS, "cube_pos")], ds.obs[:, 0, field_slice(OBS_FIELDS, "ee_pos")]
-    home = [ds.obs[end - 1, 0, field_slice(OBS_FIELDS, "ee_pos")]
-            for end, ep in zip(ds.episode_ends, ds.episodes, strict=True) if ep["kind"] == "yield"]
+    home = np.mean([ds.obs[end - 1, 0, field_slice(OBS_FIELDS, "ee_pos")]
+                    for end, ep in zip(ds.episode_ends, ds.episodes, strict=True) if ep["kind"] == "yield"], axis=0)
     checked = 0
     for start, end, ep in zip(ds.episode_starts, ds.episode_ends, ds.episodes, strict=True):
         far = np.linalg.norm(cube[start:end, :2], axis=1) > cfg.reach.max_radius
         if ep["kind"] == "pick" and far[-50:].all():                 # out of reach for the last 5 s
-            assert np.linalg.norm(ee[end - 1] - np.mean(home, axis=0)) < 0.05
+            assert np.linalg.norm(ee[end - 1] - home) < 0.05
             assert ds.actions[end - 1, 0, 6] > 0.07
             checked += 1
     assert checked > 0, "no pick episode ended with the cube out of reach"
@@ -117,6 +117,13 @@ def test_incomplete_or_corrupt_data_set_is_refused(single, tmp_path):
     (bad / "actions.npy").write_bytes(b"\x93NUMPY garbage")
     with pytest.raises(DatasetError):
         load_dataset(bad)
+    old = tmp_path / "old_layout"                       # a data set from before an observation field was added
+    old.mkdir()
+    for f in single[0].iterdir():
+        (old / f.name).write_bytes(f.read_bytes())
+    np.save(old / "obs.npy", np.load(single[0] / "obs.npy")[..., :-2])
+    with pytest.raises(DatasetError, match="regenerate it"):
+        load_dataset(old)
 
 
 def _cli(*args, cwd=REPO):

@@ -51,7 +51,8 @@ class Dataset:
     def __post_init__(self) -> None:
         T = self.obs.shape[0]
         if self.obs.ndim != 3 or self.obs.shape[2] != OBS_DIM:
-            raise DatasetError(f"obs must be (T, A, {OBS_DIM}), got {self.obs.shape}")
+            raise DatasetError(f"obs must be (T, A, {OBS_DIM}) as frames.OBS_FIELDS lays them out, got "
+                               f"{self.obs.shape} (a data set from another code version? regenerate it)")
         if self.actions.shape[:2] != self.obs.shape[:2] or self.actions.shape[2] != ACT_DIM:
             raise DatasetError(f"actions must be (T, A, {ACT_DIM}) matching obs, got {self.actions.shape}")
         ends = self.episode_ends
