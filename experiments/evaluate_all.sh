@@ -12,7 +12,7 @@ codi eval --method single-arm --episodes "$episodes" --seed "$seed" --out "$out/
 codi eval --method single-arm --episodes "$episodes" --seed "$seed" --model models/single_arm_20pct \
   --out "$out/single_arm_20pct.json" --no-progress
 for method in codi codi-indep scripted; do
-  codi eval --method "$method" --episodes "$episodes" --seed "$seed" --out "$out/$method.json" --no-progress
+  codi eval --method "$method" --episodes "$episodes" --seed "$seed" --out "$out/${method//-/_}.json" --no-progress
 done
 codi eval --method codi --episodes "$episodes" --seed "$seed" --model models/single_arm_20pct \
   --out "$out/codi_20pct.json" --no-progress

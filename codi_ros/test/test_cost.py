@@ -38,7 +38,7 @@ INDEP = HandoverCost(CFG, MODEL, WORLD.arm_names, independent=True)
 
 
 def test_config_is_table_one():
-    assert (CFG.goal.threshold, CFG.goal.weight) == (0.01, 1.0)
+    assert (CFG.goal.threshold, CFG.goal.weight, CFG.goal.measure) == (0.01, 1.0, "final")
     assert (CFG.engage.threshold, CFG.engage.weight, CFG.engage.closer) == (0.20, 10.0, "base")
     assert (CFG.collision.threshold, CFG.collision.weight) == (0.30, 10.0)
     assert CFG == CostConfig()
@@ -57,6 +57,10 @@ def test_bad_cost_config_is_rejected(tmp_path):
                  "collision: {threshold: 0.3, weight: 10}\n")
     with pytest.raises(ConfigError, match="engage.closer"):
         load_cost_config(p)
+    p.write_text("goal: {threshold: 0.01, weight: 1, measure: mean}\nengage: {threshold: 0.2, weight: 10}\n"
+                 "collision: {threshold: 0.3, weight: 10}\n")
+    with pytest.raises(ConfigError, match="goal.measure"):
+        load_cost_config(p)
 
 
 @pytest.mark.parametrize("offset", [0.0, 0.005, 0.0099])
@@ -70,17 +74,34 @@ def test_goal_term_grows_linearly_outside_the_threshold():
     assert goals == pytest.approx([CFG.goal.weight * (d - CFG.goal.threshold) for d in (0.05, 0.2, 0.5)], abs=1e-5)
 
 
-def test_goal_term_uses_the_closest_approach_along_the_horizon():
-    """A cube carried past the goal scores its closest approach, not its final position (eq. 40, 42)."""
+def carry_right(speeds):
+    """The right arm holds the cube at x = 0.15 and carries it towards +x world, one candidate per speed
+    (m/s, 16 steps of 0.1 s each), then holds still."""
     s = state(cube=(0.15, 0.0, HALF), right_ee=(0.15, 0.0, HALF))
     s = SimState(**{**s.__dict__, "gripper_width": torch.tensor([0.08, WORLD.cube.size])})
-    a = still()
-    a[0, 1, :, 6] = 0.0
-    a[0, 1, :, 0] = -0.25                       # right base -x = world +x: 2.5 cm per step, 40 cm in total
-    v = JOINT(s, a)
-    assert v.terms["goal"].item() == 0.0        # passes within 1 cm of x = 0.35 on the way to 0.55
+    a = still(len(speeds))
+    a[:, 1, :, 6] = 0.0
+    a[:, 1, :, 0] = -torch.tensor(speeds)[:, None]        # right base -x = world +x
+    return s, a
 
 
+@pytest.mark.parametrize("measure", ["final", "closest"])
+def test_goal_term_measures_the_end_of_the_horizon_or_the_closest_approach(measure):
+    """Carried 40 cm, from x = 0.15 through the goal at 0.35 to 0.55: ``closest`` (eq. 40, 42 as printed)
+    scores the pass through the goal as zero, ``final`` scores where the cube ends up."""
+    cost = HandoverCost(dataclasses.replace(CFG, goal=dataclasses.replace(CFG.goal, measure=measure)), MODEL,
+                        WORLD.arm_names)
+    v = cost(*carry_right([0.25]))
+    expected = 0.0 if measure == "closest" else CFG.goal.weight * (0.55 - GOAL[0] - CFG.goal.threshold)
+    assert v.terms["goal"].item() == pytest.approx(expected, abs=1e-5)
+
+
+def test_default_goal_term_prefers_stopping_at_the_goal_to_carrying_past_it():
+    """The candidate that stops the cube at the goal (12.5 cm/s x 1.6 s = 20 cm) must beat the one that carries
+    it 20 cm beyond; with eq. 42 as printed both cost zero and the guidance cannot tell them apart."""
+    v = JOINT(*carry_right([0.125, 0.25]))
+    assert v.terms["goal"][0].item() == 0.0
+    assert v.terms["goal"][1].item() > 0.15
 def test_collision_term_only_below_the_safety_radius():
     far = JOINT(state(left_ee=(-0.16, 0.0, 0.2), right_ee=(0.16, 0.0, 0.2)), still())   # 32 cm apart
     near = JOINT(state(left_ee=(-0.1, 0.0, 0.2), right_ee=(0.1, 0.0, 0.2)), still())   # 20 cm apart

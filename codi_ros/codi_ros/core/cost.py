@@ -12,6 +12,12 @@ distance), and collision is the hinge max{Delta - d, 0} on the closest end-effec
 The hinge (rather than Section VI's binary indicator) is what eq. 43 computes up to the sign and
 what "penalises the largest safety-distance violation" describes; it also grades candidates that
 all violate the radius, so the self-normalised weights (eq. 18) still prefer the less bad ones.
+
+Goal distance. Eq. 42 as printed scores the cube's *closest approach* to the goal along the horizon.
+With base policies that carry the cube to a place of their own choosing, a chunk that carries the
+cube through the goal and on costs as little as one that stops there, and closed-loop arms did
+carry it past (README). The default measures the cube's distance at the *end* of the predicted
+horizon instead (``goal.measure: final``); ``closest`` is eq. 42 as printed.
 """
 
 from __future__ import annotations
@@ -53,6 +59,21 @@ class CostTerm:
             raise ConfigError(f"cost term needs threshold >= 0 and weight >= 0, got {self}")
 
 
+GOAL_MEASURES = ("final", "closest")
+
+
+@dataclass(frozen=True)
+class GoalTerm(CostTerm):
+    """The goal term and which distance of the predicted cube trajectory it penalises (module docstring)."""
+
+    measure: str = "final"
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if self.measure not in GOAL_MEASURES:
+            raise ConfigError(f"goal.measure must be one of {GOAL_MEASURES}, got {self.measure!r}")
+
+
 ENGAGE_CLOSER = ("end_effector", "base")
 
 
@@ -78,7 +99,7 @@ class EngageTerm(CostTerm):
 class CostConfig:
     """Paper Table I defaults; loaded from ``config/cost.yaml``."""
 
-    goal: CostTerm = CostTerm(threshold=0.01, weight=1.0)
+    goal: GoalTerm = GoalTerm(threshold=0.01, weight=1.0, measure="final")
     engage: EngageTerm = EngageTerm(threshold=0.20, weight=10.0, closer="base")
     collision: CostTerm = CostTerm(threshold=0.30, weight=10.0)
     kinematic_model: KinematicModelConfig = field(default_factory=KinematicModelConfig)
@@ -88,7 +109,7 @@ def load_cost_config(path: str | Path | None = None) -> CostConfig:
     p = Path(path) if path is not None else config_dir() / "cost.yaml"
     try:
         d = yaml.safe_load(p.read_text())
-        return CostConfig(goal=CostTerm(**d["goal"]), engage=EngageTerm(**d["engage"]),
+        return CostConfig(goal=GoalTerm(**d["goal"]), engage=EngageTerm(**d["engage"]),
                           collision=CostTerm(**d["collision"]),
                           kinematic_model=KinematicModelConfig(**d.get("kinematic_model", {})))
     except (OSError, yaml.YAMLError, KeyError, TypeError, ValueError) as e:
@@ -104,9 +125,12 @@ def closest_approach(p: Tensor, q: Tensor) -> Tensor:
     return (p - q).norm(dim=-1).amin(dim=-1)
 
 
-def goal_cost(traj: Trajectories, goal: Tensor, term: CostTerm) -> Tensor:
-    """Eq. 42 (sign fixed): the cube's closest approach to the goal along the horizon, beyond Delta_goal."""
-    return term.weight * hinge(closest_approach(traj.cube_pos, goal) - term.threshold)
+def goal_cost(traj: Trajectories, goal: Tensor, term: GoalTerm) -> Tensor:
+    """Eq. 42 (sign fixed): the cube's distance to the goal beyond Delta_goal, at the end of the horizon
+    (``final``) or at its closest approach along it (``closest``, as printed)."""
+    d = (traj.cube_pos[..., -1, :] - goal).norm(dim=-1) if term.measure == "final" else \
+        closest_approach(traj.cube_pos, goal)
+    return term.weight * hinge(d - term.threshold)
 
 
 def collision_cost(traj: Trajectories, term: CostTerm) -> Tensor:
