@@ -38,7 +38,7 @@ INDEP = HandoverCost(CFG, MODEL, WORLD.arm_names, independent=True)
 
 
 def test_config_is_table_one():
-    assert (CFG.goal.threshold, CFG.goal.weight, CFG.goal.measure) == (0.01, 1.0, "final")
+    assert (CFG.goal.threshold, CFG.goal.weight, CFG.goal.measure) == (0.01, 1.0, "closest")
     assert (CFG.engage.threshold, CFG.engage.weight, CFG.engage.closer) == (0.20, 10.0, "base")
     assert (CFG.collision.threshold, CFG.collision.weight) == (0.30, 10.0)
     assert CFG == CostConfig()
@@ -96,10 +96,11 @@ def test_goal_term_measures_the_end_of_the_horizon_or_the_closest_approach(measu
     assert v.terms["goal"].item() == pytest.approx(expected, abs=1e-5)
 
 
-def test_default_goal_term_prefers_stopping_at_the_goal_to_carrying_past_it():
+def test_final_goal_term_prefers_stopping_at_the_goal_to_carrying_past_it():
     """The candidate that stops the cube at the goal (12.5 cm/s x 1.6 s = 20 cm) must beat the one that carries
     it 20 cm beyond; with eq. 42 as printed both cost zero and the guidance cannot tell them apart."""
-    v = JOINT(*carry_right([0.125, 0.25]))
+    final = dataclasses.replace(CFG, goal=dataclasses.replace(CFG.goal, measure="final"))
+    v = HandoverCost(final, MODEL, WORLD.arm_names)(*carry_right([0.125, 0.25]))
     assert v.terms["goal"][0].item() == 0.0
     assert v.terms["goal"][1].item() > 0.15
 def test_collision_term_only_below_the_safety_radius():

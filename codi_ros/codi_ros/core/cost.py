@@ -16,8 +16,8 @@ all violate the radius, so the self-normalised weights (eq. 18) still prefer the
 Goal distance. Eq. 42 as printed scores the cube's *closest approach* to the goal along the horizon.
 With base policies that carry the cube to a place of their own choosing, a chunk that carries the
 cube through the goal and on costs as little as one that stops there, and closed-loop arms did
-carry it past (README). The default measures the cube's distance at the *end* of the predicted
-horizon instead (``goal.measure: final``); ``closest`` is eq. 42 as printed.
+carry it past (README). ``goal.measure: final`` measures the cube's distance at the *end* of the
+predicted horizon instead; ``closest`` (eq. 42 as printed) is the default, better in closed loop.
 """
 
 from __future__ import annotations
@@ -66,7 +66,7 @@ GOAL_MEASURES = ("final", "closest")
 class GoalTerm(CostTerm):
     """The goal term and which distance of the predicted cube trajectory it penalises (module docstring)."""
 
-    measure: str = "final"
+    measure: str = "closest"
 
     def __post_init__(self) -> None:
         super().__post_init__()
@@ -99,7 +99,7 @@ class EngageTerm(CostTerm):
 class CostConfig:
     """Paper Table I defaults; loaded from ``config/cost.yaml``."""
 
-    goal: GoalTerm = GoalTerm(threshold=0.01, weight=1.0, measure="final")
+    goal: GoalTerm = GoalTerm(threshold=0.01, weight=1.0, measure="closest")
     engage: EngageTerm = EngageTerm(threshold=0.20, weight=10.0, closer="base")
     collision: CostTerm = CostTerm(threshold=0.30, weight=10.0)
     kinematic_model: KinematicModelConfig = field(default_factory=KinematicModelConfig)
