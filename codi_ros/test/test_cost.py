@@ -37,6 +37,12 @@ JOINT = HandoverCost(CFG, MODEL, WORLD.arm_names)
 INDEP = HandoverCost(CFG, MODEL, WORLD.arm_names, independent=True)
 
 
+def joint_cost(term: str, **changes) -> HandoverCost:
+    """The joint cost with one term of the shipped config changed, e.g. joint_cost("goal", measure="final")."""
+    return HandoverCost(dataclasses.replace(CFG, **{term: dataclasses.replace(getattr(CFG, term), **changes)}),
+                        MODEL, WORLD.arm_names)
+
+
 def test_config_is_table_one():
     assert (CFG.goal.threshold, CFG.goal.weight, CFG.goal.measure) == (0.01, 1.0, "closest")
     assert (CFG.engage.threshold, CFG.engage.weight, CFG.engage.closer) == (0.20, 10.0, "base")
@@ -89,9 +95,7 @@ def carry_right(speeds):
 def test_goal_term_measures_the_end_of_the_horizon_or_the_closest_approach(measure):
     """Carried 40 cm, from x = 0.15 through the goal at 0.35 to 0.55: ``closest`` (eq. 40, 42 as printed)
     scores the pass through the goal as zero, ``final`` scores where the cube ends up."""
-    cost = HandoverCost(dataclasses.replace(CFG, goal=dataclasses.replace(CFG.goal, measure=measure)), MODEL,
-                        WORLD.arm_names)
-    v = cost(*carry_right([0.25]))
+    v = joint_cost("goal", measure=measure)(*carry_right([0.25]))
     expected = 0.0 if measure == "closest" else CFG.goal.weight * (0.55 - GOAL[0] - CFG.goal.threshold)
     assert v.terms["goal"].item() == pytest.approx(expected, abs=1e-5)
 
@@ -99,10 +103,11 @@ def test_goal_term_measures_the_end_of_the_horizon_or_the_closest_approach(measu
 def test_final_goal_term_prefers_stopping_at_the_goal_to_carrying_past_it():
     """The candidate that stops the cube at the goal (12.5 cm/s x 1.6 s = 20 cm) must beat the one that carries
     it 20 cm beyond; with eq. 42 as printed both cost zero and the guidance cannot tell them apart."""
-    final = dataclasses.replace(CFG, goal=dataclasses.replace(CFG.goal, measure="final"))
-    v = HandoverCost(final, MODEL, WORLD.arm_names)(*carry_right([0.125, 0.25]))
+    v = joint_cost("goal", measure="final")(*carry_right([0.125, 0.25]))
     assert v.terms["goal"][0].item() == 0.0
     assert v.terms["goal"][1].item() > 0.15
+
+
 def test_collision_term_only_below_the_safety_radius():
     far = JOINT(state(left_ee=(-0.16, 0.0, 0.2), right_ee=(0.16, 0.0, 0.2)), still())   # 32 cm apart
     near = JOINT(state(left_ee=(-0.1, 0.0, 0.2), right_ee=(0.1, 0.0, 0.2)), still())   # 20 cm apart
@@ -126,8 +131,7 @@ def test_engagement_pulls_the_closer_arm_only():
     assert JOINT(state(left_ee=(-0.35, 0.15, HALF)), still()).terms["engage"].item() == 0.0
 
 
-BY_EE, BY_BASE = (HandoverCost(dataclasses.replace(CFG, engage=dataclasses.replace(CFG.engage, closer=rule)), MODEL,
-                               WORLD.arm_names) for rule in ("end_effector", "base"))
+BY_EE, BY_BASE = (joint_cost("engage", closer=rule) for rule in ("end_effector", "base"))
 
 
 def test_base_engagement_hands_a_placed_cube_to_the_arm_whose_half_it_is_in():
