@@ -59,9 +59,10 @@ def arm(x, y=0.0, z=0.2, width=0.08):
                     ee_angvel=np.zeros(3), gripper_width=width)
 
 
-def world_state(cube=(-0.3, 0.1, HALF), goal=(0.35, 0.0, HALF), left=(-0.35, 0.0, 0.2)):
+def world_state(cube=(-0.3, 0.1, HALF), goal=(0.35, 0.0, HALF), left=(-0.35, 0.0, 0.2), stamp=0.0):
     return WorldState(arms={"left": arm(*left), "right": arm(0.35)},
-                      cube=CubeState(pos=np.array(cube), quat=np.array([1.0, 0.0, 0.0, 0.0])), goal=np.array(goal))
+                      cube=CubeState(pos=np.array(cube), quat=np.array([1.0, 0.0, 0.0, 0.0])), goal=np.array(goal),
+                      stamp=stamp)
 
 
 def planner(config=FAST, policy=None):
@@ -96,6 +97,17 @@ def test_seed_override_is_reproducible_and_plans_differ_without_it():
     assert all(np.array_equal(a.chunks[n], b.chunks[n]) for n in a.chunks)
     c, d = p.plan(world_state()), p.plan(world_state())
     assert not np.array_equal(c.chunks["left"], d.chunks["left"])
+
+
+def test_reset_starts_an_episode_that_replays_like_a_fresh_planner_with_that_seed():
+    config = replace(FAST, candidates=4, coherence=1.0)
+    states = [world_state(stamp=0.8), world_state(left=(-0.3, 0.05, 0.15), stamp=1.6)]
+    fresh = planner(replace(config, seed=3000))
+    expected = [fresh.plan(s).chunks["left"] for s in states]
+    reused = planner(config)
+    reused.plan(world_state(stamp=0.0))             # a previous episode: its plan count and last plan are forgotten
+    reused.reset(seed=3000)
+    assert all(np.array_equal(reused.plan(s).chunks["left"], e) for s, e in zip(states, expected, strict=True))
 
 
 def test_independent_method_reports_per_arm_terms():

@@ -111,3 +111,31 @@ def test_refused_state_ends_the_handover_episode_as_failed_instead_of_crashing()
     assert not summary["success"] and "off the table" in summary["planning_error"]
     assert len(latencies) == 3 and summary["duration"] < 2.0           # ended at the refused plan, not after 30 s
     assert aggregate([summary])["planning_error_episodes"] == 1
+
+
+def test_codi_eval_writes_step_traces_that_summarize_traces_reads(tmp_path):
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    parser = argparse.ArgumentParser()
+    evaluate.add_arguments(parser)
+    trace = tmp_path / "trace"
+    assert evaluate.run(parser.parse_args(["--method", "codi", "--episodes", "1", "--seconds", "0.5", "--num-samples",
+                                           "4", "--no-progress", "--out", str(tmp_path / "r.json"),
+                                           "--trace", str(trace)])) == 0
+    episode = json.loads((trace / "episode_000.json").read_text())
+    assert len(episode["steps"]) == 5 and all(len(s) == len(episode["columns"]) for s in episode["steps"])
+
+    # A synthetic episode: the left arm carries the cube 20 cm away from the goal, then the right arm holds it.
+    cols = episode["columns"]
+    def step(t, x, holding):
+        row = dict.fromkeys(cols, 0.0) | {"t": t, "cube_x": x, "cube_z": 0.025, "holding": holding}
+        return [row[c] for c in cols]
+    steps = [step(0.1 * k, -0.1 - 0.02 * k, ["left"]) for k in range(11)] + [step(1.2, -0.3, ["right"])]
+    (trace / "episode_001.json").write_text(json.dumps({**episode, "episode": 1, "goal": [0.3, 0.0, 0.025],
+                                                         "steps": steps}))
+    script = Path(__file__).resolve().parents[2] / "experiments" / "summarize_traces.py"
+    out = subprocess.run([sys.executable, str(script), str(trace)], capture_output=True, text=True, check=True).stdout
+    assert "left[0-1s]->(-0.30,+0.00) d=0.60" in out and "episodes: 2" in out
+    assert "backward carry: 1" in out and "handed over: 1" in out

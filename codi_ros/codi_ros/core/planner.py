@@ -136,8 +136,7 @@ class Planner:
             raise ConfigError("planner.method is 'codi-indep', which builds its own per-arm cost; "
                               "an injected cost needs method 'codi'")
         self.cost: Cost = cost
-        self._plans = 0
-        self._previous: tuple[float, Tensor] | None = None   # (state stamp, joint chunk) of the last plan
+        self.reset()
 
     @classmethod
     def load(cls, world: WorldConfig, planner_config: str | Path | None = None, checkpoint: str | Path | None = None,
@@ -148,6 +147,13 @@ class Planner:
         return cls(load_policy(checkpoint), world, load_planner_config(planner_config), load_cost_config(), simulator,
                    cost)
 
+    def reset(self, seed: int | None = None) -> None:
+        """Start an episode: forget the previous plan and count plans from 0 again, plan i seeded with
+        ``seed + i`` (default: the configured seed), so that an episode replays alone."""
+        self._seed = self.config.seed if seed is None else seed
+        self._plans = 0
+        self._previous: tuple[float, Tensor] | None = None   # (state stamp, joint chunk) of the last plan
+
     def plan(self, state: WorldState, overrides: PlanOverrides | None = None) -> PlanResult:
         """One joint chunk for ``state``. Raises :class:`PlanningError` naming the bad field."""
         start = time.perf_counter()
@@ -156,7 +162,7 @@ class Planner:
         self.validate(state)
         sampler_config = self.config.sampler_config(o)
         if o.seed is None:   # successive plans differ; a run stays reproducible from the configured seed
-            sampler_config = replace(sampler_config, seed=self.config.seed + self._plans)
+            sampler_config = replace(sampler_config, seed=self._seed + self._plans)
         self._plans += 1
 
         names = self.world.arm_names

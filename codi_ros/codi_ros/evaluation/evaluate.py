@@ -38,6 +38,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--temperature", type=float, default=None, help="override lambda")
     p.add_argument("--cost-simulator", choices=("kinematic", "physics"), default=None,
                    help="override the planner's cost simulator")
+    p.add_argument("--trace", type=Path, default=None,
+                   help="codi, codi-indep, scripted: write every control step of episode i to TRACE/episode_i.json "
+                        "(summary: python experiments/summarize_traces.py TRACE)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
 
 
@@ -84,10 +87,16 @@ def evaluate(args: argparse.Namespace) -> dict:
                 **results}
     if args.method == "scripted":
         return handover.evaluate_handover(lambda i: handover.ScriptedController(world, args.seed * 7919 + i), world,
-                                          args.episodes, args.seed, args.seconds or 30.0, progress, execution=1)
+                                          args.episodes, args.seed, args.seconds or 30.0, progress, execution=1,
+                                          trace_dir=args.trace)
     planner, overrides, config, cost_config = make_planner(args, world_cfg)
-    results = handover.evaluate_handover(lambda i: handover.PlannerController(planner, overrides), world,
-                                         args.episodes, args.seed, args.seconds or 30.0, progress)
+
+    def controller(i: int) -> handover.PlannerController:   # episode i replays alone: its own plan seeds
+        planner.reset(seed=config.seed + handover.EPISODE_SEED_STRIDE * i)
+        return handover.PlannerController(planner, overrides)
+
+    results = handover.evaluate_handover(controller, world, args.episodes, args.seed, args.seconds or 30.0, progress,
+                                         trace_dir=args.trace)
     return {"planner": asdict(config), "cost": asdict(cost_config), "overrides": asdict(overrides), **results}
 
 

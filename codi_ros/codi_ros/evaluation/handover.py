@@ -8,7 +8,9 @@ separation under the 30 cm safety distance), and the planner's latency.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable
+from pathlib import Path
 
 import numpy as np
 
@@ -18,6 +20,7 @@ from codi_ros.sim.tasks import random_posture, random_yaw, sample_goal, sample_t
 from codi_ros.sim.world import TwoArmWorld
 
 SETTLE_SECONDS = 1.0   # an episode ends early once the cube has rested inside the goal region this long
+EPISODE_SEED_STRIDE = 1000   # episode i's plans are seeded from planner seed + 1000 i (an episode has < 1000 plans)
 
 
 class PlannerController:
@@ -83,17 +86,40 @@ def run_handover_episode(world: TwoArmWorld, controller: ChunkController, second
     return {**recorder.summary(), "planning_error": getattr(controller, "error", None)}, loop.plan_latencies
 
 
+def trace_row(world: TwoArmWorld) -> list:
+    """One control step of a trace: time, cube position, each arm's end-effector position and gripper
+    width, and the arms holding the cube (``TRACE_COLUMNS``)."""
+    row = [round(world.time, 2), *np.round(world.cube_state().pos, 4).tolist()]
+    for a in world.arms:
+        row += [*np.round(world.arm_state(a).ee_pos, 4).tolist(), round(float(world.gripper_width(a)), 4)]
+    return row + [[a for a in world.arms if world.holding(a)]]
+
+
+def trace_columns(arms: list[str]) -> list[str]:
+    return ["t", "cube_x", "cube_y", "cube_z", *[f"{a}_{k}" for a in arms for k in ("x", "y", "z", "gripper")],
+            "holding"]
+
+
 def evaluate_handover(make_controller: Callable[[int], ChunkController], world: TwoArmWorld, episodes: int,
-                      seed: int, seconds: float, progress: bool = True, execution: int | None = None) -> dict:
+                      seed: int, seconds: float, progress: bool = True, execution: int | None = None,
+                      trace_dir: Path | None = None) -> dict:
     """Run seeded handover episodes; ``make_controller(i)`` gives the controller of episode i (made after
-    the episode's reset, so it may look at the world)."""
+    the episode's reset, so it may look at the world). With ``trace_dir``, every control step of episode i
+    goes to ``trace_dir/episode_{i:03d}.json`` (``trace_row``; experiments/summarize_traces.py reads them)."""
     from tqdm import tqdm
 
     rows, latencies = [], []
     bar = tqdm(range(episodes), desc="handover eval", unit="ep", disable=not progress)
     for i in bar:
         cube = reset_handover_episode(world, seed, i)
-        summary, lat = run_handover_episode(world, make_controller(i), seconds, execution=execution)
+        trace: list[list] = []
+        on_step = (lambda w, trace=trace: trace.append(trace_row(w))) if trace_dir else None
+        summary, lat = run_handover_episode(world, make_controller(i), seconds, on_step=on_step, execution=execution)
+        if trace_dir:
+            trace_dir.mkdir(parents=True, exist_ok=True)
+            (trace_dir / f"episode_{i:03d}.json").write_text(json.dumps(
+                {"episode": i, "goal": world.goal.tolist(), "summary": summary,
+                 "columns": trace_columns(list(world.arms)), "steps": trace}))
         latencies += lat
         rows.append({"episode": i, "cube_start": list(cube), "goal": world.goal.tolist(), **summary})
         bar.set_postfix(success=f"{np.mean([r['success'] for r in rows]):.0%}")
