@@ -17,7 +17,7 @@ Goal distance. Eq. 42 as printed scores the cube's *closest approach* to the goa
 With base policies that carry the cube to a place of their own choosing, a chunk that carries the
 cube through the goal and on costs as little as one that stops there, and closed-loop arms did
 carry it past (README). ``goal.measure: final`` measures the cube's distance at the *end* of the
-predicted horizon instead; ``closest`` (eq. 42 as printed) is the default, better in closed loop.
+predicted horizon instead; ``closest`` (eq. 42 as printed) is the default (no worse in closed loop).
 """
 
 from __future__ import annotations
