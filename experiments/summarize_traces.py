@@ -22,9 +22,8 @@ import numpy as np
 BACKWARD = 0.10   # m
 
 
-def carries(steps: list[list], columns: list[str], goal: np.ndarray) -> list[dict]:
-    """Maximal runs of steps in which the same single arm holds the cube."""
-    cube = np.array([[s[columns.index(k)] for k in ("cube_x", "cube_y", "cube_z")] for s in steps])
+def carries(steps: list[list], columns: list[str], cube: np.ndarray, goal: np.ndarray) -> list[dict]:
+    """Maximal runs of steps in which the same single arm holds the cube; ``cube`` (T, 3) its positions."""
     holders = [tuple(s[columns.index("holding")]) for s in steps] + [()]
     runs, start = [], 0
     for k in range(1, len(holders)):
@@ -49,7 +48,8 @@ def main() -> None:
     for f in files:
         d = json.loads(f.read_text())
         goal, summary, steps = np.asarray(d["goal"]), d["summary"], d["steps"]
-        runs = carries(steps, d["columns"], goal)
+        cube = np.array([[s[d["columns"].index(k)] for k in ("cube_x", "cube_y", "cube_z")] for s in steps])
+        runs = carries(steps, d["columns"], cube, goal)
         counts["episodes"] += 1
         counts["success"] += bool(summary["success"])
         counts["backward carry"] += any(r["end"] - r["begin"] >= BACKWARD for r in runs)
@@ -57,7 +57,7 @@ def main() -> None:
         counts["never grasped"] += not runs
         if args.failed and summary["success"]:
             continue
-        cube0 = steps[0][1:3]
+        cube0 = cube[0]
         text = " ".join(f"{r['arm']}[{r['t0']:.0f}-{r['t1']:.0f}s]->({r['to'][0]:+.2f},{r['to'][1]:+.2f}) "
                         f"d={r['end']:.2f}" for r in runs)
         print(f"{d['episode']:3d} {'ok  ' if summary['success'] else 'FAIL'} final {summary['final_distance']:.2f} m "

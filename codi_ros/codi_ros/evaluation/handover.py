@@ -88,7 +88,7 @@ def run_handover_episode(world: TwoArmWorld, controller: ChunkController, second
 
 def trace_row(world: TwoArmWorld) -> list:
     """One control step of a trace: time, cube position, each arm's end-effector position and gripper
-    width, and the arms holding the cube (``TRACE_COLUMNS``)."""
+    width, and the arms holding the cube (named by ``trace_columns``)."""
     row = [round(world.time, 2), *np.round(world.cube_state().pos, 4).tolist()]
     for a in world.arms:
         row += [*np.round(world.arm_state(a).ee_pos, 4).tolist(), round(float(world.gripper_width(a)), 4)]
