@@ -67,6 +67,26 @@ def test_codi_eval_refuses_non_positive_counts_before_running(option, tmp_path, 
     assert f"{option} must be positive, got 0" in capsys.readouterr().err and not out.exists()
 
 
+@pytest.mark.parametrize(("option", "value", "message"), [("--temperature", "-1", "lambda must be finite and > 0"),
+                                                      ("--num-samples", "1", "M must be >= 2")])
+def test_codi_eval_refuses_a_bad_planner_override_before_running(option, value, message, tmp_path, capsys):
+    parser = argparse.ArgumentParser()
+    evaluate.add_arguments(parser)
+    out = tmp_path / "r.json"
+    assert evaluate.run(parser.parse_args(["--method", "codi", "--out", str(out), option, value])) == 2
+    assert message in capsys.readouterr().err and not out.exists()
+
+
+def test_codi_eval_refuses_a_trace_path_that_is_a_file_before_running(tmp_path, capsys):
+    parser = argparse.ArgumentParser()
+    evaluate.add_arguments(parser)
+    (tmp_path / "trace").write_text("")
+    out = tmp_path / "r.json"
+    args = parser.parse_args(["--method", "codi", "--out", str(out), "--trace", str(tmp_path / "trace")])
+    assert evaluate.run(args) == 2
+    assert "is a file, not a directory" in capsys.readouterr().err and not out.exists()
+
+
 def test_codi_eval_records_its_cost_config_and_refuses_a_bad_one(tmp_path, capsys):
     parser = argparse.ArgumentParser()
     evaluate.add_arguments(parser)

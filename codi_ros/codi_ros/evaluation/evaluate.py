@@ -49,7 +49,7 @@ def make_planner(args: argparse.Namespace, world_cfg):
     from dataclasses import replace
 
     from codi_ros.core.cost import load_cost_config
-    from codi_ros.core.planner import Planner, PlanOverrides, load_planner_config
+    from codi_ros.core.planner import Planner, PlanOverrides, check_overrides, load_planner_config
     from codi_ros.core.policy import load_policy
 
     config = replace(load_planner_config(args.planner_config), method=args.method)
@@ -62,6 +62,7 @@ def make_planner(args: argparse.Namespace, world_cfg):
     cost_config = load_cost_config(args.cost_config)
     planner = Planner(load_policy(args.model), world_cfg, config, cost_config, simulator)
     overrides = PlanOverrides(num_samples=args.num_samples, temperature=args.temperature, steps=args.sample_steps)
+    check_overrides(overrides)   # a bad override is refused before the run, not met by every plan of it
     return planner, overrides, config, cost_config
 
 
@@ -109,6 +110,9 @@ def run(args: argparse.Namespace) -> int:
         if getattr(args, option) <= 0:
             print(f"codi eval: error: --{option} must be positive, got {getattr(args, option)}", file=sys.stderr)
             return 2
+    if args.trace is not None and args.trace.exists() and not args.trace.is_dir():
+        print(f"codi eval: error: --trace {args.trace} is a file, not a directory", file=sys.stderr)
+        return 2
     t0 = time.perf_counter()
     try:
         results = evaluate(args)
