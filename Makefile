@@ -1,6 +1,7 @@
 # codi: the two commands of the README.
 #   make demo   set up .venv (torch, then codi_ros and its dependencies) and run the demo
-#   make test   the same set-up plus the test tools, then ruff and pytest (PYTEST_ARGS selects tests)
+#   make test   the same set-up plus the test tools, then ruff, the nodes under a real rclpy in .ros-venv
+#               (test-ros), and pytest (PYTEST_ARGS selects tests)
 # Re-runs are quick: each set-up step leaves a stamp file in .venv and re-runs only when its inputs change.
 
 PYTHON ?= python3
@@ -15,14 +16,35 @@ PYTEST_ARGS ?=
 CODI_SOURCES := codi_ros/setup.py codi_ros/setup.cfg codi_ros/package.xml \
 	$(shell find codi_ros/codi_ros config launch models -type f -not -path '*/__pycache__/*' 2>/dev/null)
 
-.PHONY: demo test clean
+# The nodes under a real rclpy (ROS 2 Jazzy from the ros-jazzy-* PyPI wheels, codi_msgs built with CMake)
+# run in their own environment: scripts/ros_venv.sh. Those wheels exist for Linux x86_64 + CPython 3.11
+# only; elsewhere `make test` skips these tests with a message (and fails in CI). ROS_TESTS= skips them.
+ROS_VENV := .ros-venv
+ROS_TESTS ?= codi_ros/test/test_ros_runtime.py
+MSG_SOURCES := $(shell find codi_msgs -type f 2>/dev/null)
+
+.PHONY: demo test test-ros clean
 
 demo: $(VENV)/.codi.stamp
 	$(VENV)/bin/codi demo --out runs/demo
 
 test: $(VENV)/.codi.stamp $(VENV)/.test-tools.stamp
 	$(VENV)/bin/ruff check .
+	$(MAKE) --no-print-directory test-ros
 	$(PY) -m pytest $(PYTEST_ARGS)
+
+test-ros:
+ifneq ($(strip $(ROS_TESTS)),)
+	@if bash scripts/ros_venv.sh --check $(PYTHON); then \
+		$(MAKE) --no-print-directory $(ROS_VENV)/.codi.stamp && $(ROS_VENV)/bin/python -m pytest $(ROS_TESTS); \
+	else \
+		echo "ROS runtime tests SKIPPED ($(ROS_TESTS))"; [ "$${CI:-}" != true ]; \
+	fi
+endif
+
+$(ROS_VENV)/.codi.stamp: scripts/ros_venv.sh $(CODI_SOURCES) $(MSG_SOURCES)
+	bash scripts/ros_venv.sh $(ROS_VENV) $(PYTHON)
+	touch $@
 
 # torch first, from the exact version (a bare `torch` requirement would pull a CUDA build).
 $(VENV)/.torch.stamp:
@@ -43,4 +65,4 @@ $(VENV)/.test-tools.stamp: $(VENV)/.torch.stamp
 	touch $@
 
 clean:
-	rm -rf $(VENV) codi_ros/build codi_ros/*.egg-info
+	rm -rf $(VENV) $(ROS_VENV) codi_ros/build codi_ros/*.egg-info

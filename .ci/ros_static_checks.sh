@@ -6,8 +6,8 @@
 #   2. codi_msgs' msg/srv files translate to .idl and parse (scripts/check_interfaces.sh);
 #   3. launch files compile and name only installed executables and declared parameters
 #      (scripts/check_ros_static.py).
-# codi_msgs itself is not built (nor discovered) here: Debian has no rosidl_default_generators;
-# docker/Dockerfile builds the whole workspace.
+# codi_msgs is not built here (Debian has no rosidl_default_generators): scripts/ros_venv.sh builds it for
+# the node tests under a real rclpy (make test-ros); docker/Dockerfile builds the whole workspace.
 # Missing tools are installed with apt-get when CI=true; otherwise the checks are skipped with a message.
 set -euo pipefail
 cd "$(dirname "$0")/.."

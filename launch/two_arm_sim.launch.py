@@ -6,8 +6,9 @@ service and the CoDi coordinator. Parameters: share/codi_ros/config/ros_sim.yaml
   ros2 launch codi_ros two_arm_sim.launch.py autonomous:=true   # start the receding-horizon loop right away
   ros2 launch codi_ros two_arm_sim.launch.py cost_backend:=service   # guidance cost via /codi/evaluate_cost
 
-cameras:=true needs offscreen rendering (MUJOCO_GL=egl or osmesa) fast enough for two 320x240 images at
-camera_rate_hz (a CPU-only EGL here takes ~90 ms per image) and ArUco markers on the simulated cube.
+cameras:=true needs offscreen rendering (MUJOCO_GL=egl or osmesa) fast enough for two 640x480 images at
+camera_rate_hz (a CPU-only EGL here takes ~80 ms per image: lower camera_rate_hz without a GPU). At 320x240
+the cube's markers are too small to decode from the arms' home pose.
 """
 
 import os

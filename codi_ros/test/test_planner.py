@@ -110,6 +110,15 @@ def test_reset_starts_an_episode_that_replays_like_a_fresh_planner_with_that_see
     assert all(np.array_equal(reused.plan(s).chunks["left"], e) for s, e in zip(states, expected, strict=True))
 
 
+def test_warm_up_plans_once_and_leaves_the_planner_as_fresh():
+    config = replace(FAST, candidates=4, coherence=1.0)
+    states = [world_state(stamp=0.8), world_state(left=(-0.3, 0.05, 0.15), stamp=1.6)]
+    expected = [p.plan(s).chunks["left"] for p in [planner(config)] for s in states]
+    warmed = planner(config)
+    assert warmed.warm_up() > 0
+    assert all(np.array_equal(warmed.plan(s).chunks["left"], e) for s, e in zip(states, expected, strict=True))
+
+
 def test_independent_method_reports_per_arm_terms():
     result = planner(replace(FAST, method="codi-indep")).plan(world_state())
     assert set(result.cost_terms) == {"goal/left", "goal/right", "engage/left", "engage/right"}

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import array
 import math
 import re
+import sys
 from dataclasses import dataclass, field
 from types import SimpleNamespace
 
@@ -38,6 +40,7 @@ from codi_ros.nodes.logic.messages import (
     parse_detection,
     pose_msg,
 )
+from codi_ros.nodes.logic.msg_dict import fill, to_dict
 from codi_ros.nodes.logic.services import (
     CostService,
     RequestError,
@@ -45,7 +48,7 @@ from codi_ros.nodes.logic.services import (
     parse_cost_request,
     parse_plan_request,
 )
-from codi_ros.nodes.logic.sim_bridge import SimBridge, camera_in_tcp
+from codi_ros.nodes.logic.sim_bridge import LAG_REPORT_HOLD_S, SimBridge, camera_in_tcp
 from codi_ros.nodes.logic.watchdog import LogOnce, StateMonitor
 from codi_ros.paths import config_dir
 from codi_ros.perception.fusion import Detection
@@ -295,6 +298,58 @@ def test_action_node_rejects_chunks_for_another_arm_and_sends_gripper_changes_on
 
 
 # ---------------------------------------------------------------------------------------------- messages
+
+class FakeMessage:
+    """Mimics a rosidl-generated Python message: typed fields, a field table, setters that check types."""
+
+    FIELDS: dict[str, str] = {}
+    DEFAULTS: dict[str, object] = {}
+
+    def __init__(self):
+        for name in self.FIELDS:
+            object.__setattr__(self, name, self.DEFAULTS[name]() if callable(self.DEFAULTS[name])
+                               else self.DEFAULTS[name])
+
+    @classmethod
+    def get_fields_and_field_types(cls):
+        return dict(cls.FIELDS)
+
+    def __setattr__(self, name, value):
+        assert name in self.FIELDS, name
+        default = self.DEFAULTS[name]
+        if isinstance(default, float):
+            assert isinstance(value, float), f"The '{name}' field must be of type 'float'"
+        object.__setattr__(self, name, value)
+
+
+class FakeVector(FakeMessage):
+    FIELDS = {"x": "double", "y": "double"}
+    DEFAULTS = {"x": 0.0, "y": 0.0}
+
+
+class FakeChunk(FakeMessage):
+    FIELDS = {"arm": "string", "origin": "fake_msgs/Vector", "points": "sequence<fake_msgs/Vector>",
+              "widths": "sequence<double>", "k": "double[3]"}
+    DEFAULTS = {"arm": "", "origin": FakeVector, "points": list, "widths": lambda: array.array("d"),
+                "k": lambda: np.zeros(3)}
+
+
+def test_message_objects_convert_to_and_from_plain_dicts(monkeypatch):
+    monkeypatch.setitem(sys.modules, "fake_msgs.msg", SimpleNamespace(Vector=FakeVector))
+    values = {"arm": "left", "origin": {"x": 1, "y": 2.5}, "points": [{"x": 0.5}, {"y": -1.0}],
+              "widths": [0.04, 0.08], "k": [1.0, 2.0, 3.0]}
+    msg = fill(FakeChunk(), values)
+    assert isinstance(msg.origin.x, float) and msg.origin.x == 1.0          # an int for a float field
+    assert [type(p) for p in msg.points] == [FakeVector, FakeVector] and msg.points[1].y == -1.0
+    assert to_dict(msg) == {**values, "origin": {"x": 1.0, "y": 2.5},
+                            "points": [{"x": 0.5, "y": 0.0}, {"x": 0.0, "y": -1.0}]}
+    msg.widths, msg.k = array.array("d", [0.01]), np.array([4.0, 5.0, 6.0])
+    assert to_dict(msg)["widths"] == [0.01] and to_dict(msg)["k"] == [4.0, 5.0, 6.0]
+    with pytest.raises(ValueError, match="FakeChunk has no field 'gripper'"):
+        fill(FakeChunk(), {"gripper": 0.08})
+    with pytest.raises(ValueError, match=r"FakeVector\.x: .*float"):
+        fill(FakeChunk(), {"origin": {"x": [1.0]}})
+
 
 def test_message_dicts_round_trip_and_use_ros_quaternion_order():
     q = mat_to_quat(rot_z(0.4))
@@ -593,6 +648,26 @@ def test_sim_bridge_steps_in_real_time_and_zeroes_stale_commands(world):
     assert sum("commanding zero" in t for t in warnings) == 1 and sum("behind real time" in t for t in warnings) == 1
     bridge.command_joint_velocities("left", [0.1] * 6, now=101.0)
     assert any("not 7 finite" in t for t in texts(bridge.pop_log()))
+
+
+def test_sim_bridge_reports_a_recurring_lag_once_and_its_end_after_a_quiet_spell(world):
+    bridge = SimBridge(world, max_lag=0.1)
+    bridge.reset(seed=0)
+    bridge.advance(0.0)
+    t = 0.0
+    for _ in range(20):                     # a slow render every 0.5 s, on time in between
+        for _ in range(4):
+            t += 0.01
+            bridge.advance(t)
+        t += 0.5
+        bridge.advance(t)
+    lines = bridge.pop_log()
+    assert [level for level, text in lines if "behind real time" in text] == ["warn"]
+    quiet_until = t + LAG_REPORT_HOLD_S + 0.1
+    while t < quiet_until:                  # on time (steps shorter than max_lag) for the hold period
+        t += 0.05
+        bridge.advance(t)
+    assert [level for level, text in bridge.pop_log() if "behind real time" in text] == ["info"]
 
 
 def test_sim_task_is_seeded_and_joint_states_hold_arm_and_fingers(world):

@@ -15,8 +15,9 @@ from sensor_msgs.msg import JointState
 from std_msgs.msg import Float64MultiArray
 
 from codi_ros.control.kinematics import ArmKinematics
-from codi_ros.nodes._ros import COMMAND_QOS, SENSOR_QOS, describe, log_lines, now_sec, param, run, to_dict, world_config
+from codi_ros.nodes._ros import COMMAND_QOS, SENSOR_QOS, describe, log_lines, now_sec, param, run, world_config
 from codi_ros.nodes.logic.arm_control import ARM_JOINTS, ArmControlConfig, ArmController, JointStateReader
+from codi_ros.nodes.logic.msg_dict import to_dict
 
 
 class ActionNode(Node):

@@ -11,9 +11,10 @@ from rclpy.node import Node
 from sensor_msgs.msg import JointState
 
 from codi_ros.control.kinematics import ArmKinematics
-from codi_ros.nodes._ros import SENSOR_QOS, describe, fill, param, run, world_config
+from codi_ros.nodes._ros import SENSOR_QOS, describe, param, run, world_config
 from codi_ros.nodes.logic.arm_control import ARM_JOINTS, FINGER_JOINTS, JointStateReader, arm_state_from_joints
 from codi_ros.nodes.logic.messages import arm_state_msg
+from codi_ros.nodes.logic.msg_dict import fill
 
 
 class ArmStateNode(Node):

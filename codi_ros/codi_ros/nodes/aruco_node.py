@@ -10,7 +10,8 @@ from codi_msgs.msg import ArmState, CubeDetection
 from rclpy.node import Node
 from sensor_msgs.msg import CameraInfo, Image
 
-from codi_ros.nodes._ros import SENSOR_QOS, describe, fill, log_lines, param, run, to_dict, world_config
+from codi_ros.nodes._ros import SENSOR_QOS, describe, log_lines, param, run, world_config
+from codi_ros.nodes.logic.msg_dict import fill, to_dict
 from codi_ros.nodes.logic.wrist_camera import WristCamera, hand_eye
 from codi_ros.perception.aruco import CubeMarkerLayout, CubePoseEstimator
 

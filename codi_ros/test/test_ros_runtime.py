@@ -1,0 +1,279 @@
+"""The nodes themselves, run as processes under a real rclpy (ROS 2 Jazzy), talked to over DDS.
+
+Needs rclpy and codi_msgs: `make test` runs this file in .ros-venv (scripts/ros_venv.sh: the
+ros-jazzy-* wheels from PyPI, codi_msgs built with CMake). Elsewhere it is skipped. Each graph is
+started as launch/two_arm_sim.launch.py starts it (launch_ros has no wheels): one process per node,
+the per-arm nodes in the arm's namespace, config/ros_sim.yaml as parameter file, the launch's
+per-node parameters on the command line. Each test module run gets its own ROS_DOMAIN_ID.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+
+rclpy = pytest.importorskip("rclpy", reason="needs a ROS 2 rclpy (make test runs this file in .ros-venv)")
+pytest.importorskip("codi_msgs", reason="needs codi_msgs built (scripts/ros_venv.sh)")
+
+from codi_msgs.msg import ActionChunk, ArmState, CubeDetection  # noqa: E402
+from codi_msgs.srv import EvaluateCost, Plan  # noqa: E402
+from rclpy.node import Node  # noqa: E402
+from std_msgs.msg import Float64MultiArray  # noqa: E402
+from std_srvs.srv import Trigger  # noqa: E402
+
+from codi_ros.config import load_world_config  # noqa: E402
+from codi_ros.frames import WorldState  # noqa: E402
+from codi_ros.nodes._ros import COMMAND_QOS, SENSOR_QOS  # noqa: E402
+from codi_ros.nodes.logic.messages import pose_msg  # noqa: E402
+from codi_ros.nodes.logic.msg_dict import fill  # noqa: E402
+from codi_ros.nodes.logic.services import cost_request, world_state_msg  # noqa: E402
+from codi_ros.paths import config_dir  # noqa: E402
+from codi_ros.sim.world import TwoArmWorld  # noqa: E402
+
+WORLD = load_world_config()
+ARMS = WORLD.arm_names
+H = WORLD.horizon.prediction
+PARAMS = config_dir() / "ros_sim.yaml"
+STARTUP_S = 120.0      # all processes of a graph import torch and MuJoCo on 2 shared cores
+
+
+class Graph:
+    """Node processes started like the launch file does, and a client node in this process."""
+
+    def __init__(self, logs: Path, domain_id: int):
+        self.logs, self.procs = logs, {}
+        self.env = {**os.environ, "ROS_DOMAIN_ID": str(domain_id), "ROS_AUTOMATIC_DISCOVERY_RANGE": "LOCALHOST",
+                    "OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1"}
+        self.context = rclpy.Context()
+        rclpy.init(context=self.context, domain_id=domain_id)
+        self.node = Node("test_client", context=self.context)
+        self.executor = rclpy.executors.SingleThreadedExecutor(context=self.context)
+        self.executor.add_node(self.node)
+
+    def start(self, executable: str, namespace: str = "", remap: dict[str, str] | None = None,
+              env: dict[str, str] | None = None, **params: Any) -> None:
+        """``executable`` (a console script of codi_ros) as node ``executable`` in ``namespace``."""
+        args = ["--ros-args", "-r", f"__node:={executable}", "--params-file", str(PARAMS)]
+        if namespace:
+            args += ["-r", f"__ns:=/{namespace}"]
+        for src, dst in (remap or {}).items():
+            args += ["-r", f"{src}:={dst}"]
+        for name, value in params.items():
+            args += ["-p", f"{name}:={str(value).lower() if isinstance(value, bool) else value}"]
+        key = f"{namespace}/{executable}" if namespace else executable
+        log = open(self.logs / f"{key.replace('/', '.')}.log", "w")
+        exe = Path(sys.executable).with_name(executable)
+        self.procs[key] = subprocess.Popen([str(exe), *args], stdout=log, stderr=subprocess.STDOUT,
+                                           env={**self.env, **(env or {})})
+
+    def log(self, key: str) -> str:
+        return (self.logs / f"{key.replace('/', '.')}.log").read_text()
+
+    def check_alive(self) -> None:
+        dead = {k: p.returncode for k, p in self.procs.items() if p.poll() is not None}
+        assert not dead, f"node processes exited: {dead}\n" + "\n".join(self.log(k)[-3000:] for k in dead)
+
+    def spin_until(self, done: Callable[[], bool], timeout: float) -> bool:
+        end = time.monotonic() + timeout
+        while not done() and time.monotonic() < end:
+            self.executor.spin_once(timeout_sec=0.02)
+        return done()
+
+    def spin_for(self, seconds: float) -> None:
+        self.spin_until(lambda: False, seconds)
+
+    def call(self, srv_type: type, name: str, request: Any, timeout: float = 60.0) -> Any:
+        client = self.node.create_client(srv_type, name)
+        try:
+            assert client.wait_for_service(timeout_sec=STARTUP_S), f"{name} is not served"
+            future = client.call_async(request)
+            assert self.spin_until(future.done, timeout), f"{name}: no answer in {timeout} s"
+            return future.result()
+        finally:
+            self.node.destroy_client(client)
+
+    def record(self, msg_type: type, topic: str, qos: Any) -> list[tuple[float, Any]]:
+        """(receive time, message) of every message on ``topic`` from now on."""
+        received: list[tuple[float, Any]] = []
+        self.node.create_subscription(msg_type, topic, lambda m: received.append((time.monotonic(), m)), qos)
+        return received
+
+    def interrupt(self, key: str, timeout: float = 15.0) -> int:
+        """Ctrl-C one node, as `ros2 launch` does on shutdown; its exit status."""
+        proc = self.procs[key]
+        proc.send_signal(signal.SIGINT)
+        try:
+            return proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            return proc.wait()
+
+    def close(self) -> None:
+        for key, proc in self.procs.items():
+            if proc.poll() is None:
+                self.interrupt(key, timeout=5.0)
+        self.executor.shutdown()
+        self.node.destroy_node()
+        rclpy.shutdown(context=self.context)
+
+
+def _domain_id(salt: int) -> int:
+    return 1 + (os.getpid() * 7 + salt) % 100
+
+
+@pytest.fixture(scope="module")
+def sim_graph(tmp_path_factory):
+    """The simulated two-arm graph with the true cube pose (launch defaults: no cameras, in-process
+    cost), plus a second coordinator whose guidance evaluates the cost over /codi/evaluate_cost."""
+    graph = Graph(tmp_path_factory.mktemp("ros_graph"), _domain_id(0))
+    graph.start("sim_node", publish_images=False, publish_true_cube_pose=True)
+    graph.start("cost_service_node")
+    graph.start("coordinator_node", autonomous=False, cost_backend="in_process")
+    graph.start("coordinator_node", namespace="via_service", cost_backend="service",
+                remap={"/codi/plan": "/codi/via_service/plan", "/codi/stop": "/codi/via_service/stop",
+                       "/codi/start": "/codi/via_service/start", "/codi/cube_pose": "/codi/via_service/cube_pose"})
+    for arm in ARMS:
+        graph.start("arm_state_node", namespace=arm, arm=arm)
+        graph.start("action_node", namespace=arm, arm=arm)
+    states = {arm: graph.record(ArmState, f"/{arm}/arm_state", SENSOR_QOS) for arm in ARMS}
+    started = graph.spin_until(lambda: all(states.values()), STARTUP_S)
+    graph.check_alive()
+    assert started, "no arm states within the start-up time"
+    yield graph
+    graph.close()
+
+
+def test_arm_state_nodes_publish_both_arms_at_50_hz_or_more(sim_graph):
+    states = {arm: sim_graph.record(ArmState, f"/{arm}/arm_state", SENSOR_QOS) for arm in ARMS}
+    sim_graph.spin_for(2.0)
+    for arm, received in states.items():
+        rate = (len(received) - 1) / (received[-1][0] - received[0][0])
+        assert rate >= 50.0, f"{arm}: {rate:.0f} Hz"
+        last = received[-1][1]
+        assert {m.arm for _, m in received} == {arm} and last.header.frame_id == "world"
+        q = last.ee_pose.orientation
+        assert math.isclose(np.linalg.norm([q.w, q.x, q.y, q.z]), 1.0, rel_tol=1e-6)
+
+
+def test_plan_from_the_latest_state_is_executed_then_stop_zeroes_both_arms(sim_graph):
+    commands = {arm: sim_graph.record(Float64MultiArray, f"/{arm}/velocity_controller/commands", COMMAND_QOS)
+                for arm in ARMS}
+    chunks = {arm: sim_graph.record(ActionChunk, f"/{arm}/action_chunk", COMMAND_QOS) for arm in ARMS}
+    response = sim_graph.call(Plan, "/codi/plan", Plan.Request(execute=True))
+    assert response.success, response.message
+    assert [c.arm for c in response.chunks] == list(ARMS)
+    assert all(len(c.twists) == len(c.gripper_widths) == H for c in response.chunks)
+    assert math.isfinite(response.cost) and response.latency > 0.0
+    assert sim_graph.spin_until(lambda: all(chunks.values()), 5.0), "the executed plan was not published"
+    sim_graph.spin_for(0.5)
+    moving = {arm: max(np.abs(m.data).max() for _, m in received) for arm, received in commands.items()}
+    assert all(v > 1e-3 for v in moving.values()), (f"largest joint velocity commands: {moving}, plan latency "
+                                                    f"{response.latency:.2f} s\n" + sim_graph.log("left/action_node"))
+
+    stop = sim_graph.call(Trigger, "/codi/stop", Trigger.Request(), timeout=5.0)
+    stopped_at = time.monotonic()
+    assert stop.success
+    sim_graph.spin_for(0.6)
+    for arm, received in commands.items():
+        late = [np.abs(m.data).max() for t, m in received if t > stopped_at + 0.2]   # 100 ms ramp + delivery
+        assert late and max(late) == 0.0, f"{arm}: still commanding {max(late, default=None)} rad/s after stop"
+    sim_graph.check_alive()
+
+
+def explicit_state() -> WorldState:
+    """A task state of the simulated world (arms at home), for requests that carry their own state."""
+    world = TwoArmWorld(WORLD)
+    world.reset(cube_xy=(-0.3, 0.1))
+    return WorldState(arms={arm: world.arm_state(arm) for arm in ARMS}, cube=world.cube_state(),
+                      goal=np.array([0.3, 0.0, 0.025]), stamp=1.0)
+
+
+def plan_request(**state_changes: Any) -> Plan.Request:
+    state = world_state_msg(explicit_state())
+    state.update(state_changes)
+    return fill(Plan.Request(), {"state": state})
+
+
+@pytest.mark.parametrize("make_request, field_name", [
+    (lambda: Plan.Request(temperature=-1.0), "temperature"),
+    (lambda: plan_request(arms=world_state_msg(explicit_state())["arms"][:1]), "state.arms"),
+    (lambda: plan_request(cube_pose=pose_msg(np.array([math.nan, 0.0, 0.025]), np.array([1.0, 0, 0, 0]))),
+     "state.cube_pose"),
+])
+def test_malformed_plan_requests_are_refused_naming_the_field_and_the_node_keeps_serving(
+        sim_graph, make_request, field_name):
+    bad = sim_graph.call(Plan, "/codi/plan", make_request())
+    assert not bad.success and bad.message.startswith(field_name), bad.message
+    good = sim_graph.call(Plan, "/codi/plan", plan_request())
+    assert good.success, good.message
+    sim_graph.check_alive()
+
+
+def test_cost_service_scores_a_batch_and_the_coordinator_can_plan_through_it(sim_graph):
+    candidates = np.zeros((3, len(ARMS), H, 7))
+    candidates[..., 6] = 0.08
+    request = fill(EvaluateCost.Request(), cost_request(explicit_state(), candidates))
+    response = sim_graph.call(EvaluateCost, "/codi/evaluate_cost", request)
+    assert response.success, response.message
+    assert len(response.costs) == 3 and all(math.isfinite(c) for c in response.costs)
+    assert {t.name for t in response.terms} and all(len(t.values) == 3 for t in response.terms)
+    request.candidates.layout.dim[2].size = H // 2
+    refused = sim_graph.call(EvaluateCost, "/codi/evaluate_cost", request)
+    assert not refused.success and "candidates.layout.dim[2]" in refused.message
+
+    via_service = sim_graph.call(Plan, "/codi/via_service/plan", plan_request())
+    assert via_service.success, via_service.message
+    assert len(via_service.chunks) == len(ARMS)
+
+
+def test_stale_joint_states_stop_planning_and_the_nodes_shut_down_cleanly_on_ctrl_c(sim_graph):
+    commands = {arm: sim_graph.record(Float64MultiArray, f"/{arm}/velocity_controller/commands", COMMAND_QOS)
+                for arm in ARMS}
+    assert sim_graph.interrupt("sim_node") == 0, sim_graph.log("sim_node")[-3000:]
+    gone = time.monotonic()
+    sim_graph.spin_for(1.0)
+    response = sim_graph.call(Plan, "/codi/plan", Plan.Request())
+    assert not response.success and "arm" in response.message and "old" in response.message, response.message
+    for arm, received in commands.items():
+        late = [np.abs(m.data).max() for t, m in received if t > gone + 0.3]
+        assert late and max(late) == 0.0, f"{arm}: no hold on stale joint states"
+    for key in list(sim_graph.procs):
+        if sim_graph.procs[key].poll() is None:
+            status = sim_graph.interrupt(key)
+            assert status == 0, f"{key} exited with {status}:\n{sim_graph.log(key)[-3000:]}"
+        assert "Traceback" not in sim_graph.log(key), f"{key}:\n{sim_graph.log(key)[-3000:]}"
+
+
+def test_wrist_cameras_and_aruco_nodes_find_the_cube_where_the_simulator_has_it(tmp_path):
+    graph = Graph(tmp_path, _domain_id(1))
+    try:
+        egl = {"MUJOCO_GL": os.environ.get("MUJOCO_GL", "egl")}
+        graph.start("sim_node", env=egl, publish_images=True, publish_true_cube_pose=True, camera_rate_hz=2.0)
+        for arm in ARMS:
+            graph.start("arm_state_node", namespace=arm, arm=arm)
+            graph.start("aruco_node", namespace=arm, arm=arm)
+        detections = graph.record(CubeDetection, "/codi/cube_detections", SENSOR_QOS)
+        cameras = lambda: {m.source for _, m in detections} - {"sim_truth"}  # noqa: E731
+        graph.spin_until(lambda: cameras() and len(detections) > 10, STARTUP_S)
+        graph.check_alive()
+        if "rendering is unavailable" in graph.log("sim_node"):
+            pytest.skip("no offscreen rendering (MUJOCO_GL=egl) on this machine")
+        assert cameras() <= set(ARMS) and cameras(), f"detections from {cameras()}"
+        truth = [m for _, m in detections if m.source == "sim_truth"]
+        p_true = np.array([truth[-1].pose.position.x, truth[-1].pose.position.y, truth[-1].pose.position.z])
+        for m in (m for _, m in detections if m.source in cameras()):
+            p = np.array([m.pose.position.x, m.pose.position.y, m.pose.position.z])
+            # one 4 cm marker some 0.5 m away, 28 px wide at 640 x 480: centimetre accuracy
+            assert np.linalg.norm(p - p_true) < 0.02 and m.num_markers >= 1, f"{m.source}: {p} vs the true {p_true}"
+    finally:
+        graph.close()
