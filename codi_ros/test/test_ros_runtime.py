@@ -2,129 +2,41 @@
 
 Needs rclpy and codi_msgs: `make test` runs this file in .ros-venv (scripts/ros_venv.sh: the
 ros-jazzy-* wheels from PyPI, codi_msgs built with CMake). Elsewhere it is skipped. Each graph is
-started as launch/two_arm_sim.launch.py starts it (launch_ros has no wheels): one process per node,
-the per-arm nodes in the arm's namespace, config/ros_sim.yaml as parameter file, the launch's
-per-node parameters on the command line. Each test module run gets its own ROS_DOMAIN_ID.
+started as launch/two_arm_sim.launch.py starts it (launch_ros has no wheels; nodes/local_graph.py):
+one process per node, the per-arm nodes in the arm's namespace, config/ros_sim.yaml as parameter file,
+the launch's per-node parameters on the command line, a ROS_DOMAIN_ID of its own.
 """
 
 from __future__ import annotations
 
 import math
 import os
-import signal
-import subprocess
-import sys
 import time
-from collections.abc import Callable
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pytest
 
-rclpy = pytest.importorskip("rclpy", reason="needs a ROS 2 rclpy (make test runs this file in .ros-venv)")
+pytest.importorskip("rclpy", reason="needs a ROS 2 rclpy (make test runs this file in .ros-venv)")
 pytest.importorskip("codi_msgs", reason="needs codi_msgs built (scripts/ros_venv.sh)")
 
 from codi_msgs.msg import ActionChunk, ArmState, CubeDetection  # noqa: E402
 from codi_msgs.srv import EvaluateCost, Plan  # noqa: E402
-from rclpy.node import Node  # noqa: E402
 from std_msgs.msg import Float64MultiArray  # noqa: E402
 from std_srvs.srv import Trigger  # noqa: E402
 
 from codi_ros.config import load_world_config  # noqa: E402
 from codi_ros.frames import WorldState  # noqa: E402
 from codi_ros.nodes._ros import COMMAND_QOS, SENSOR_QOS  # noqa: E402
+from codi_ros.nodes.local_graph import STARTUP_S, LocalGraph  # noqa: E402
 from codi_ros.nodes.logic.messages import pose_msg  # noqa: E402
 from codi_ros.nodes.logic.msg_dict import fill  # noqa: E402
 from codi_ros.nodes.logic.services import cost_request, world_state_msg  # noqa: E402
-from codi_ros.paths import config_dir  # noqa: E402
 from codi_ros.sim.world import TwoArmWorld  # noqa: E402
 
 WORLD = load_world_config()
 ARMS = WORLD.arm_names
 H = WORLD.horizon.prediction
-PARAMS = config_dir() / "ros_sim.yaml"
-STARTUP_S = 120.0      # all processes of a graph import torch and MuJoCo on 2 shared cores
-
-
-class Graph:
-    """Node processes started like the launch file does, and a client node in this process."""
-
-    def __init__(self, logs: Path, domain_id: int):
-        self.logs, self.procs = logs, {}
-        self.env = {**os.environ, "ROS_DOMAIN_ID": str(domain_id), "ROS_AUTOMATIC_DISCOVERY_RANGE": "LOCALHOST",
-                    "OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1"}
-        self.context = rclpy.Context()
-        rclpy.init(context=self.context, domain_id=domain_id)
-        self.node = Node("test_client", context=self.context)
-        self.executor = rclpy.executors.SingleThreadedExecutor(context=self.context)
-        self.executor.add_node(self.node)
-
-    def start(self, executable: str, namespace: str = "", remap: dict[str, str] | None = None,
-              env: dict[str, str] | None = None, **params: Any) -> None:
-        """``executable`` (a console script of codi_ros) as node ``executable`` in ``namespace``."""
-        args = ["--ros-args", "-r", f"__node:={executable}", "--params-file", str(PARAMS)]
-        if namespace:
-            args += ["-r", f"__ns:=/{namespace}"]
-        for src, dst in (remap or {}).items():
-            args += ["-r", f"{src}:={dst}"]
-        for name, value in params.items():
-            args += ["-p", f"{name}:={str(value).lower() if isinstance(value, bool) else value}"]
-        key = f"{namespace}/{executable}" if namespace else executable
-        log = open(self.logs / f"{key.replace('/', '.')}.log", "w")
-        exe = Path(sys.executable).with_name(executable)
-        self.procs[key] = subprocess.Popen([str(exe), *args], stdout=log, stderr=subprocess.STDOUT,
-                                           env={**self.env, **(env or {})})
-
-    def log(self, key: str) -> str:
-        return (self.logs / f"{key.replace('/', '.')}.log").read_text()
-
-    def check_alive(self) -> None:
-        dead = {k: p.returncode for k, p in self.procs.items() if p.poll() is not None}
-        assert not dead, f"node processes exited: {dead}\n" + "\n".join(self.log(k)[-3000:] for k in dead)
-
-    def spin_until(self, done: Callable[[], bool], timeout: float) -> bool:
-        end = time.monotonic() + timeout
-        while not done() and time.monotonic() < end:
-            self.executor.spin_once(timeout_sec=0.02)
-        return done()
-
-    def spin_for(self, seconds: float) -> None:
-        self.spin_until(lambda: False, seconds)
-
-    def call(self, srv_type: type, name: str, request: Any, timeout: float = 60.0) -> Any:
-        client = self.node.create_client(srv_type, name)
-        try:
-            assert client.wait_for_service(timeout_sec=STARTUP_S), f"{name} is not served"
-            future = client.call_async(request)
-            assert self.spin_until(future.done, timeout), f"{name}: no answer in {timeout} s"
-            return future.result()
-        finally:
-            self.node.destroy_client(client)
-
-    def record(self, msg_type: type, topic: str, qos: Any) -> list[tuple[float, Any]]:
-        """(receive time, message) of every message on ``topic`` from now on."""
-        received: list[tuple[float, Any]] = []
-        self.node.create_subscription(msg_type, topic, lambda m: received.append((time.monotonic(), m)), qos)
-        return received
-
-    def interrupt(self, key: str, timeout: float = 15.0) -> int:
-        """Ctrl-C one node, as `ros2 launch` does on shutdown; its exit status."""
-        proc = self.procs[key]
-        proc.send_signal(signal.SIGINT)
-        try:
-            return proc.wait(timeout)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            return proc.wait()
-
-    def close(self) -> None:
-        for key, proc in self.procs.items():
-            if proc.poll() is None:
-                self.interrupt(key, timeout=5.0)
-        self.executor.shutdown()
-        self.node.destroy_node()
-        rclpy.shutdown(context=self.context)
 
 
 def _domain_id(salt: int) -> int:
@@ -135,7 +47,7 @@ def _domain_id(salt: int) -> int:
 def sim_graph(tmp_path_factory):
     """The simulated two-arm graph with the true cube pose (launch defaults: no cameras, in-process
     cost), plus a second coordinator whose guidance evaluates the cost over /codi/evaluate_cost."""
-    graph = Graph(tmp_path_factory.mktemp("ros_graph"), _domain_id(0))
+    graph = LocalGraph(tmp_path_factory.mktemp("ros_graph"), _domain_id(0))
     graph.start("sim_node", publish_images=False, publish_true_cube_pose=True)
     graph.start("cost_service_node")
     graph.start("coordinator_node", autonomous=False, cost_backend="in_process")
@@ -145,10 +57,8 @@ def sim_graph(tmp_path_factory):
     for arm in ARMS:
         graph.start("arm_state_node", namespace=arm, arm=arm)
         graph.start("action_node", namespace=arm, arm=arm)
-    states = {arm: graph.record(ArmState, f"/{arm}/arm_state", SENSOR_QOS) for arm in ARMS}
-    started = graph.spin_until(lambda: all(states.values()), STARTUP_S)
+    graph.plan_when_ready()
     graph.check_alive()
-    assert started, "no arm states within the start-up time"
     yield graph
     graph.close()
 
@@ -255,7 +165,7 @@ def test_stale_joint_states_stop_planning_and_the_nodes_shut_down_cleanly_on_ctr
 
 
 def test_wrist_cameras_and_aruco_nodes_find_the_cube_where_the_simulator_has_it(tmp_path):
-    graph = Graph(tmp_path, _domain_id(1))
+    graph = LocalGraph(tmp_path, _domain_id(1))
     try:
         egl = {"MUJOCO_GL": os.environ.get("MUJOCO_GL", "egl")}
         graph.start("sim_node", env=egl, publish_images=True, publish_true_cube_pose=True, camera_rate_hz=2.0)

@@ -156,8 +156,9 @@ class Planner:
 
     def warm_up(self) -> float:
         """Plan once from a nominal state (each tool halfway from its base to the table centre, cube at
-        the centre), then :meth:`reset`: a process's first plan pays one-off costs (~1.2 s vs ~0.2 s here,
-        1 thread), which a node should pay at start-up, not in its first answer. Returns the seconds taken."""
+        the centre), then :meth:`reset`: a process's first plan pays one-off costs (about 5x a later plan
+        in a check on 1 thread), which a node should pay at start-up, not in its first answer. Returns the
+        seconds taken."""
         start = time.perf_counter()
         w, down = self.world, np.diag([1.0, -1.0, -1.0])          # tool z axis pointing at the table
         arms = {n: ArmState(np.array([*(0.5 * np.asarray(w.arm(n).base_xy)), 0.2]), down, np.zeros(3), np.zeros(3),

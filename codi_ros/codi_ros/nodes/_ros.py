@@ -62,8 +62,8 @@ def run(make_node: Callable[[], Node], args: list[str] | None = None) -> None:
     A node with a true ``multithreaded`` attribute is spun by a MultiThreadedExecutor (at least 2
     threads: a callback waiting on a service answer needs another thread to receive it); every
     other node by a SingleThreadedExecutor. rclpy's MultiThreadedExecutor costs a busy main thread
-    that competes for the GIL: a coordinator spun by it planned 2.7x slower in the simulated graph
-    on 2 cores (1.03 s vs 0.38 s median), so only nodes that need it use it.
+    that competes for the GIL: a coordinator spun by it planned about 3x slower in the simulated
+    graph on 2 cores (one-off check), so only nodes that need it use it.
     """
     rclpy.init(args=args)
     node, executor = None, None

@@ -4,7 +4,7 @@ receding-horizon loop at the control rate in autonomous mode and publishes one a
 Subscribes ``/<arm>/arm_state``, ``/codi/cube_detections`` (fused, see perception/fusion.py) and
 ``/codi/goal`` (latched); publishes ``/<arm>/action_chunk`` and the fused ``/codi/cube_pose``.
 With the in-process cost (the default) one thread serves everything: /codi/stop and the state
-subscriptions wait for a running plan (one plan latency), and plans run 2.7x faster than beside
+subscriptions wait for a running plan (one plan latency), and plans run about 3x faster than beside
 rclpy's busy multi-threaded executor (_ros.run). ``cost_backend: service`` has the planner's guidance
 evaluate the cost J through ``/codi/evaluate_cost`` (cost_service_node): then planning runs in its own
 callback group of a multi-threaded executor, the client in another, so its answers arrive while the
