@@ -18,7 +18,8 @@ CODI_SOURCES := codi_ros/setup.py codi_ros/setup.cfg codi_ros/package.xml \
 
 # The nodes under a real rclpy (ROS 2 Jazzy from the ros-jazzy-* PyPI wheels, codi_msgs built with CMake)
 # run in their own environment: scripts/ros_venv.sh. Those wheels exist for Linux x86_64 + CPython 3.11
-# only; elsewhere `make test` skips these tests with a message (and fails in CI). ROS_TESTS= skips them.
+# only, and codi_msgs needs cmake and a C/C++ compiler; elsewhere `make test` skips these tests with a
+# message (and fails in CI). ROS_TESTS= skips them.
 ROS_VENV := .ros-venv
 ROS_TESTS ?= codi_ros/test/test_ros_runtime.py
 MSG_SOURCES := $(shell find codi_msgs -type f 2>/dev/null)

@@ -6,11 +6,12 @@
 #   2. codi_msgs generated and compiled with CMake into VENV (its Python package, typesupport libraries
 #      and share/codi_msgs), where rclpy and the wheels' loader (VENV/lib on LD_LIBRARY_PATH) find it;
 #   3. codi_ros installed into VENV (`pip install ./codi_ros`: the nodes' console scripts in VENV/bin).
-# The wheels exist for Linux x86_64 and CPython 3.11 only: elsewhere this exits with status 3 and says so.
+# The wheels exist for Linux x86_64 and CPython 3.11 only, and codi_msgs needs cmake, make and a C/C++
+# compiler: without them this exits with status 3 and says why.
 # launch / launch_ros have no wheels, so `ros2 launch` is not available in VENV (the tests start the nodes).
 #
 # Usage: scripts/ros_venv.sh VENV [PYTHON]    build or update VENV with PYTHON (default python3)
-#        scripts/ros_venv.sh --check [PYTHON]   only say whether PYTHON's platform has the wheels (exit 0 or 3)
+#        scripts/ros_venv.sh --check [PYTHON]   only say whether this machine can build it (exit 0 or 3)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 repo=$PWD
@@ -33,10 +34,10 @@ if [[ $platform != Linux-x86_64-cp311 ]]; then
   echo "ros venv: the ros-jazzy-* wheels are built for Linux-x86_64-cp311, this is $platform" >&2
   exit 3
 fi
-[[ $venv == --check ]] && exit 0
 for tool in cmake make cc c++; do
-  command -v "$tool" >/dev/null || { echo "ros venv: building codi_msgs needs $tool" >&2; exit 1; }
+  command -v "$tool" >/dev/null || { echo "ros venv: building codi_msgs needs $tool, which is not on PATH" >&2; exit 3; }
 done
+[[ $venv == --check ]] && exit 0
 
 "$python" -m venv "$venv"
 venv=$(cd "$venv" && pwd)

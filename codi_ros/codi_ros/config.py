@@ -186,6 +186,11 @@ class WorldConfig:
         a = self.arm(name)
         return BaseFrame(xy=a.base_xy, yaw=a.base_yaw)
 
+    def goal_centre(self) -> tuple[float, float, float]:
+        """The centre of the goal region, at cube-centre height: the goal until a task names one."""
+        return ((self.goal.x_range[0] + self.goal.x_range[1]) / 2, (self.goal.y_range[0] + self.goal.y_range[1]) / 2,
+                self.cube.size / 2)
+
     def reachable(self, arm: ArmConfig | str, xy: tuple[float, float]) -> bool:
         """Whether a table-height point is inside the arm's top-down grasp annulus."""
         a = self.arm(arm) if isinstance(arm, str) else arm

@@ -163,10 +163,8 @@ class Planner:
         w, down = self.world, np.diag([1.0, -1.0, -1.0])          # tool z axis pointing at the table
         arms = {n: ArmState(np.array([*(0.5 * np.asarray(w.arm(n).base_xy)), 0.2]), down, np.zeros(3), np.zeros(3),
                             w.control.gripper_max_width) for n in w.arm_names}
-        half = w.cube.size / 2
-        goal = np.array([np.mean(w.goal.x_range), np.mean(w.goal.y_range), half])
-        self.plan(WorldState(arms=arms, cube=CubeState(np.array([0.0, 0.0, half]), np.array([1.0, 0.0, 0.0, 0.0])),
-                             goal=goal))
+        cube = CubeState(np.array([0.0, 0.0, w.cube.size / 2]), np.array([1.0, 0.0, 0.0, 0.0]))
+        self.plan(WorldState(arms=arms, cube=cube, goal=np.array(w.goal_centre())))
         self.reset()
         return time.perf_counter() - start
 

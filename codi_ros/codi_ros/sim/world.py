@@ -107,8 +107,7 @@ class TwoArmWorld:
             self.data.ctrl[arm.actuators] = q
             self.data.ctrl[arm.gripper_actuator] = finger
         self.set_cube_pose(cube_xy, cube_yaw, cube_z)
-        self.goal = np.array(goal if goal is not None else [np.mean(self.cfg.goal.x_range),
-                                                             np.mean(self.cfg.goal.y_range), self.cfg.cube.size / 2])
+        self.goal = np.array(goal if goal is not None else self.cfg.goal_centre())
         mujoco.mj_forward(self.model, self.data)
 
     @property

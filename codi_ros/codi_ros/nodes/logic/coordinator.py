@@ -54,7 +54,7 @@ class Coordinator:
         self.monitor = StateMonitor({**{arm_key(a): config.arm_timeout for a in world.arm_names},
                                      CUBE: config.cube_timeout})
         self.fusion = CubePoseFusion(fusion or FusionConfig(max_age=config.cube_timeout))
-        self.goal = np.array([np.mean(world.goal.x_range), np.mean(world.goal.y_range), world.cube.size / 2])
+        self.goal = np.array(world.goal_centre())
         self.autonomous = False
         self._arms: dict[str, tuple[ArmState, float]] = {}
         self._cube: FusedPose | None = None
