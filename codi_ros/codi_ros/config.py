@@ -135,6 +135,19 @@ class WorkspaceConfig:
 
 
 @dataclass(frozen=True)
+class ExecutorConfig:
+    """How chunks become joint commands (codi_ros.control.executor), the same in every path."""
+
+    blend_time: float = 0.0       # s: cross-fade from the last twist into a new chunk (0: zero-order hold)
+    stop_time: float = 0.1        # s: a hold ramps every joint to zero within this
+    late_tolerance: float = 0.02  # s: a latency-aware chunk arriving later than its takeover + this is dropped
+
+    def __post_init__(self) -> None:
+        _check(self.blend_time >= 0 and self.late_tolerance >= 0, "executor: blend_time, late_tolerance must be >= 0")
+        _check(self.stop_time > 0, "executor.stop_time must be positive")
+
+
+@dataclass(frozen=True)
 class HorizonConfig:
     prediction: int = 16
     execution: int = 8
@@ -155,6 +168,7 @@ class WorldConfig:
     control: ControlConfig
     horizon: HorizonConfig
     workspace: WorkspaceConfig = field(default_factory=WorkspaceConfig)
+    executor: ExecutorConfig = field(default_factory=ExecutorConfig)
     episode_max_seconds: float = 30.0
     source: str = field(default="<defaults>", compare=False)
 
@@ -225,6 +239,7 @@ def world_config_from_dict(d: dict[str, Any], source: str = "<dict>") -> WorldCo
             horizon=HorizonConfig(**d.get("horizon", {})),
             workspace=WorkspaceConfig(**{k: tuple(v) if isinstance(v, list) else v
                                          for k, v in d.get("workspace", {}).items()}),
+            executor=ExecutorConfig(**d.get("executor", {})),
             episode_max_seconds=float(d.get("episode", {}).get("max_seconds", 30.0)),
             source=source,
         )

@@ -34,7 +34,7 @@ class OneArmWorld:
 
 
 def modes_of(controller: PolicyController, plans: int) -> list[float]:
-    return [float(np.sign(controller.plan(OneArmWorld())["left"].mean())) for _ in range(plans)]
+    return [float(np.sign(controller.plan(OneArmWorld()).chunks["left"].mean())) for _ in range(plans)]
 
 
 def test_coherent_choice_picks_the_candidate_continuing_the_previous_chunk():
@@ -110,7 +110,7 @@ class RefusingPlanner:
     def __init__(self):
         self.calls = 0
 
-    def plan(self, state, overrides=None):
+    def plan(self, state, overrides=None, committed=None):
         from codi_ros.core.planner import PlanningError, PlanResult
 
         self.calls += 1
@@ -127,9 +127,9 @@ def test_refused_state_ends_the_handover_episode_as_failed_instead_of_crashing()
 
     world = TwoArmWorld(load_world_config())
     reset_handover_episode(world, seed=0, index=0)
-    summary, latencies = run_handover_episode(world, PlannerController(RefusingPlanner()), seconds=30.0)
+    summary, loop = run_handover_episode(world, PlannerController(RefusingPlanner()), seconds=30.0)
     assert not summary["success"] and "off the table" in summary["planning_error"]
-    assert len(latencies) == 3 and summary["duration"] < 2.0           # ended at the refused plan, not after 30 s
+    assert len(loop.plan_latencies) == 3 and summary["duration"] < 2.0   # ended at the refused plan, not after 30 s
     assert aggregate([summary])["planning_error_episodes"] == 1
 
 

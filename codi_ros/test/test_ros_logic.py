@@ -6,7 +6,7 @@ import array
 import math
 import re
 import sys
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from types import SimpleNamespace
 
 import mujoco
@@ -16,6 +16,7 @@ import torch
 import yaml
 
 from codi_ros.config import load_world_config
+from codi_ros.control.executor import Chunk, ChunkError
 from codi_ros.control.kinematics import ArmKinematics
 from codi_ros.core.guidance import GuidanceConfig
 from codi_ros.core.planner import Planner, PlannerConfig, PlanningError, PlanOverrides, PlanResult
@@ -23,14 +24,11 @@ from codi_ros.frames import ArmState, mat_to_quat, quat_to_mat, rot_z
 from codi_ros.nodes.logic.arm_control import (
     ARM_JOINTS,
     FINGER_JOINTS,
-    ArmControlConfig,
     ArmController,
     JointStateReader,
     arm_state_from_joints,
 )
-from codi_ros.nodes.logic.chunk_executor import Chunk, ChunkError, ChunkExecutor
 from codi_ros.nodes.logic.coordinator import Coordinator
-from codi_ros.nodes.logic.limits import JointCommandLimiter, WorkspaceBounds
 from codi_ros.nodes.logic.messages import (
     arm_state_msg,
     chunk_msg,
@@ -100,103 +98,6 @@ def test_log_once_reports_a_fault_once_and_its_recovery_once():
     assert log.update({"arm": "again"}) == [("warn", "again")]
 
 
-# ---------------------------------------------------------------------------------------------- chunk executor
-
-def test_executor_holds_each_action_for_dt_and_skips_the_planning_latency():
-    ex = ChunkExecutor(blend_time=0.0)
-    actions = np.zeros((H, 7))
-    actions[:, 0] = np.arange(H)                           # action k has vx = k
-    ex.accept(Chunk(5.0, DT, actions), now=5.25)           # arrives 0.25 s after its plan started
-    assert ex.command(5.25).twist[0] == 2                  # enters at the action due now
-    assert ex.command(5.299).twist[0] == 2 and ex.command(5.301).twist[0] == 3
-    assert ex.command(5.0 + H * DT - 0.001).twist[0] == H - 1
-
-
-def test_executor_blends_across_chunk_boundaries():
-    ex = ChunkExecutor(blend_time=0.1)
-    ex.accept(chunk_of([0.2, 0, 0, 0, 0, 0]), now=0.0)
-    ex.command(0.0)
-    ex.command(0.2)
-    ex.accept(chunk_of([-0.2, 0.1, 0, 0, 0, 0], start=0.3), now=0.3)
-    vx = [ex.command(0.3 + 0.01 * k).twist[0] for k in range(15)]
-    assert vx[0] == pytest.approx(0.2) and vx[5] == pytest.approx(0.0) and vx[10] == pytest.approx(-0.2)
-    assert max(abs(np.diff(vx))) <= 0.4 * 0.01 / 0.1 + 1e-9   # |jump| / blend_time per 10 ms step
-
-
-def test_executor_runs_out_then_holds_and_reports_once_keeping_the_gripper():
-    ex = ChunkExecutor()
-    ex.accept(chunk_of([0.1, 0, 0, 0, 0, 0], n=8, width=0.03), now=0.0)
-    assert not ex.command(0.79).hold
-    cmds = [ex.command(0.8 + 0.01 * k) for k in range(30)]
-    assert all(c.hold and not np.any(c.twist) and c.gripper_width == 0.03 for c in cmds)
-    events = texts(ex.pop_events())
-    assert len(events) == 1 and "ran out" in events[0]
-
-
-def test_stop_holds_and_rejects_chunks_planned_before_it():
-    ex = ChunkExecutor()
-    ex.accept(chunk_of([0.1, 0, 0, 0, 0, 0], start=0.0), now=0.0)
-    assert ex.accept(Chunk(1.0, DT, np.zeros((0, 7))), now=1.0)        # an empty chunk means stop
-    assert ex.command(1.0).hold
-    assert not ex.accept(chunk_of([0.1, 0, 0, 0, 0, 0], start=0.95), now=1.05)   # planned before the stop
-    assert ex.command(1.05).hold
-    assert ex.accept(chunk_of([0.1, 0, 0, 0, 0, 0], start=1.1), now=1.1) and not ex.command(1.1).hold
-
-
-def test_executor_rejects_late_and_out_of_order_chunks():
-    ex = ChunkExecutor()
-    assert not ex.accept(chunk_of(np.zeros(6), start=0.0), now=5.0)            # ended 3.4 s ago
-    assert ex.accept(chunk_of(np.zeros(6), start=4.9), now=5.0)
-    assert not ex.accept(chunk_of(np.zeros(6), start=4.8), now=5.0)            # older than the current one
-    events = texts(ex.pop_events())
-    assert len(events) == 2 and "ended 3.40 s ago" in events[0] and "older" in events[1]
-
-
-@pytest.mark.parametrize("kwargs, field_name", [
-    ({"actions": np.zeros((4, 6))}, "actions"), ({"actions": np.full((4, 7), np.nan)}, "actions"),
-    ({"dt": 0.0}, "dt"), ({"start": math.nan}, "start")])
-def test_malformed_chunks_name_the_field(kwargs, field_name):
-    args = {"start": 0.0, "dt": DT, "actions": np.zeros((4, 7)), **kwargs}
-    with pytest.raises(ChunkError, match=field_name):
-        Chunk(**args)
-
-
-# ---------------------------------------------------------------------------------------------- limits
-
-def test_limiter_keeps_velocity_and_acceleration_limits():
-    v_max, a_max = np.array(WORLD.control.joint_velocity_limit), np.array(WORLD.control.joint_acceleration_limit)
-    dt = 0.01
-    lim = JointCommandLimiter(v_max, a_max, dt)
-    rng = np.random.default_rng(0)
-    prev = np.zeros(7)
-    for _ in range(300):
-        out = lim.limit(rng.uniform(-3, 3, 7) * v_max)
-        assert np.all(np.abs(out) <= v_max + 1e-12)
-        assert np.all(np.abs(out - prev) <= a_max * dt + 1e-12)
-        prev = out
-
-
-def test_limiter_ramps_to_zero_within_stop_time_and_holds():
-    v_max = np.array(WORLD.control.joint_velocity_limit)
-    lim = JointCommandLimiter(v_max, WORLD.control.joint_acceleration_limit, dt=0.01, stop_time=0.1)
-    lim.last = 0.9 * v_max                                # faster than a_max * stop_time allows to stop
-    outs = [lim.limit(np.ones(7), hold=True) for _ in range(15)]
-    norms = [np.abs(o).max() for o in outs]
-    assert all(b <= a for a, b in zip(norms, norms[1:], strict=False))    # monotone ramp, no jump
-    assert np.all(outs[9] == 0) and all(np.all(o == 0) for o in outs[9:])  # zero after 10 steps = 100 ms
-    assert np.all(lim.limit(np.full(7, np.nan)) == 0)                      # NaN command: hold
-
-
-def test_workspace_bounds_never_let_the_tool_leave_the_box():
-    box = WorkspaceBounds([-0.5, -0.5, 0.01], [0.5, 0.5, 0.8], lookahead=0.1)
-    p = np.array([0.0, 0.0, 0.2])
-    for _ in range(500):                                  # push down and out at 0.3 m/s for 5 s
-        p = p + 0.01 * box.limit(p, np.array([0.3, 0.0, -0.3]))
-    assert 0.01 <= p[2] < 0.011 and 0.49 < p[0] <= 0.5
-    outside = np.array([0.7, 0.0, 0.2])
-    assert box.limit(outside, np.array([0.1, 0, 0]))[0] == 0 and box.limit(outside, np.array([-0.1, 0, 0]))[0] == -0.1
-
-
 # ---------------------------------------------------------------------------------------------- arm nodes
 
 def test_arm_state_from_joint_states_matches_the_simulator(world, kinematics):
@@ -228,8 +129,8 @@ def test_joint_state_reader_handles_split_and_foreign_messages():
     assert r.take() and not r.take() and np.all(r.qdot == 0) and r.stamp == 2.0
 
 
-def controller(kinematics, **kw) -> ArmController:
-    return ArmController(WORLD, "left", kinematics, ArmControlConfig(**kw))
+def controller(kinematics, world=WORLD) -> ArmController:
+    return ArmController(world, "left", kinematics)
 
 
 def test_action_node_tracks_a_chunk_on_the_simulated_arm_then_stops(world, kinematics):
@@ -278,7 +179,7 @@ def test_action_node_ramps_to_zero_on_stale_or_nan_joint_states_and_logs_once(ki
 
 def test_workspace_box_stops_the_tool_above_the_table(world, kinematics):
     world.reset()
-    ctl = controller(kinematics, workspace_lower=(-0.9, -0.6, 0.30))
+    ctl = controller(kinematics, replace(WORLD, workspace=replace(WORLD.workspace, lower=(-0.9, -0.6, 0.30))))
     ctl.on_chunk(chunk_msg("left", chunk_of([0, 0, -0.3, 0, 0, 0], n=30)), now=0.0)
     for k in range(300):
         ctl.on_joint_positions(world.joint_positions("left"), k * 0.01)
@@ -704,7 +605,7 @@ def test_sim_graph_wired_like_the_launch_file_moves_both_arms_and_stops(world, k
     coord = Coordinator(WORLD, FakePlanner())
     coord.start()
     readers = {a: JointStateReader() for a in WORLD.arm_names}
-    actions = {a: ArmController(WORLD, a, kinematics, ArmControlConfig()) for a in WORLD.arm_names}
+    actions = {a: ArmController(WORLD, a, kinematics) for a in WORLD.arm_names}
     start = {a: world.arm_state(a).ee_pos for a in WORLD.arm_names}
 
     def run(k0: int, steps: int) -> None:

@@ -20,12 +20,19 @@ def world(cfg):
     return TwoArmWorld(cfg)
 
 
+def twist_action(world, arm, twist_world, width=0.08):
+    """A policy action (base frame) for a world-frame tool twist."""
+    frame = world.cfg.base_frame(arm)
+    return np.r_[frame.vec_to_base(twist_world[:3]), frame.vec_to_base(twist_world[3:]), width]
+
+
 def servo_to(world, arm, target, seconds=6.0):
     """Drive the tool top-down to ``target`` with a P-controller on the twist; return the final error."""
     yaw = np.arctan2(*world.home_tcp[arm][1][[1, 0], 0])
     for _ in range(int(seconds * world.cfg.control.rate_hz)):
         st = world.arm_state(arm)
-        world.set_twist(arm, np.r_[3.0 * (target - st.ee_pos), 3.0 * rotation_error(tool_down(yaw), st.ee_rot)])
+        twist = np.r_[3.0 * (target - st.ee_pos), 3.0 * rotation_error(tool_down(yaw), st.ee_rot)]
+        world.apply_action(arm, twist_action(world, arm, twist))
         world.step_control()
     return float(np.linalg.norm(world.arm_state(arm).ee_pos - target))
 
@@ -50,8 +57,9 @@ def test_no_arm_reaches_the_far_end(world, cfg, arm):
 def test_ik_tracks_a_commanded_twist(world):
     world.reset(cube_xy=(0.0, 0.55))
     twist = np.array([0.1, 0.05, -0.08, 0.0, 0.0, 0.3])
-    world.set_twist("left", twist)
-    world.step(0.5)                                  # let the position servos catch up
+    for _ in range(5):                               # let the position servos catch up
+        world.apply_action("left", twist_action(world, "left", twist))
+        world.step_control()
     st = world.arm_state("left")
     np.testing.assert_allclose(st.ee_linvel, twist[:3], atol=0.01)
     np.testing.assert_allclose(st.ee_angvel, twist[3:], atol=0.03)
@@ -59,10 +67,10 @@ def test_ik_tracks_a_commanded_twist(world):
 
 def test_ik_respects_joint_and_speed_limits(world, cfg):
     world.reset(cube_xy=(0.0, 0.55))
-    lo, hi = world.ik.q_lower, world.ik.q_upper
-    world.set_twist("left", np.array([0.0, 0.0, 0.3, 0.0, 0.0, 1.5]))   # up and spinning, far past the limits
+    lo, hi = world.executors["left"].ik.q_lower, world.executors["left"].ik.q_upper
     peak = 0.0
-    for _ in range(60):
+    for _ in range(60):                              # up and spinning, far past the limits
+        world.apply_action("left", twist_action(world, "left", np.array([0.0, 0.0, 0.3, 0.0, 0.0, 1.5])))
         world.step_control()
         q = world.joint_positions("left")
         assert np.all(q >= lo - 0.02) and np.all(q <= hi + 0.02)

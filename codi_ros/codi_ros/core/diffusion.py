@@ -120,12 +120,21 @@ def heun_step(score_fn: ScoreFn, x: torch.Tensor, t: float, t_next: float) -> to
 
 def sample(score_fn: ScoreFn, shape: tuple[int, ...], steps: int, cfg: EDMConfig,
            generator: torch.Generator | None = None, method: SamplerMethod = "sde",
-           device: torch.device | str = "cpu") -> torch.Tensor:
-    """Integrate from x(T) ~ N(0, T^2 I), T = sigma_max, down to t = 0 on the EDM grid (eq. 5)."""
+           device: torch.device | str = "cpu",
+           project: Callable[[torch.Tensor, torch.Tensor, float], torch.Tensor] | None = None) -> torch.Tensor:
+    """Integrate from x(T) ~ N(0, T^2 I), T = sigma_max, down to t = 0 on the EDM grid (eq. 5).
+
+    ``project(x, z, t)`` (inpainting by replacement) overwrites the known part of x at noise level t
+    after every step, given the initial noise z = x(T) / T; at t = 0 it must return the known values."""
     if method not in SAMPLER_METHODS:
         raise ValueError(f"method must be one of {SAMPLER_METHODS}, got {method!r}")
     grid = time_grid(steps, cfg).tolist()
-    x = grid[0] * torch.randn(shape, generator=generator, device=device)
+    z = torch.randn(shape, generator=generator, device=device)
+    x = grid[0] * z
+    if project is not None:
+        x = project(x, z, grid[0])
     for t, t_next in zip(grid[:-1], grid[1:], strict=True):
         x = sde_step(score_fn, x, t, t_next, generator) if method == "sde" else heun_step(score_fn, x, t, t_next)
+        if project is not None:
+            x = project(x, z, t_next)
     return x

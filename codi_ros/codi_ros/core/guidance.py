@@ -167,9 +167,14 @@ class GuidanceEstimator:
     def __init__(self, config: GuidanceConfig, cost: Cost, unnormalize: Callable[[Tensor], Tensor]):
         self.config, self.cost, self.unnormalize = config, cost, unnormalize
 
-    def __call__(self, posterior: Posterior, state: Any, generator: torch.Generator | None = None) -> Tensor:
-        """Scaled guidance score (B, N, *event) for the posterior at a(t); ``state`` is passed to the cost."""
+    def __call__(self, posterior: Posterior, state: Any, generator: torch.Generator | None = None,
+                 pin: Callable[[Tensor], Tensor] | None = None) -> Tensor:
+        """Scaled guidance score (B, N, *event) for the posterior at a(t); ``state`` is passed to the cost.
+        ``pin`` sets the known part of every posterior sample (B, M, N, *event), e.g. the committed prefix
+        of a real-time plan: p(a | a(t)) is then exact (a point) there, and g is zero there."""
         samples = posterior.sample(self.config.num_samples, generator)
+        if pin is not None:
+            samples = pin(samples)
         if self.config.estimator == "reparameterized":
             g = self._reparameterized(posterior, samples, state)
         else:

@@ -26,6 +26,7 @@ from codi_ros.core.composition import ProductPolicy, ScorePolicy
 from codi_ros.core.cost import Cost, CostConfig, HandoverCost, load_cost_config
 from codi_ros.core.guidance import GuidanceConfig
 from codi_ros.core.kinematic_model import CostSimulator, KinematicModel, SimState, clip_to_limits
+from codi_ros.core.realtime import RealtimeConfig
 from codi_ros.core.sampler import CoDiSampler, SamplerConfig
 from codi_ros.frames import ACT_DIM, ArmState, CubeState, WorldState, observe
 from codi_ros.paths import config_dir
@@ -51,6 +52,7 @@ class PlanResult:
     cost: float                        # predicted J of the returned joint chunk
     cost_terms: dict[str, float]       # its weighted terms (they sum to ``cost``)
     latency_s: float
+    committed: int = 0                 # leading actions frozen to the committed ones (core/realtime.py)
 
 
 @dataclass(frozen=True)
@@ -65,6 +67,7 @@ class PlannerConfig:
     candidates: int = 1    # joint chunks sampled per plan; the one with the lowest J + coherence * gap is returned
     coherence: float = 0.0  # cost units per unit of mean squared gap to the rest of the previous plan (core/coherence)
     guidance: GuidanceConfig = field(default_factory=GuidanceConfig)
+    realtime: RealtimeConfig = field(default_factory=RealtimeConfig)
 
     def __post_init__(self) -> None:
         if self.candidates < 1:
@@ -93,10 +96,10 @@ def load_planner_config(path: str | Path | None = None) -> PlannerConfig:
     p = Path(path) if path is not None else config_dir() / "planner.yaml"
     try:
         d = yaml.safe_load(p.read_text())
-        g = dict(d.pop("guidance", {}))
+        g, realtime = dict(d.pop("guidance", {})), RealtimeConfig(**d.pop("realtime", {}))
         if "t_range" in g:
             g["t_range"] = tuple(float(x) for x in g["t_range"])
-        return PlannerConfig(**d, guidance=GuidanceConfig(**g))
+        return PlannerConfig(**d, guidance=GuidanceConfig(**g), realtime=realtime)
     except (OSError, yaml.YAMLError, TypeError, AttributeError, ValueError) as e:
         raise ConfigError(f"{p}: bad planner config ({type(e).__name__}: {e})") from None
 
@@ -168,12 +171,18 @@ class Planner:
         self.reset()
         return time.perf_counter() - start
 
-    def plan(self, state: WorldState, overrides: PlanOverrides | None = None) -> PlanResult:
-        """One joint chunk for ``state``. Raises :class:`PlanningError` naming the bad field."""
+    def plan(self, state: WorldState, overrides: PlanOverrides | None = None,
+             committed: dict[str, np.ndarray] | None = None) -> PlanResult:
+        """One joint chunk for ``state``. Raises :class:`PlanningError` naming the bad field.
+
+        ``committed``: per arm, the d raw actions (d, 7) the arm executes from ``state.stamp`` on while
+        this plan is computed (core/realtime.py); the chunk then starts with exactly these and its
+        other actions are sampled conditioned on them."""
         start = time.perf_counter()
         o = overrides or PlanOverrides()
         check_overrides(o)
         self.validate(state)
+        prefix = self._prefix(committed)
         sampler_config = self.config.sampler_config(o)
         if o.seed is None:   # successive plans differ; a run stays reproducible from the configured seed
             sampler_config = replace(sampler_config, seed=self._seed + self._plans)
@@ -185,16 +194,33 @@ class Planner:
         sampler = CoDiSampler(self.product, self.cost, sampler_config, chunk_shape=chunk_shape)
         obs_batch = torch.as_tensor(obs)[None].expand(self.config.candidates, *obs.shape)
         cost_state = state if self._injected_cost else SimState.from_world(state, self.world)
-        result = sampler.sample(obs_batch, cost_state)
+        result = sampler.sample(obs_batch, cost_state, prefix=None if prefix is None else prefix[1])
         best = int(self.choice_scores(state.stamp, result.actions, result.cost.total).argmin())
         actions = clip_to_limits(result.actions[best], self.world.control)
+        d = 0 if prefix is None else prefix[0].shape[1]
+        if d:
+            actions[:, :d] = prefix[0].to(actions.dtype)           # exactly what the arms execute
         if not torch.isfinite(actions).all():
             raise PlanningError("actions: the sampler produced non-finite actions (policy or guidance diverged)")
         self._previous = (state.stamp, actions)
         return PlanResult(chunks={n: actions[i].double().numpy() for i, n in enumerate(names)},
                           cost=float(result.cost.total[best]),
                           cost_terms={k: float(v[best]) for k, v in result.cost.terms.items()},
-                          latency_s=time.perf_counter() - start)
+                          latency_s=time.perf_counter() - start, committed=d)
+
+    def _prefix(self, committed: dict[str, np.ndarray] | None) -> tuple[Tensor, Tensor] | None:
+        """(raw (N, d, 7), normalised (N, d, 7)) committed actions in config arm order, or None."""
+        if not committed:
+            return None
+        names, H = self.world.arm_names, self.world.horizon.prediction
+        if set(committed) != set(names):
+            raise PlanningError(f"committed: expected the configured arms {list(names)}, got {sorted(committed)}")
+        raw = np.stack([np.asarray(committed[n], dtype=float) for n in names])
+        if raw.ndim != 3 or raw.shape[2] != ACT_DIM or not 0 < raw.shape[1] < H or not np.all(np.isfinite(raw)):
+            raise PlanningError(f"committed: expected (d, {ACT_DIM}) finite actions per arm with 0 < d < {H}, "
+                                f"got shape {raw.shape[1:]}")
+        raw_t = torch.as_tensor(raw, dtype=torch.get_default_dtype())
+        return raw_t, self.product.normalize_actions(raw_t)
 
     def choice_scores(self, stamp: float, chunks: Tensor, cost: Tensor) -> Tensor:
         """(B,) J + coherence * gap of B candidate joint chunks; the gap is to the rest of the previous plan,

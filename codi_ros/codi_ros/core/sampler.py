@@ -54,13 +54,33 @@ class CoDiSampler:
                          if config.guidance is not None else None)
 
     @torch.no_grad()
-    def sample(self, obs: Tensor, state: Any = None, generator: torch.Generator | None = None) -> SampleResult:
+    def sample(self, obs: Tensor, state: Any = None, generator: torch.Generator | None = None,
+               prefix: Tensor | None = None) -> SampleResult:
         """obs (B, N, OBS_DIM): B independent joint samples for the same (or per-row) observations.
-        ``state`` is handed to the cost; ``generator`` defaults to one seeded with ``config.seed``."""
+        ``state`` is handed to the cost; ``generator`` defaults to one seeded with ``config.seed``.
+
+        ``prefix`` (N, d, A) normalised: the first d actions are known (a real-time plan's committed
+        actions) and every sample is conditioned on them: a(t)'s prefix is replaced by prefix + t z
+        after every step (z: the initial noise), and the guidance's posterior samples carry the prefix
+        exactly, so the cost scores the rest together with the motion the prefix commits to. The
+        returned samples start with the prefix exactly."""
         cfg, gcfg = self.config, self.config.guidance
         if generator is None:
             generator = torch.Generator().manual_seed(cfg.seed)
         B = obs.shape[0]
+        project = pin = None
+        if prefix is not None and prefix.shape[-2] > 0:
+            d, known = prefix.shape[-2], prefix.to(torch.get_default_dtype())
+
+            def project(x: Tensor, z: Tensor, t: float) -> Tensor:
+                x = x.clone()
+                x[..., :d, :] = known + t * z[..., :d, :]
+                return x
+
+            def pin(samples: Tensor) -> Tensor:
+                samples = samples.clone()
+                samples[..., :d, :] = known
+                return samples
 
         def score_fn(a: Tensor, t: float) -> Tensor:  # s^(1:N) (eq. 13) + g^J (eq. 17)
             t_b = torch.full((B,), t, dtype=a.dtype)
@@ -71,11 +91,12 @@ class CoDiSampler:
             else:
                 score, jac = self.product.score(a, t_b, obs), None
             posterior = tweedie_posterior(a, t_b, score, gcfg.covariance, gcfg.data_std, jac)
-            return score + self.guidance(posterior, state, generator)
+            return score + self.guidance(posterior, state, generator, pin)
 
         pcfg = self.product.config
         edm = diffusion.EDMConfig(sigma_min=pcfg.sigma_min, sigma_max=pcfg.sigma_max)
-        a = diffusion.sample(score_fn, (*obs.shape[:2], *self.chunk_shape), cfg.steps, edm, generator, cfg.method)
+        a = diffusion.sample(score_fn, (*obs.shape[:2], *self.chunk_shape), cfg.steps, edm, generator, cfg.method,
+                             project=project)
         actions = self.product.unnormalize_actions(a)
         return SampleResult(actions=actions, normalized=a,
                             cost=self.cost(state, actions) if self.cost is not None else None)

@@ -24,6 +24,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--model", default=None, help="single-arm policy checkpoint (default: models/single_arm)")
     p.add_argument("--method", choices=("codi", "codi-indep"), default="codi", help="joint or independent guidance")
     p.add_argument("--seconds", type=float, default=30.0, help="episode length limit")
+    p.add_argument("--timing", choices=("realtime", "paused"), default="realtime",
+                   help="realtime (default): the world moves while the planner computes; paused: the paper's protocol")
+    p.add_argument("--latency", type=float, default=None, help="realtime: a fixed latency per plan, s")
     p.add_argument("--no-video", action="store_true", help="skip rendering (plot and metrics only)")
 
 
@@ -59,33 +62,38 @@ def run(args: argparse.Namespace) -> int:
     from codi_ros.core.cost import load_cost_config
     from codi_ros.core.planner import Planner, load_planner_config
     from codi_ros.core.policy import PolicyLoadError, load_policy
-    from codi_ros.evaluation.handover import PlannerController, reset_handover_episode, run_handover_episode
+    from codi_ros.evaluation.evaluate import planner_controller, timing_of
+    from codi_ros.evaluation.handover import reset_handover_episode, run_handover_episode
     from codi_ros.evaluation.metrics import SAFETY_DISTANCE
+    from codi_ros.evaluation.rollout import delay_histogram
     from codi_ros.sim.world import TwoArmWorld
     from codi_ros.version import code_version, machine_description
 
     try:
+        timing = timing_of(args)
         cfg = load_world_config()
-        planner = Planner(load_policy(args.model), cfg, replace(load_planner_config(), method=args.method),
-                          load_cost_config())
-    except (ConfigError, PolicyLoadError, FileNotFoundError) as e:
+        config = replace(load_planner_config(), method=args.method)
+        planner = Planner(load_policy(args.model), cfg, config, load_cost_config())
+    except (ConfigError, PolicyLoadError, FileNotFoundError, ValueError) as e:
         print(f"codi demo: error: {e}", file=sys.stderr)
         return 2
     args.out.mkdir(parents=True, exist_ok=True)
     world = TwoArmWorld(cfg)
     cube = reset_handover_episode(world, args.seed, 0)
     print(f"codi demo: {args.method}, cube at ({cube[0]:+.2f}, {cube[1]:+.2f}), goal at "
-          f"({world.goal[0]:+.2f}, {world.goal[1]:+.2f}); replanning every {cfg.horizon.execution} steps")
+          f"({world.goal[0]:+.2f}, {world.goal[1]:+.2f}); replanning every {cfg.horizon.execution} steps, "
+          f"timing {timing.mode}")
     frames, trace, step = [], [], [0]
-    controller = PlannerController(planner)
+    controller = planner_controller(planner, None, config, timing, cfg, episode=0)
 
     def on_step(w: TwoArmWorld) -> None:
         ee = [w.arm_state(a).ee_pos for a in w.arms]
         trace.append((w.time, float(np.linalg.norm(w.cube_state().pos - w.goal)), float(np.linalg.norm(ee[0] - ee[1]))))
         if step[0] % cfg.horizon.execution == 0:
             held = [a for a in w.arms if w.holding(a)] or ["-"]
+            cost = f"{controller.costs[-1]:7.3f}" if controller.costs else "    -  "
             print(f"  t={w.time:5.1f}s  cube->goal {trace[-1][1]:.3f} m  separation {trace[-1][2]:.2f} m  "
-                  f"held by {','.join(held):5s}  cost {controller.costs[-1]:7.3f}", flush=True)
+                  f"held by {','.join(held):5s}  cost {cost}", flush=True)
         if not args.no_video and step[0] % FRAME_EVERY == 0:
             img = w.render("overview", 480, 360)
             if img is not None:
@@ -93,7 +101,8 @@ def run(args: argparse.Namespace) -> int:
         step[0] += 1
 
     t0 = time.perf_counter()
-    summary, latencies = run_handover_episode(world, controller, args.seconds, on_step=on_step)
+    summary, loop = run_handover_episode(world, controller, args.seconds, on_step=on_step, timing=timing)
+    latencies = loop.plan_latencies
     world.close()
     times, dist, sep = (np.asarray(x) for x in zip(*trace, strict=True))
     _plot(times, dist, sep, cfg.goal.tolerance, SAFETY_DISTANCE, args.out / "plot.png")
@@ -106,7 +115,8 @@ def run(args: argparse.Namespace) -> int:
     elif not args.no_video:
         print("codi demo: offscreen rendering unavailable (set MUJOCO_GL=egl or osmesa): no video", file=sys.stderr)
     lat = np.asarray(latencies) * 1e3
-    result = {"method": args.method, "seed": args.seed, **summary, "plan_latency_ms_p50": float(np.median(lat)),
+    result = {"method": args.method, "seed": args.seed, "timing": timing.mode, "latency": timing.latency, **summary,
+              "delay_steps": delay_histogram(loop.delays), "plan_latency_ms_p50": float(np.median(lat)),
               "plan_latency_ms_p95": float(np.percentile(lat, 95)), "wall_seconds": round(time.perf_counter() - t0, 1),
               "code_version": code_version(), "machine": machine_description()}
     (args.out / "result.json").write_text(json.dumps(result, indent=1))

@@ -4,6 +4,8 @@
     codi eval --method codi --episodes 50 --seed 0 --out results/codi.json
     codi eval --method codi-indep ...      # the Sec. VII-C ablation: each arm guided by its own cost
     codi eval --method scripted ...        # the scripted two-arm expert (a reference, not a policy)
+    codi eval --method codi --timing paused ...         # the paper's protocol: the world waits for every plan
+    codi eval --method codi --latency 0.4 [--naive] ... # real time with a fixed injected latency
 """
 
 from __future__ import annotations
@@ -38,6 +40,15 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--temperature", type=float, default=None, help="override lambda")
     p.add_argument("--cost-simulator", choices=("kinematic", "physics"), default=None,
                    help="override the planner's cost simulator")
+    p.add_argument("--timing", choices=("realtime", "paused"), default="realtime",
+                   help="realtime (default, as users run it): the world keeps executing the committed actions while "
+                        "the planner computes, for each plan's measured latency; paused: the world waits for every "
+                        "plan (the paper's protocol)")
+    p.add_argument("--latency", type=float, default=None,
+                   help="realtime: inject this fixed latency per plan, s, instead of the measured one")
+    p.add_argument("--naive", action="store_true",
+                   help="codi, codi-indep: plan without committing to the actions that run while planning "
+                        "(planner.yaml realtime.commit false), the baseline of the latency study")
     p.add_argument("--trace", type=Path, default=None,
                    help="codi, codi-indep, scripted: write every control step of episode i to TRACE/episode_i.json "
                         "(summary: python experiments/summarize_traces.py TRACE)")
@@ -53,6 +64,8 @@ def make_planner(args: argparse.Namespace, world_cfg):
     from codi_ros.core.policy import load_policy
 
     config = replace(load_planner_config(args.planner_config), method=args.method)
+    if getattr(args, "naive", False):
+        config = replace(config, realtime=replace(config.realtime, commit=False))
     if args.cost_simulator:
         config = replace(config, cost_simulator=args.cost_simulator)
     simulator = None
@@ -66,6 +79,25 @@ def make_planner(args: argparse.Namespace, world_cfg):
     return planner, overrides, config, cost_config
 
 
+def timing_of(args: argparse.Namespace):
+    """The run's :class:`~codi_ros.evaluation.rollout.Timing` (ValueError names a bad option)."""
+    from codi_ros.evaluation.rollout import Timing
+
+    return Timing(args.timing, args.latency)
+
+
+def planner_controller(planner, overrides, config, timing, world_cfg, episode: int):
+    """Episode ``episode``'s controller: the planner reset to that episode's plan seeds, latency-aware in
+    real time (the measured or the injected latency sets how much of each plan is committed)."""
+    from codi_ros.core.realtime import LatencyEstimate
+    from codi_ros.evaluation import handover
+
+    planner.reset(seed=config.seed + handover.EPISODE_SEED_STRIDE * episode)
+    latency = (None if timing.mode == "paused" else
+               LatencyEstimate(config.realtime, world_cfg.control.dt, fixed=timing.latency))
+    return handover.PlannerController(planner, overrides, latency)
+
+
 def evaluate(args: argparse.Namespace) -> dict:
     from dataclasses import asdict
 
@@ -76,6 +108,7 @@ def evaluate(args: argparse.Namespace) -> dict:
     world_cfg = load_world_config()
     world = TwoArmWorld(world_cfg)
     progress = not args.no_progress
+    timing = timing_of(args)
     if args.method == "single-arm":
         from codi_ros.core.policy import load_policy
         policy = load_policy(args.model)
@@ -83,21 +116,18 @@ def evaluate(args: argparse.Namespace) -> dict:
         steps = args.sample_steps or (10 if args.sampler == "heun" else policy.config.sample_steps)
         results = single_arm.evaluate_single_arm(policy, world, args.episodes, args.seed, arms, steps,
                                                  args.seconds or 20.0, method=args.sampler, progress=progress,
-                                                 candidates=args.candidates)
+                                                 candidates=args.candidates, timing=timing)
         return {"arms": list(arms), "sample_steps": steps, "sampler": args.sampler, "candidates": args.candidates,
                 **results}
     if args.method == "scripted":
         return handover.evaluate_handover(lambda i: handover.ScriptedController(world, args.seed * 7919 + i), world,
                                           args.episodes, args.seed, args.seconds or 30.0, progress, execution=1,
-                                          trace_dir=args.trace)
+                                          trace_dir=args.trace, timing=timing)
     planner, overrides, config, cost_config = make_planner(args, world_cfg)
 
-    def controller(i: int) -> handover.PlannerController:   # episode i replays alone: its own plan seeds
-        planner.reset(seed=config.seed + handover.EPISODE_SEED_STRIDE * i)
-        return handover.PlannerController(planner, overrides)
-
-    results = handover.evaluate_handover(controller, world, args.episodes, args.seed, args.seconds or 30.0, progress,
-                                         trace_dir=args.trace)
+    results = handover.evaluate_handover(lambda i: planner_controller(planner, overrides, config, timing, world_cfg, i),
+                                         world, args.episodes, args.seed, args.seconds or 30.0, progress,
+                                         trace_dir=args.trace, timing=timing)
     return {"planner": asdict(config), "cost": asdict(cost_config), "overrides": asdict(overrides), **results}
 
 
@@ -110,6 +140,11 @@ def run(args: argparse.Namespace) -> int:
         if getattr(args, option) <= 0:
             print(f"codi eval: error: --{option} must be positive, got {getattr(args, option)}", file=sys.stderr)
             return 2
+    try:
+        timing_of(args)
+    except ValueError as e:
+        print(f"codi eval: error: --{e}", file=sys.stderr)
+        return 2
     if args.trace is not None and args.trace.exists() and not args.trace.is_dir():
         print(f"codi eval: error: --trace {args.trace} is a file, not a directory", file=sys.stderr)
         return 2

@@ -14,8 +14,19 @@ from pathlib import Path
 
 import numpy as np
 
+from codi_ros.core.realtime import LatencyEstimate
 from codi_ros.evaluation.metrics import EpisodeRecorder
-from codi_ros.evaluation.rollout import ChunkController, latency_summary, run_closed_loop, world_state
+from codi_ros.evaluation.rollout import (
+    PAUSED,
+    ChunkController,
+    LoopResult,
+    Plan,
+    Timing,
+    delay_histogram,
+    latency_summary,
+    run_closed_loop,
+    world_state,
+)
 from codi_ros.sim.tasks import random_posture, random_yaw, sample_goal, sample_table_xy
 from codi_ros.sim.world import TwoArmWorld
 
@@ -26,24 +37,41 @@ EPISODE_SEED_STRIDE = 1000   # episode i's plans are seeded from planner seed + 
 class PlannerController:
     """Adapts a :class:`codi_ros.core.planner.Planner` (WorldState -> PlanResult) to the loop.
 
+    With a :class:`~codi_ros.core.realtime.LatencyEstimate` (real-time timing) each plan commits to
+    the d actions the arms execute while it is computed (what their executors will run from now on)
+    and plans the rest after them; without one (paused timing) nothing is committed.
+
     A state the planner refuses (e.g. the cube knocked off the table) is a failed episode, not a crash:
     the arms hold and ``error`` keeps the planner's message; the episode loop then ends the episode."""
 
-    def __init__(self, planner, overrides=None):
-        self.planner, self.overrides = planner, overrides
+    def __init__(self, planner, overrides=None, latency: LatencyEstimate | None = None):
+        self.planner, self.overrides, self.latency = planner, overrides, latency
         self.costs: list[float] = []
         self.error: str | None = None
 
-    def plan(self, world: TwoArmWorld) -> dict[str, np.ndarray]:
+    def committed(self, world: TwoArmWorld) -> dict[str, np.ndarray] | None:
+        d = self.latency.commit_steps() if self.latency is not None else 0
+        if d == 0:
+            return None
+        out = {}
+        for arm, executor in world.executors.items():
+            upcoming = executor.chunks.upcoming(world.time, d)
+            out[arm] = (upcoming if upcoming is not None else
+                        np.tile(np.r_[np.zeros(6), world.gripper_width(arm)], (d, 1)))   # holding: stays still
+        return out
+
+    def plan(self, world: TwoArmWorld) -> Plan:
         from codi_ros.core.planner import PlanningError
 
         try:
-            result = self.planner.plan(world_state(world), self.overrides)
+            result = self.planner.plan(world_state(world), self.overrides, committed=self.committed(world))
         except PlanningError as e:
             self.error = str(e)
-            return {}
+            return Plan({})
+        if self.latency is not None:
+            self.latency.update(result.latency_s)
         self.costs.append(result.cost)
-        return result.chunks
+        return Plan(result.chunks, result.committed)
 
 
 class ScriptedController:
@@ -53,8 +81,8 @@ class ScriptedController:
         from codi_ros.sim.experts import HandoverExpert
         self.expert = HandoverExpert(world, np.random.default_rng(seed))
 
-    def plan(self, world: TwoArmWorld) -> dict[str, np.ndarray]:
-        return {a: act[None] for a, act in self.expert.act().items()}
+    def plan(self, world: TwoArmWorld) -> Plan:
+        return Plan({a: act[None] for a, act in self.expert.act().items()})
 
 
 def reset_handover_episode(world: TwoArmWorld, seed: int, index: int) -> tuple[float, float]:
@@ -69,7 +97,7 @@ def reset_handover_episode(world: TwoArmWorld, seed: int, index: int) -> tuple[f
 
 def run_handover_episode(world: TwoArmWorld, controller: ChunkController, seconds: float,
                          on_step: Callable[[TwoArmWorld], None] | None = None,
-                         execution: int | None = None) -> tuple[dict, list[float]]:
+                         execution: int | None = None, timing: Timing = PAUSED) -> tuple[dict, LoopResult]:
     recorder = EpisodeRecorder(tolerance=world.cfg.goal.tolerance)
     settle_steps = int(SETTLE_SECONDS * world.cfg.control.rate_hz)
     rest = {"steps": 0}
@@ -82,8 +110,10 @@ def run_handover_episode(world: TwoArmWorld, controller: ChunkController, second
         rest["steps"] = rest["steps"] + 1 if inside else 0
         return rest["steps"] >= settle_steps or getattr(controller, "error", None) is not None
 
-    loop = run_closed_loop(world, controller, seconds, on_step=step, execution=execution)
-    return {**recorder.summary(), "planning_error": getattr(controller, "error", None)}, loop.plan_latencies
+    loop = run_closed_loop(world, controller, seconds, on_step=step, execution=execution, timing=timing)
+    summary = {**recorder.summary(), "planning_error": getattr(controller, "error", None),
+               "plans_dropped": loop.dropped}
+    return summary, loop
 
 
 def trace_row(world: TwoArmWorld) -> list:
@@ -102,28 +132,32 @@ def trace_columns(arms: list[str]) -> list[str]:
 
 def evaluate_handover(make_controller: Callable[[int], ChunkController], world: TwoArmWorld, episodes: int,
                       seed: int, seconds: float, progress: bool = True, execution: int | None = None,
-                      trace_dir: Path | None = None) -> dict:
+                      trace_dir: Path | None = None, timing: Timing = PAUSED) -> dict:
     """Run seeded handover episodes; ``make_controller(i)`` gives the controller of episode i (made after
     the episode's reset, so it may look at the world). With ``trace_dir``, every control step of episode i
     goes to ``trace_dir/episode_{i:03d}.json`` (``trace_row``; experiments/summarize_traces.py reads them)."""
     from tqdm import tqdm
 
-    rows, latencies = [], []
+    rows, latencies, delays = [], [], []
     bar = tqdm(range(episodes), desc="handover eval", unit="ep", disable=not progress)
     for i in bar:
         cube = reset_handover_episode(world, seed, i)
         trace: list[list] = []
         on_step = (lambda w, trace=trace: trace.append(trace_row(w))) if trace_dir else None
-        summary, lat = run_handover_episode(world, make_controller(i), seconds, on_step=on_step, execution=execution)
+        summary, loop = run_handover_episode(world, make_controller(i), seconds, on_step=on_step,
+                                             execution=execution, timing=timing)
         if trace_dir:
             trace_dir.mkdir(parents=True, exist_ok=True)
             (trace_dir / f"episode_{i:03d}.json").write_text(json.dumps(
                 {"episode": i, "goal": world.goal.tolist(), "summary": summary,
                  "columns": trace_columns(list(world.arms)), "steps": trace}))
-        latencies += lat
+        latencies += loop.plan_latencies
+        delays += loop.delays
         rows.append({"episode": i, "cube_start": list(cube), "goal": world.goal.tolist(), **summary})
         bar.set_postfix(success=f"{np.mean([r['success'] for r in rows]):.0%}")
-    return {"episodes": rows, "aggregate": aggregate(rows), "plan_latency": latency_summary(latencies)}
+    return {"timing": {"mode": timing.mode, "latency": timing.latency,
+                       "delay_steps": delay_histogram(delays)},   # control steps the world ran on per plan
+            "episodes": rows, "aggregate": aggregate(rows), "plan_latency": latency_summary(latencies)}
 
 
 def aggregate(rows: list[dict]) -> dict:
@@ -138,4 +172,5 @@ def aggregate(rows: list[dict]) -> dict:
         "episodes_with_collision": int(sum(r["collisions"] > 0 for r in rows)),
         "table_contact_episodes": int(sum(r["table_contact_steps"] > 0 for r in rows)),
         "planning_error_episodes": int(sum(r.get("planning_error") is not None for r in rows)),
+        "plans_dropped": int(sum(r.get("plans_dropped", 0) for r in rows)),
     }

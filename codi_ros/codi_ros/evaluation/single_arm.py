@@ -14,7 +14,7 @@ import numpy as np
 import torch
 
 from codi_ros.core.coherence import coherence_gap
-from codi_ros.evaluation.rollout import latency_summary, run_closed_loop
+from codi_ros.evaluation.rollout import PAUSED, Plan, Timing, latency_summary, run_closed_loop
 from codi_ros.sim.tasks import random_posture, random_yaw, sample_table_xy
 from codi_ros.sim.world import TwoArmWorld
 
@@ -44,13 +44,13 @@ class PolicyController:
         self.generator = torch.Generator().manual_seed(seed)
         self._previous: torch.Tensor | None = None   # the last executed chunk (H, A), raw units
 
-    def plan(self, world: TwoArmWorld) -> dict[str, np.ndarray]:
+    def plan(self, world: TwoArmWorld) -> Plan:
         obs = torch.as_tensor(world.observation(self.arm))[None]
         with torch.no_grad():
             chunks = self.policy.sample(obs, n=self.candidates, steps=self.steps, generator=self.generator,
                                         method=self.method)[0]                       # (candidates, H, A)
         self._previous = chunks[coherent_choice(self.policy, chunks, self._previous, self.execution)]
-        return {self.arm: self._previous.numpy()}
+        return Plan({self.arm: self._previous.numpy()})
 
 
 def coherent_choice(policy, chunks: torch.Tensor, previous: torch.Tensor | None, execution: int) -> int:
@@ -79,7 +79,7 @@ class SkillTracker:
 
 def evaluate_single_arm(policy, world: TwoArmWorld, episodes: int, seed: int, arms: tuple[str, ...],
                         sample_steps: int, seconds: float, method: str = "heun", progress: bool = True,
-                        candidates: int = 1) -> dict:
+                        candidates: int = 1, timing: Timing = PAUSED) -> dict:
     """Run ``episodes`` seeded episodes, alternating over ``arms``; return per-episode and aggregate facts."""
     from tqdm import tqdm
 
@@ -93,7 +93,7 @@ def evaluate_single_arm(policy, world: TwoArmWorld, episodes: int, seed: int, ar
         tracker = SkillTracker(arm)
         controller = PolicyController(policy, arm, sample_steps, cfg.horizon.execution, method=method,
                                       seed=seed * 100_003 + i, candidates=candidates)
-        loop = run_closed_loop(world, controller, seconds, on_step=tracker)
+        loop = run_closed_loop(world, controller, seconds, on_step=tracker, timing=timing)
         latencies += loop.plan_latencies
         home = np.linalg.norm(world.arm_state(arm).ee_pos - world.home_tcp[arm][0]) < HOME_RADIUS
         rows.append({"episode": i, "arm": arm, "cube_start": list(cube), "approached": tracker.approached,

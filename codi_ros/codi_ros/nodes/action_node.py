@@ -1,9 +1,11 @@
-"""action_node (one per arm, namespaced): the current action chunk -> joint velocity commands at >= 100 Hz.
+"""action_node (one per arm, namespaced): the current action chunk -> joint velocity commands at the IK rate.
 
 Subscribes ``action_chunk`` (codi_msgs/ActionChunk; an empty one means stop) and ``joint_states``;
 publishes ``velocity_controller/commands`` (std_msgs/Float64MultiArray, 7 joint velocities, as a
 ros2_control JointGroupVelocityController takes them) and ``gripper_controller/commands`` (one
-width, m). All behaviour is in :class:`codi_ros.nodes.logic.arm_control.ArmController`.
+width, m), every 1 / ``control.ik_rate_hz`` (world.yaml). All behaviour is in
+:class:`codi_ros.nodes.logic.arm_control.ArmController`, around the same
+:class:`codi_ros.control.executor.ArmExecutor` that ``codi eval`` runs.
 """
 
 from __future__ import annotations
@@ -16,37 +18,25 @@ from std_msgs.msg import Float64MultiArray
 
 from codi_ros.control.kinematics import ArmKinematics
 from codi_ros.nodes._ros import COMMAND_QOS, SENSOR_QOS, describe, log_lines, now_sec, param, run, world_config
-from codi_ros.nodes.logic.arm_control import ARM_JOINTS, ArmControlConfig, ArmController, JointStateReader
+from codi_ros.nodes.logic.arm_control import ARM_JOINTS, ArmController, JointStateReader
 from codi_ros.nodes.logic.msg_dict import to_dict
 
 
 class ActionNode(Node):
     def __init__(self) -> None:
         super().__init__("action_node")
-        d = ArmControlConfig()
         self.declare_parameter("arm", "left", describe("arm name from world.yaml"))
         self.declare_parameter("joint_names", list(ARM_JOINTS), describe("the 7 arm joints, in command order"))
-        self.declare_parameter("rate_hz", d.rate_hz, describe("joint velocity command rate, Hz"))
-        self.declare_parameter("state_timeout", d.state_timeout, describe("older joint states: ramp to zero, s"))
-        self.declare_parameter("blend_time", d.blend_time, describe("cross-fade between chunks, s"))
-        self.declare_parameter("stop_time", d.stop_time, describe("ramp to zero within this, s"))
-        self.declare_parameter("workspace_min", list(d.workspace_lower),
-                               describe("lower corner of the allowed tool box, world frame, m"))
-        self.declare_parameter("workspace_max", list(d.workspace_upper),
-                               describe("upper corner of the allowed tool box, world frame, m"))
-        world = world_config(self)
-        config = ArmControlConfig(
-            rate_hz=param(self, "rate_hz"), state_timeout=param(self, "state_timeout"),
-            blend_time=param(self, "blend_time"), stop_time=param(self, "stop_time"),
-            workspace_lower=tuple(param(self, "workspace_min")), workspace_upper=tuple(param(self, "workspace_max")))
+        self.declare_parameter("state_timeout", 0.2, describe("older joint states: ramp to zero, s"))
+        world = world_config(self)   # executor settings, workspace and limits: world.yaml, as in codi eval
         self.arm = param(self, "arm")
-        self.controller = ArmController(world, self.arm, ArmKinematics(world), config)
+        self.controller = ArmController(world, self.arm, ArmKinematics(world), param(self, "state_timeout"))
         self.reader = JointStateReader(list(param(self, "joint_names")), ())
         self.qdot_pub = self.create_publisher(Float64MultiArray, "velocity_controller/commands", COMMAND_QOS)
         self.gripper_pub = self.create_publisher(Float64MultiArray, "gripper_controller/commands", COMMAND_QOS)
         self.create_subscription(ActionChunk, "action_chunk", self.on_chunk, COMMAND_QOS)
         self.create_subscription(JointState, "joint_states", self.on_joint_state, SENSOR_QOS)
-        self.create_timer(1.0 / config.rate_hz, self.step)
+        self.create_timer(1.0 / world.control.ik_rate_hz, self.step)
 
     def on_chunk(self, msg: ActionChunk) -> None:
         self.controller.on_chunk(to_dict(msg), now_sec(self))

@@ -1,9 +1,10 @@
 """The simulated two-arm world: MuJoCo physics behind the same interface the real arms get.
 
-Each arm takes either an end-effector twist (converted to joint targets by the shared
-:class:`~codi_ros.control.ik.DifferentialIK` at ``ik_rate_hz``) or, as on hardware with a
-JointGroupVelocityController, joint velocities directly. Joint velocities are integrated into
-position targets for the menagerie position servos (SIM_NOTES.md).
+Each arm is driven either by its :class:`~codi_ros.control.executor.ArmExecutor` (``execute`` a
+time-stamped chunk, or ``apply_action`` one action for one control period), the same executor the
+ROS action nodes run, stepped at ``ik_rate_hz``; or, as the simulated graph's driver, by joint
+velocity commands from outside (``set_joint_velocity_command``). Joint velocities are integrated
+into position targets for the menagerie position servos.
 """
 
 from __future__ import annotations
@@ -14,9 +15,9 @@ import mujoco
 import numpy as np
 
 from codi_ros.config import WorldConfig
-from codi_ros.control.ik import DifferentialIK
-from codi_ros.control.workspace import WorkspaceBounds
-from codi_ros.frames import ArmState, CubeState, observe, rot_z
+from codi_ros.control.executor import ArmExecutor, Chunk, Events
+from codi_ros.control.kinematics import ArmKinematics
+from codi_ros.frames import ArmState, CubeState, observe
 from codi_ros.sim.scene import ARM_JOINTS, CUBE_FACES, FINGER_RANGE, build_scene_xml
 
 MAX_TARGET_LEAD = 0.2   # rad: joint targets never run further ahead of the measured joints
@@ -43,7 +44,7 @@ class _Arm:
     finger_qadr: np.ndarray
     tcp: int
     geoms: set[int]
-    twist: np.ndarray | None = None                 # world-frame (v, w) command, or None
+    driven: bool = False                            # by its executor (else by qdot_cmd)
     qdot_cmd: np.ndarray = field(default_factory=lambda: np.zeros(7))
     q_target: np.ndarray = field(default_factory=lambda: np.zeros(7))
 
@@ -75,15 +76,14 @@ class TwoArmWorld:
                 tcp=m.site(p + "tcp").id,
                 geoms={g for g in range(m.ngeom) if m.geom_bodyid[g] in bodies},
             )
-        first = self.arms[cfg.arms[0].name]
-        joint_range = m.jnt_range[m.actuator_trnid[first.actuators, 0]]
-        self.ik = DifferentialIK(cfg.control, np.array(cfg.home_qpos), joint_range[:, 0], joint_range[:, 1])
+        self.kinematics = ArmKinematics(cfg)
+        self.executors = {name: ArmExecutor(cfg, name, self.kinematics) for name in self.arms}
+        self.events: Events = []       # the executors' log lines since the last reset (capped)
         self._cube_qadr = m.joint("cube_free").qposadr[0]
         self._cube_dofadr = m.joint("cube_free").dofadr[0]
         self._cube_geom = m.geom("cube").id
         self._table_geom = m.geom("table").id
         self._goal_site = m.site("goal").id
-        self.workspace = WorkspaceBounds(cfg.workspace.lower, cfg.workspace.upper, cfg.workspace.lookahead)
         self._substeps = int(round(cfg.control.substeps_per_ik))
         self._ik_dt = 1.0 / cfg.control.ik_rate_hz
         self._renderer: mujoco.Renderer | None = None
@@ -97,13 +97,15 @@ class TwoArmWorld:
               gripper_width: dict[str, float] | None = None, cube_z: float | None = None) -> None:
         """Arms at home (or ``arm_qpos``), grippers open (or ``gripper_width``), cube at rest at ``cube_xy``."""
         mujoco.mj_resetData(self.model, self.data)
+        self.events = []
         for name, arm in self.arms.items():
             q = np.asarray((arm_qpos or {}).get(name, self.cfg.home_qpos), dtype=float)
             finger = np.clip((gripper_width or {}).get(name, 2 * FINGER_RANGE) / 2, 0.0, FINGER_RANGE)
             self.data.qpos[arm.qadr] = q
             self.data.qpos[arm.finger_qadr] = finger
             arm.q_target = q.copy()
-            arm.twist, arm.qdot_cmd = None, np.zeros(7)
+            arm.driven, arm.qdot_cmd = False, np.zeros(7)
+            self.executors[name].reset()
             self.data.ctrl[arm.actuators] = q
             self.data.ctrl[arm.gripper_actuator] = finger
         self.set_cube_pose(cube_xy, cube_yaw, cube_z)
@@ -128,40 +130,41 @@ class TwoArmWorld:
         mujoco.mj_forward(self.model, self.data)
 
     # ------------------------------------------------------------------ commands
-    def set_twist(self, arm: str, twist_world: np.ndarray) -> None:
-        """Command the tool-site twist (v, w) in the world frame until the next command."""
-        self.arms[arm].twist = np.asarray(twist_world, dtype=float)
+    def execute(self, arm: str, chunk: Chunk) -> bool:
+        """Hand a time-stamped chunk (world clock) to the arm's executor; False if it was refused."""
+        self.arms[arm].driven = True
+        return self.executors[arm].accept(chunk, self.time)
+
+    def apply_action(self, arm: str, action: np.ndarray) -> None:
+        """One policy action (7,) in the arm's base frame (twist + gripper width) for one control period."""
+        self.execute(arm, Chunk(self.time, self.cfg.control.dt, np.asarray(action, dtype=float)[None]))
 
     def set_joint_velocity_command(self, arm: str, qdot: np.ndarray) -> None:
-        """Hardware-style joint velocity command (JointGroupVelocityController)."""
+        """Hardware-style joint velocity command (JointGroupVelocityController), held until the next."""
         a = self.arms[arm]
-        a.twist = None
+        a.driven = False
         a.qdot_cmd = np.where(np.isfinite(qdot), np.asarray(qdot, dtype=float), 0.0)
 
     def set_gripper(self, arm: str, width: float) -> None:
         w = float(width) if np.isfinite(width) else self.gripper_width(arm)
         self.data.ctrl[self.arms[arm].gripper_actuator] = np.clip(w / 2, 0.0, FINGER_RANGE)
 
-    def apply_action(self, arm: str, action: np.ndarray) -> None:
-        """One policy action (7,) in the arm's base frame: twist + gripper width."""
-        R = rot_z(self.cfg.arm(arm).base_yaw)
-        action = np.asarray(action, dtype=float)
-        self.set_twist(arm, np.concatenate([R @ action[0:3], R @ action[3:6]]))
-        self.set_gripper(arm, action[6])
-
     # ------------------------------------------------------------------ stepping
     def step(self, seconds: float) -> None:
-        """Advance the physics, running the IK / joint integration at ``ik_rate_hz``."""
+        """Advance the physics, running the executors / joint integration at ``ik_rate_hz``."""
         for _ in range(max(1, int(round(seconds / self._ik_dt)))):
             for arm in self.arms.values():
-                q = self.data.qpos[arm.qadr]
-                if arm.twist is not None:   # twist: workspace box, then IK (as the hardware action node)
-                    v = self.workspace.limit(self.data.site_xpos[arm.tcp], arm.twist[:3])
-                    qdot = self.ik.joint_velocities(self.tcp_jacobian(arm.name), q, np.r_[v, arm.twist[3:]])
-                else:
-                    qdot = arm.qdot_cmd
+                q = self.data.qpos[arm.qadr].copy()
+                qdot = arm.qdot_cmd
+                if arm.driven:
+                    executor = self.executors[arm.name]
+                    qdot, width = executor.step(self.time, q)
+                    if width is not None:
+                        self.set_gripper(arm.name, width)
+                    self.events = (self.events + executor.pop_events())[-100:]
                 target = arm.q_target + qdot * self._ik_dt
-                arm.q_target = self.ik.clip_positions(np.clip(target, q - MAX_TARGET_LEAD, q + MAX_TARGET_LEAD))
+                arm.q_target = self.executors[arm.name].ik.clip_positions(
+                    np.clip(target, q - MAX_TARGET_LEAD, q + MAX_TARGET_LEAD))
                 self.data.ctrl[arm.actuators] = arm.q_target
             mujoco.mj_step(self.model, self.data, nstep=self._substeps)
 
@@ -173,12 +176,6 @@ class TwoArmWorld:
     @property
     def time(self) -> float:
         return float(self.data.time)
-
-    def tcp_jacobian(self, arm: str) -> np.ndarray:
-        a = self.arms[arm]
-        jp, jr = np.zeros((3, self.model.nv)), np.zeros((3, self.model.nv))
-        mujoco.mj_jacSite(self.model, self.data, jp, jr, a.tcp)
-        return np.vstack([jp[:, a.dofadr], jr[:, a.dofadr]])
 
     def joint_positions(self, arm: str) -> np.ndarray:
         return self.data.qpos[self.arms[arm].qadr].copy()

@@ -1,22 +1,20 @@
 """Per-arm behaviour: joint states -> arm state (arm_state_node); action chunk -> joint velocities (action_node).
 
-The kinematics (:class:`codi_ros.control.kinematics.ArmKinematics`) and the differential IK
-(:class:`codi_ros.control.ik.DifferentialIK`) are the ones the simulator uses, in the arm's base frame.
+The kinematics (:class:`codi_ros.control.kinematics.ArmKinematics`) and the executor
+(:class:`codi_ros.control.executor.ArmExecutor`: IK, limits, workspace) are the ones ``codi eval`` and
+the simulator use, in the arm's base frame.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
 
 import numpy as np
 
 from codi_ros.config import WorldConfig
-from codi_ros.control.ik import DifferentialIK
+from codi_ros.control.executor import ArmExecutor, ChunkError
 from codi_ros.control.kinematics import ArmKinematics
 from codi_ros.frames import ArmState, BaseFrame
-from codi_ros.nodes.logic.chunk_executor import ChunkError, ChunkExecutor
-from codi_ros.nodes.logic.limits import JointCommandLimiter, WorkspaceBounds
 from codi_ros.nodes.logic.messages import Msg, parse_chunk
 from codi_ros.nodes.logic.watchdog import LogOnce, StateMonitor
 
@@ -74,36 +72,16 @@ def arm_state_from_joints(kinematics: ArmKinematics, frame: BaseFrame, q: np.nda
                     gripper_width=gripper_width)
 
 
-@dataclass(frozen=True)
-class ArmControlConfig:
-    rate_hz: float = 100.0                              # joint command rate
-    state_timeout: float = 0.2                          # s: older joint states -> hold
-    blend_time: float = 0.1                             # s: cross-fade between chunks
-    stop_time: float = 0.1                              # s: ramp to zero within this
-    workspace_lower: tuple[float, float, float] = (-0.9, -0.6, 0.005)   # world frame, m
-    workspace_upper: tuple[float, float, float] = (0.9, 0.6, 0.8)
-    # Approach a face at <= distance / lookahead. 0.3 s covers the arm's tracking lag: in the sim a 0.3 m/s
-    # approach overshot a face by 13 mm with 0.1 s and not at all with 0.3 s (test_ros_logic.py).
-    workspace_lookahead: float = 0.3
-
-    def __post_init__(self) -> None:
-        if not (self.rate_hz > 0 and self.state_timeout > 0):
-            raise ValueError(f"rate_hz and state_timeout must be positive, got {self}")
-
-
 class ArmController:
-    """action_node: chunk -> twist (ChunkExecutor) -> workspace box -> IK -> joint limits, every 1 / rate_hz."""
+    """action_node: a chunk message -> the arm's :class:`ArmExecutor` (the one eval and the simulator run),
+    with a watchdog on the joint states; ``step`` every 1 / ``control.ik_rate_hz``."""
 
-    def __init__(self, world: WorldConfig, arm: str, kinematics: ArmKinematics, config: ArmControlConfig):
-        self.arm, self.kinematics, self.config = arm, kinematics, config
-        self.frame = world.base_frame(arm)
-        self.gripper_max = world.control.gripper_max_width
-        self.ik = DifferentialIK(world.control, np.array(world.home_qpos), kinematics.q_lower, kinematics.q_upper)
-        self.executor = ChunkExecutor(config.blend_time)
-        self.limiter = JointCommandLimiter(world.control.joint_velocity_limit, world.control.joint_acceleration_limit,
-                                           dt=1.0 / config.rate_hz, stop_time=config.stop_time)
-        self.bounds = WorkspaceBounds(config.workspace_lower, config.workspace_upper, config.workspace_lookahead)
-        self.monitor = StateMonitor({"joint states": config.state_timeout})
+    def __init__(self, world: WorldConfig, arm: str, kinematics: ArmKinematics, state_timeout: float = 0.2):
+        if not state_timeout > 0:
+            raise ValueError(f"state_timeout must be positive, got {state_timeout}")
+        self.arm = arm
+        self.executor = ArmExecutor(world, arm, kinematics)
+        self.monitor = StateMonitor({"joint states": state_timeout})
         self._q: np.ndarray | None = None
         self._gripper_sent: float | None = None
         self._log = LogOnce()
@@ -128,23 +106,14 @@ class ArmController:
 
     def step(self, now: float) -> tuple[np.ndarray, float | None]:
         """(joint velocities (7,) to command now, a new gripper width to command or None if unchanged)."""
-        cmd = self.executor.command(now)
         problems = self.monitor.problems(now)
+        qdot, width = self.executor.step(now, self._q, hold=bool(problems))
         self._lines += self._log.update(problems, context=f"arm {self.arm}: ") + self.executor.pop_events()
-        hold = cmd.hold or bool(problems)
-        qdot = np.zeros(7)
-        if not hold:
-            q = self._q
-            pos, _ = self.kinematics.forward(q)
-            v_world = self.bounds.limit(self.frame.point_to_world(pos), self.frame.vec_to_world(cmd.twist[:3]))
-            twist = np.concatenate([self.frame.vec_to_base(v_world), cmd.twist[3:]])
-            qdot = self.ik.joint_velocities(self.kinematics.jacobian(q), q, twist)
-        width = None
-        if cmd.gripper_width is not None:
-            w = float(np.clip(cmd.gripper_width, 0.0, self.gripper_max))
-            if self._gripper_sent is None or abs(w - self._gripper_sent) > GRIPPER_RESOLUTION:
-                width = self._gripper_sent = w
-        return self.limiter.limit(qdot, hold=hold), width
+        if width is not None and (self._gripper_sent is None or abs(width - self._gripper_sent) > GRIPPER_RESOLUTION):
+            self._gripper_sent = width
+        else:
+            width = None
+        return qdot, width
 
     def pop_log(self) -> list[tuple[str, str]]:
         lines, self._lines = self._lines, []

@@ -14,8 +14,8 @@ from typing import Any
 
 import numpy as np
 
+from codi_ros.control.executor import Chunk, ChunkError
 from codi_ros.frames import ArmState, mat_to_quat, quat_to_mat
-from codi_ros.nodes.logic.chunk_executor import Chunk, ChunkError
 from codi_ros.perception.fusion import Detection
 
 Msg = Mapping[str, Any]
@@ -95,7 +95,7 @@ def chunk_msg(arm: str, chunk: Chunk) -> dict:
     """An ActionChunk in the arm's base frame ``base_<arm>``."""
     return {"header": header(chunk.start, f"base_{arm}"), "arm": arm, "dt": float(chunk.dt),
             "twists": [twist_msg(a[:6]) for a in chunk.actions],
-            "gripper_widths": [float(a[6]) for a in chunk.actions]}
+            "gripper_widths": [float(a[6]) for a in chunk.actions], "committed": int(chunk.committed)}
 
 
 def stop_msg(arm: str, now: float, dt: float) -> dict:
@@ -112,7 +112,7 @@ def parse_chunk(msg: Msg) -> tuple[str, str, Chunk]:
     actions = np.column_stack([np.reshape(twists, (-1, 6)), widths]) if twists else np.zeros((0, 7))
     hdr = msg.get("header", {})
     return (str(msg.get("arm", "")), str(hdr.get("frame_id", "")),
-            Chunk(header_time(msg), float(msg.get("dt", 0.0)), actions))
+            Chunk(header_time(msg), float(msg.get("dt", 0.0)), actions, int(msg.get("committed", 0))))
 
 
 # --------------------------------------------------------------------------- codi_msgs/CubeDetection

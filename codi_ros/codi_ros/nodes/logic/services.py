@@ -15,9 +15,9 @@ from collections.abc import Callable
 import numpy as np
 
 from codi_ros.config import WorldConfig
+from codi_ros.control.executor import Chunk
 from codi_ros.core.planner import PlanOverrides, PlanResult
 from codi_ros.frames import ACT_DIM, CubeState, WorldState
-from codi_ros.nodes.logic.chunk_executor import Chunk
 from codi_ros.nodes.logic.messages import (
     Msg,
     arm_state_msg,

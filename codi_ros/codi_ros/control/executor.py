@@ -1,0 +1,288 @@
+"""The one executor from plan to joints: a time-stamped twist chunk -> joint velocity commands.
+
+``codi eval``, ``codi demo``, the data generator, the physics cost simulator (through
+:class:`codi_ros.sim.world.TwoArmWorld`) and the ROS action nodes all run an :class:`ArmExecutor`
+at the IK rate (``control.ik_rate_hz``), with the settings of ``world.yaml`` (``executor``,
+``workspace``, ``control``). Per cycle:
+
+    chunk (ChunkExecutor: the action due now) -> workspace box -> damped least-squares IK
+          -> joint velocity and acceleration limits (JointCommandLimiter) -> qdot
+
+Timing (receding horizon, paper Sec. V; real-time chunking, Black et al. 2025). Action k of a
+chunk holds over [start + k dt, start + (k+1) dt) (zero-order hold, as in training); actions are
+executed by their time stamp, never late by index. A chunk takes over in one of two ways:
+
+- ``committed == 0`` (naive): on arrival, at the action that is due by then; the actions its
+  planning latency used up are skipped.
+- ``committed == d > 0`` (latency-aware): its first d actions repeat the actions the arm executes
+  while the plan is computed (the planner froze them, :mod:`codi_ros.core.planner`), so the chunk
+  takes over at ``start + d dt``, exactly at its first new action, and committed actions are never
+  replaced. A chunk that arrives later than that (plus ``late_tolerance``) is dropped with a
+  warning: the arm finishes the chunk it has, then holds.
+
+When the chunk runs out with no newer one, on stop, or on stale or NaN joint states, the arm holds:
+every joint ramps to zero within ``stop_time`` and stays there.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Protocol
+
+import numpy as np
+
+from codi_ros.config import WorldConfig
+from codi_ros.control.ik import DifferentialIK
+from codi_ros.control.workspace import WorkspaceBounds
+from codi_ros.frames import ACT_DIM
+
+Events = list[tuple[str, str]]   # (level "warn" | "info", text) lines worth logging once each
+
+
+class ChunkError(ValueError):
+    """A malformed action chunk; the message names the field."""
+
+
+@dataclass(frozen=True)
+class Chunk:
+    """N actions (N, 7) of one arm in its base frame: ee linear vel (3), angular vel (3), gripper width.
+
+    ``start``: time of action 0; ``committed``: how many leading actions repeat what the arm already
+    executes (0: none, take over on arrival)."""
+
+    start: float
+    dt: float
+    actions: np.ndarray
+    committed: int = 0
+
+    def __post_init__(self) -> None:
+        a = np.asarray(self.actions, dtype=float)
+        if a.ndim != 2 or a.shape[1] != ACT_DIM:
+            raise ChunkError(f"actions: expected shape (N, {ACT_DIM}), got {a.shape}")
+        if not np.all(np.isfinite(a)):
+            raise ChunkError("actions: NaN or inf")
+        if not (math.isfinite(self.dt) and self.dt > 0):
+            raise ChunkError(f"dt: must be a positive number of seconds, got {self.dt}")
+        if not math.isfinite(self.start):
+            raise ChunkError(f"start: not a finite time, got {self.start}")
+        if not 0 <= self.committed < max(len(a), 1):
+            raise ChunkError(f"committed: must be in [0, {len(a)}) for {len(a)} actions, got {self.committed}")
+        object.__setattr__(self, "actions", a)
+
+    @property
+    def end(self) -> float:
+        return self.start + len(self.actions) * self.dt
+
+    @property
+    def takeover(self) -> float:
+        """When its first new (not committed) action is due."""
+        return self.start + self.committed * self.dt
+
+    def index_at(self, t: float) -> int:
+        """Index of the action due at time t (0 before the start; callers check ``end``)."""
+        return int(np.clip(math.floor((t - self.start) / self.dt + 1e-9), 0, len(self.actions) - 1))
+
+    def action_at(self, t: float) -> np.ndarray:
+        return self.actions[self.index_at(t)]
+
+    def remaining(self, t: float, steps: int) -> np.ndarray:
+        """The ``steps`` actions due from time t on (the last one repeated past the end): what an arm
+        executing this chunk commits to while a plan started at t is computed."""
+        k = self.index_at(t)
+        idx = np.minimum(np.arange(k, k + steps), len(self.actions) - 1)
+        return self.actions[idx]
+
+
+@dataclass(frozen=True)
+class Command:
+    twist: np.ndarray            # (6,) commanded ee twist, base frame (zero while holding)
+    gripper_width: float | None  # None until a chunk has given one; kept while holding
+    hold: bool                   # no chunk to execute: bring the arm to rest and keep it there
+
+
+class ChunkExecutor:
+    """Which twist and gripper width to command now, from the chunks received so far."""
+
+    def __init__(self, blend_time: float = 0.0, late_tolerance: float = 0.02):
+        if not (blend_time >= 0 and late_tolerance >= 0):
+            raise ValueError(f"blend_time and late_tolerance must be >= 0, got {blend_time}, {late_tolerance}")
+        self.blend_time, self.late_tolerance = blend_time, late_tolerance
+        self._chunk: Chunk | None = None
+        self._pending: Chunk | None = None        # a latency-aware chunk waiting for its takeover time
+        self._last_twist = np.zeros(6)
+        self._blend_from = np.zeros(6)
+        self._blend_start = -math.inf
+        self._gripper: float | None = None
+        self._stopped_at = -math.inf
+        self.events: Events = []
+
+    @property
+    def chunk(self) -> Chunk | None:
+        """The chunk being executed (None while holding)."""
+        return self._chunk
+
+    def accept(self, chunk: Chunk, now: float) -> bool:
+        """Take a new chunk (True), or reject it with a logged reason (False). No actions means stop
+        (as of the chunk's stamp: chunks are compared in the planner's clock)."""
+        if len(chunk.actions) == 0:
+            self.stop(chunk.start)
+            return True
+        reason = None
+        if chunk.end <= now:
+            reason = f"rejected a chunk that ended {now - chunk.end:.2f} s ago (late delivery?)"
+        elif chunk.committed and now > chunk.takeover + self.late_tolerance:
+            reason = (f"dropped a late plan: it arrived {now - chunk.takeover:.3f} s after its first new action was "
+                      f"due ({chunk.committed} committed steps were planned for); finishing the current chunk")
+        elif chunk.start < self._stopped_at:
+            reason = "rejected a chunk planned before the last stop"
+        elif self._chunk is not None and chunk.start < self._chunk.start:
+            reason = "rejected a chunk older than the one being executed"
+        if reason is not None:
+            self.events.append(("warn", reason))
+            return False
+        if chunk.committed and now < chunk.takeover and self._chunk is not None:
+            self._pending = chunk
+        else:
+            self._switch(chunk, now)
+        return True
+
+    def _switch(self, chunk: Chunk, now: float) -> None:
+        self._chunk, self._pending = chunk, None
+        self._blend_from, self._blend_start = self._last_twist.copy(), now
+
+    def upcoming(self, t: float, steps: int) -> np.ndarray | None:
+        """The ``steps`` actions this executor will run from time t on if no other chunk arrives (a
+        waiting chunk taking over on time included; the last action repeated past a chunk's end), or
+        None while holding: what a plan started at t must treat as committed."""
+        chunk = self._chunk if self._pending is None or t < self._pending.takeover - 1e-9 else self._pending
+        if chunk is None or t >= chunk.end:
+            return None
+        actions = chunk.remaining(t, steps)
+        if self._pending is not None and chunk is self._chunk:
+            times = t + np.arange(steps) * chunk.dt
+            later = times >= self._pending.takeover - 1e-9
+            actions[later] = [self._pending.action_at(x) for x in times[later]]
+        return actions
+
+    def stop(self, t: float) -> None:
+        """Drop the current chunk and hold until a chunk planned after time ``t`` arrives."""
+        if self._chunk is not None:
+            self.events.append(("info", "stop: holding"))
+        self._chunk, self._pending, self._stopped_at = None, None, t
+
+    def command(self, now: float) -> Command:
+        if self._pending is not None and now >= self._pending.takeover - 1e-9:
+            self._switch(self._pending, now)
+        chunk = self._chunk
+        if chunk is not None and now >= chunk.end:
+            self.events.append(("warn", f"chunk ran out {now - chunk.end:.2f} s ago with no newer chunk "
+                                        "(planning overrun or planner stopped): holding"))
+            self._chunk = chunk = None
+        if chunk is None:
+            self._last_twist = np.zeros(6)
+            return Command(self._last_twist, self._gripper, hold=True)
+        action = chunk.action_at(now)
+        alpha = 1.0 if self.blend_time == 0 else min(max((now - self._blend_start) / self.blend_time, 0.0), 1.0)
+        self._last_twist = (1 - alpha) * self._blend_from + alpha * action[:6]
+        self._gripper = float(action[6])
+        return Command(self._last_twist, self._gripper, hold=False)
+
+
+def _scale_into(delta: np.ndarray, bound: np.ndarray) -> np.ndarray:
+    """Scale ``delta`` uniformly (direction kept) so that |delta_i| <= bound_i for every i (up to rounding,
+    so that a ramp lands exactly on its target)."""
+    ratio = np.max(np.abs(delta) / bound)
+    return delta / ratio if ratio > 1.0 + 1e-9 else delta
+
+
+class JointCommandLimiter:
+    """Joint velocity limits, then acceleration limits relative to the previous command (Franka arms
+    abort on discontinuous commands). A hold (no chunk, stale or NaN state, stop) ramps every joint
+    linearly to zero within ``stop_time`` (faster than the acceleration limit allows, if that is what
+    it takes: stopping in time wins) and then holds exactly zero."""
+
+    def __init__(self, velocity_limit, acceleration_limit, dt: float, stop_time: float = 0.1):
+        self.v_max = np.asarray(velocity_limit, dtype=float)
+        self.a_max = np.asarray(acceleration_limit, dtype=float)
+        if self.v_max.shape != self.a_max.shape or np.any(self.v_max <= 0) or np.any(self.a_max <= 0):
+            raise ValueError("velocity_limit and acceleration_limit must be positive, one per joint")
+        if not (dt > 0 and stop_time >= dt):
+            raise ValueError(f"need 0 < dt <= stop_time, got dt={dt}, stop_time={stop_time}")
+        self.dt, self.stop_time = dt, stop_time
+        self.last = np.zeros_like(self.v_max)
+        self._stop_step: np.ndarray | None = None   # per-joint decrement of the current stop ramp
+
+    def limit(self, qdot: np.ndarray, hold: bool = False) -> np.ndarray:
+        """The joint velocity to command this cycle, given the desired one (ignored while holding)."""
+        qdot = np.asarray(qdot, dtype=float)
+        if hold or qdot.shape != self.last.shape or not np.all(np.isfinite(qdot)):
+            if self._stop_step is None:
+                self._stop_step = np.maximum(self.a_max * self.dt, np.abs(self.last) * self.dt / self.stop_time)
+            target, step = np.zeros_like(self.last), self._stop_step
+        else:
+            self._stop_step = None
+            target, step = _scale_into(qdot, self.v_max), self.a_max * self.dt
+        self.last = self.last + _scale_into(target - self.last, step)
+        return self.last.copy()
+
+    def reset(self) -> None:
+        self.last, self._stop_step = np.zeros_like(self.v_max), None
+
+
+class Kinematics(Protocol):
+    """One arm's kinematics in its base frame (:class:`codi_ros.control.kinematics.ArmKinematics`)."""
+
+    q_lower: np.ndarray
+    q_upper: np.ndarray
+
+    def forward(self, q: np.ndarray) -> tuple[np.ndarray, np.ndarray]: ...
+
+    def jacobian(self, q: np.ndarray) -> np.ndarray: ...
+
+
+class ArmExecutor:
+    """One arm: chunks in, joint velocity commands out, once every ``1 / control.ik_rate_hz`` seconds."""
+
+    def __init__(self, world: WorldConfig, arm: str, kinematics: Kinematics):
+        cfg, ex = world.control, world.executor
+        self.arm, self.kinematics = arm, kinematics
+        self.frame = world.base_frame(arm)
+        self.dt = 1.0 / cfg.ik_rate_hz
+        self.gripper_max = cfg.gripper_max_width
+        self.ik = DifferentialIK(cfg, np.array(world.home_qpos), kinematics.q_lower, kinematics.q_upper)
+        self.chunks = ChunkExecutor(ex.blend_time, ex.late_tolerance)
+        self.limiter = JointCommandLimiter(cfg.joint_velocity_limit, cfg.joint_acceleration_limit, dt=self.dt,
+                                           stop_time=ex.stop_time)
+        ws = world.workspace
+        self.bounds = WorkspaceBounds(ws.lower, ws.upper, ws.lookahead)
+
+    def accept(self, chunk: Chunk, now: float) -> bool:
+        return self.chunks.accept(chunk, now)
+
+    def stop(self, t: float) -> None:
+        self.chunks.stop(t)
+
+    def reset(self) -> None:
+        """Forget every chunk and command (a new episode)."""
+        self.chunks = ChunkExecutor(self.chunks.blend_time, self.chunks.late_tolerance)
+        self.limiter.reset()
+
+    def step(self, now: float, q: np.ndarray | None, hold: bool = False) -> tuple[np.ndarray, float | None]:
+        """(joint velocities (7,) to command now, the gripper width to command or None before any chunk).
+        ``q``: the measured joint positions (None or NaN: hold); ``hold``: the caller's own reason to hold
+        (e.g. stale joint states)."""
+        cmd = self.chunks.command(now)
+        hold = hold or cmd.hold or q is None or not np.all(np.isfinite(q))
+        qdot = np.zeros(7)
+        if not hold:
+            pos, _ = self.kinematics.forward(q)
+            v_world = self.bounds.limit(self.frame.point_to_world(pos), self.frame.vec_to_world(cmd.twist[:3]))
+            twist = np.concatenate([self.frame.vec_to_base(v_world), cmd.twist[3:]])
+            qdot = self.ik.joint_velocities(self.kinematics.jacobian(q), q, twist)
+        width = None if cmd.gripper_width is None else float(np.clip(cmd.gripper_width, 0.0, self.gripper_max))
+        return self.limiter.limit(qdot, hold=hold), width
+
+    def pop_events(self) -> Events:
+        events, self.chunks.events = self.chunks.events, []
+        return events
