@@ -148,6 +148,22 @@ def test_guided_sampler_matches_tilted_gaussian_target():
     assert torch.allclose(off, unguided)  # guidance outside its t range: exactly the unguided sampler
 
 
+@pytest.mark.parametrize("method", ["sde", "heun"])
+def test_committed_prefix_is_reproduced_and_the_rest_matches_the_conditional_tilted_target(method):
+    """Real-time plans freeze the committed prefix (core/realtime.py). One agent, a chunk of 2 steps, base
+    N(0, 1) per step, J = (a0 + a1 - 2)^2 / 2, lambda = 1, a0 committed to c = 1.5: a0 = c exactly and
+    a1 ~ N(0, 1) exp(-(a1 - (2 - c))^2 / 2) = N((2 - c) / 2, 1/2), the tilted target given the prefix."""
+    c, num = 1.5, 4000
+    sampler = CoDiSampler(ProductPolicy(MixturePolicy(), 1), quadratic_cost([1.0, 1.0], 2.0),
+                          SamplerConfig(steps=100 if method == "sde" else 40, guidance=exact_guidance(), method=method),
+                          chunk_shape=(2, 1))
+    x = sampler.sample(torch.zeros(num, 1, 1), prefix=torch.full((1, 1, 1), c)).actions.reshape(num, 2)
+    assert torch.all(x[:, 0] == c)
+    assert abs(x[:, 1].mean() - (2 - c) / 2) < 0.07 and abs(x[:, 1].var() - 0.5) < 0.08
+    free = sampler.sample(torch.zeros(num, 1, 1)).actions.reshape(num, 2)     # no prefix: the joint target
+    assert abs(free[:, 1].mean() - 2 / 3) < 0.07
+
+
 def test_jacobian_covariance_sampler_matches_target():
     """The same 1-D target N(1, 0.5) reached with the autodiff Jacobian term of eq. 16."""
     x = sample(MixturePolicy(), 1, quadratic_cost([1.0], 2.0), exact_guidance("jacobian"))[:, 0]

@@ -18,7 +18,8 @@ executed by their time stamp, never late by index. A chunk takes over in one of 
   while the plan is computed (the planner froze them, :mod:`codi_ros.core.planner`), so the chunk
   takes over at ``start + d dt``, exactly at its first new action, and committed actions are never
   replaced. A chunk that arrives later than that (plus ``late_tolerance``) is dropped with a
-  warning: the arm finishes the chunk it has, then holds.
+  warning: the arm finishes the chunk it has, then holds. (An arm that holds, executing nothing,
+  takes a late chunk like a naive one: it did hold still through the committed steps.)
 
 When the chunk runs out with no newer one, on stop, or on stale or NaN joint states, the arm holds:
 every joint ramps to zero within ``stop_time`` and stays there.
@@ -131,7 +132,7 @@ class ChunkExecutor:
         reason = None
         if chunk.end <= now:
             reason = f"rejected a chunk that ended {now - chunk.end:.2f} s ago (late delivery?)"
-        elif chunk.committed and now > chunk.takeover + self.late_tolerance:
+        elif chunk.committed and self._chunk is not None and now > chunk.takeover + self.late_tolerance:
             reason = (f"dropped a late plan: it arrived {now - chunk.takeover:.3f} s after its first new action was "
                       f"due ({chunk.committed} committed steps were planned for); finishing the current chunk")
         elif chunk.start < self._stopped_at:

@@ -148,7 +148,7 @@ def run(args: argparse.Namespace) -> int:
     if args.trace is not None and args.trace.exists() and not args.trace.is_dir():
         print(f"codi eval: error: --trace {args.trace} is a file, not a directory", file=sys.stderr)
         return 2
-    t0 = time.perf_counter()
+    t0, version = time.perf_counter(), code_version()    # the code that runs, not what is checked out at the end
     try:
         results = evaluate(args)
     except (ConfigError, ValueError, FileNotFoundError) as e:
@@ -156,7 +156,7 @@ def run(args: argparse.Namespace) -> int:
         return 2
     out = {"method": args.method, "model": args.model or f"models/{DEFAULT_MODEL}", "seed": args.seed,
            "wall_seconds": round(time.perf_counter() - t0, 1),
-           "code_version": code_version(), "machine": machine_description(), **results}
+           "code_version": version, "machine": machine_description(), **results}
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(out, indent=1))
     print(json.dumps({"method": args.method, **out["aggregate"], "plan_latency": out.get("plan_latency")}, indent=1))

@@ -13,7 +13,8 @@ Timing (:class:`Timing`):
   over by time stamp.
 - ``paused`` (the paper's protocol, for comparison with it): the world waits for every plan.
 
-Arms the latest plan leaves out hold still with their gripper as it is.
+Arms the latest plan leaves out come to rest and hold, with their gripper as it is; arms no plan has
+reached yet stay where they are.
 """
 
 from __future__ import annotations
@@ -91,7 +92,6 @@ def run_closed_loop(world: TwoArmWorld, controller: ChunkController, max_seconds
     execution = execution or cfg.horizon.execution
     result = LoopResult()
     pending: tuple[int, float, Plan] | None = None     # (arrival step, plan start time, plan)
-    controlled: set[str] = set()
     next_plan = 0
     for step in range(int(round(max_seconds * cfg.control.rate_hz))):
         if step == next_plan:
@@ -104,12 +104,12 @@ def run_closed_loop(world: TwoArmWorld, controller: ChunkController, max_seconds
             pending, next_plan = (step + delay, start, plan), step + max(execution, delay)
         if pending is not None and step == pending[0]:
             _, start, plan = pending
-            for arm, actions in plan.chunks.items():
-                result.dropped += not world.execute(arm, Chunk(start, dt, actions, plan.committed))
-            controlled, pending = set(plan.chunks), None
-        for arm in world.arms:
-            if arm not in controlled:
-                world.apply_action(arm, np.r_[np.zeros(6), world.gripper_width(arm)])
+            for arm in world.arms:
+                if arm in plan.chunks:
+                    result.dropped += not world.execute(arm, Chunk(start, dt, plan.chunks[arm], plan.committed))
+                else:
+                    world.executors[arm].stop(world.time)    # left out: ramp to rest (never driven: stays put)
+            pending = None
         world.step_control()
         result.steps += 1
         if on_step is not None and on_step(world):

@@ -1,0 +1,104 @@
+"""Real-time execution in codi eval's loop: the world runs on while a plan is computed, committed actions
+are executed as committed, a late plan is dropped; and the latency estimate that sets d."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from codi_ros.config import load_world_config
+from codi_ros.core.realtime import LatencyEstimate, RealtimeConfig, steps_for
+from codi_ros.evaluation.rollout import Plan, Timing, run_closed_loop
+from codi_ros.sim.world import TwoArmWorld
+
+WORLD = load_world_config()
+H, DT = WORLD.horizon.prediction, WORLD.control.dt
+
+
+def action_id(plan: int, k: int) -> float:
+    """vx of plan ``plan``'s action k: which action ran is readable off the commanded twist."""
+    return round(0.01 * plan + 0.0001 * k, 6)
+
+
+class RampController:
+    """Plan p is action_id(p, k) for k < H; with ``commit`` d it starts with the d actions the arm's
+    executor runs from now on (as the latency-aware planner's chunks do)."""
+
+    def __init__(self, commit: int = 0):
+        self.commit, self.plans, self.committed = commit, 0, []
+
+    def plan(self, world: TwoArmWorld) -> Plan:
+        chunk = np.zeros((H, 7))
+        chunk[:, 0] = [action_id(self.plans, k) for k in range(H)]
+        chunk[:, 6] = 0.08
+        upcoming = world.executors["left"].chunks.upcoming(world.time, self.commit) if self.commit else None
+        if upcoming is not None:
+            chunk[:self.commit] = upcoming
+            self.committed.append(upcoming[:, 0].tolist())
+        self.plans += 1
+        return Plan({"left": chunk}, committed=self.commit)
+
+
+def executed(controller, timing: Timing, steps: int = 12):
+    """The commanded vx of the left arm at every control step (None while it holds)."""
+    world = TwoArmWorld(WORLD)
+    out = []
+
+    def record(w: TwoArmWorld) -> None:
+        chunk = w.executors["left"].chunks.chunk
+        out.append(None if chunk is None else round(float(chunk.action_at(w.time - DT)[0]), 6))
+
+    loop = run_closed_loop(world, controller, steps * DT, on_step=record, timing=timing)
+    return out, loop
+
+
+def test_paused_timing_executes_each_plan_from_its_first_action():
+    out, loop = executed(RampController(), Timing("paused"))
+    assert out == [action_id(p, k) for p in range(3) for k in range(4)] and loop.delays == [0, 0, 0]
+
+
+def test_naive_realtime_skips_the_actions_its_latency_used_up():
+    """Latency 0.25 s = 3 steps: nothing runs until the first plan arrives, then each plan from action 3."""
+    out, loop = executed(RampController(), Timing("realtime", latency=0.25))
+    assert loop.delays == [3, 3, 3]
+    assert out[:3] == [None] * 3
+    assert out[3:7] == [action_id(0, k) for k in (3, 4, 5, 6)]
+    assert out[7:11] == [action_id(1, k) for k in (3, 4, 5, 6)]
+
+
+def test_latency_aware_realtime_executes_the_committed_prefix_then_the_new_chunk_from_step_d():
+    controller = RampController(commit=3)
+    out, loop = executed(controller, Timing("realtime", latency=0.25))
+    assert controller.committed[0] == [action_id(0, k) for k in (4, 5, 6)]   # plan 1 froze what was running
+    assert out[4:7] == controller.committed[0]                              # ... which ran while it was computed
+    assert out[7] == action_id(1, 3) and out[8] == action_id(1, 4)           # then its own actions, on time
+    assert loop.dropped == 0
+
+
+def test_a_plan_later_than_its_commitment_is_dropped_and_the_arm_finishes_the_committed_chunk():
+    """d = 2 committed, but every plan takes 3 steps: plans 1 and 2 are dropped, plan 0 keeps running
+    (plan 0 is taken: the arm was holding, so it did hold still through its committed steps)."""
+    controller = RampController(commit=2)
+    out, loop = executed(controller, Timing("realtime", latency=0.25), steps=12)
+    assert loop.dropped == 2
+    assert out[3:12] == [action_id(0, k) for k in range(3, 12)]
+
+
+@pytest.mark.parametrize("bad", [{"mode": "frozen"}, {"latency": -0.1}, {"latency": float("nan")},
+                                 {"mode": "paused", "latency": 0.2}])
+def test_bad_timing_is_refused_naming_the_field(bad):
+    with pytest.raises(ValueError, match="timing|latency"):
+        Timing(**bad)
+
+
+def test_latency_estimate_follows_the_slowest_recent_plan():
+    est = LatencyEstimate(RealtimeConfig(initial_latency=0.3, window=3, max_commit=4), DT)
+    assert est.commit_steps() == 3                                # before any plan: the initial guess
+    for latency in (0.12, 0.15, 0.11):
+        est.update(latency)
+    assert est.commit_steps() == 2
+    est.update(0.95)
+    assert est.steps() == 10 and est.commit_steps() == 4          # capped at max_commit
+    assert LatencyEstimate(RealtimeConfig(commit=False), DT).commit_steps() == 0
+    assert LatencyEstimate(RealtimeConfig(), DT, fixed=0.4).commit_steps() == 4
+    assert steps_for(0.3, DT) == 3 and steps_for(0.0, DT) == 0 and steps_for(0.301, DT) == 4
