@@ -4,7 +4,8 @@
 
 (.ros-venv: `make test-ros` or scripts/ros_venv.sh.) Starts the graph of launch/two_arm_sim.launch.py
 with its defaults (the sim publishes the true cube pose, in-process cost) as processes, then per
-episode: /sim_node/reset (task seed + 1 + i), /codi/start, watch the true cube pose for
+episode i (the task of `codi eval`'s episode i with the same seed; the sim starts in episode 0, then
+/sim_node/reset moves on): /codi/start, watch the true cube pose for
 episode.max_seconds of wall time, /codi/stop. Success as in `codi eval`: the cube within
 goal.tolerance of the goal at the end. Every node, the simulator and the planner share this machine's
 cores, and the simulator runs in real time, so planning latency costs motion here (`codi eval` steps
@@ -42,7 +43,7 @@ def position(msg) -> np.ndarray:
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--episodes", type=int, default=10, help="handover tasks (default %(default)s)")
-    p.add_argument("--seed", type=int, default=0, help="sim_node seed; episode i is task seed + 1 + i")
+    p.add_argument("--seed", type=int, default=0, help="task seed: episode i is codi eval's episode i of it")
     p.add_argument("--out", type=Path, default=RESULTS, help="results JSON (default %(default)s)")
     args = p.parse_args()
     world = load_world_config()
@@ -60,9 +61,10 @@ def main() -> None:
         latency = [graph.plan_when_ready().latency for _ in range(5)]
         for i in range(args.episodes):
             graph.call(Trigger, "/codi/stop", Trigger.Request())
-            n_goals = len(goals)
-            graph.call(Trigger, "/sim_node/reset", Trigger.Request())
-            graph.spin_until(lambda n=n_goals: len(goals) > n, 5.0)    # the new task's goal
+            if i > 0:                                            # episode 0 is the sim's first task
+                n_goals = len(goals)
+                graph.call(Trigger, "/sim_node/reset", Trigger.Request())
+                graph.spin_until(lambda n=n_goals: len(goals) > n, 5.0)    # the new task's goal
             graph.spin_for(0.5)                                  # fresh states after the reset
             graph.call(Trigger, "/codi/start", Trigger.Request())
             start = time.monotonic()
@@ -72,7 +74,7 @@ def main() -> None:
                      if t >= start and m.source == "sim_truth"]
             graph.check_alive()
             inside = [t for t, d in track if d <= world.goal.tolerance]
-            episodes.append({"task_seed": args.seed + 1 + i, "success": track[-1][1] <= world.goal.tolerance,
+            episodes.append({"episode": i, "success": track[-1][1] <= world.goal.tolerance,
                              "final_distance": round(track[-1][1], 4),
                              "min_distance": round(min(d for _, d in track), 4),
                              "completion_time": round(inside[0], 2) if inside else None})

@@ -122,11 +122,12 @@ class RefusingPlanner:
 
 def test_refused_state_ends_the_handover_episode_as_failed_instead_of_crashing():
     from codi_ros.config import load_world_config
-    from codi_ros.evaluation.handover import PlannerController, aggregate, reset_handover_episode, run_handover_episode
+    from codi_ros.evaluation.handover import PlannerController, aggregate, run_handover_episode
+    from codi_ros.sim.tasks import HANDOVER
     from codi_ros.sim.world import TwoArmWorld
 
     world = TwoArmWorld(load_world_config())
-    reset_handover_episode(world, seed=0, index=0)
+    HANDOVER.reset(world, seed=0, index=0)
     summary, loop = run_handover_episode(world, PlannerController(RefusingPlanner()), seconds=30.0)
     assert not summary["success"] and "off the table" in summary["planning_error"]
     assert len(loop.plan_latencies) == 3 and summary["duration"] < 2.0   # ended at the refused plan, not after 30 s

@@ -50,6 +50,7 @@ from codi_ros.nodes.logic.sim_bridge import LAG_REPORT_HOLD_S, SimBridge, camera
 from codi_ros.nodes.logic.watchdog import LogOnce, StateMonitor
 from codi_ros.paths import config_dir
 from codi_ros.perception.fusion import Detection
+from codi_ros.sim.tasks import HANDOVER
 from codi_ros.sim.world import TwoArmWorld
 
 WORLD = load_world_config()
@@ -369,14 +370,23 @@ class FakePlanner:
     during: object = None                                  # called while "planning" (e.g. a concurrent stop)
     states: list = field(default_factory=list)
 
-    def plan(self, state, overrides=None) -> PlanResult:
+    committed: list = field(default_factory=list)
+    ramp: bool = False                                     # plan i moves at 0.05 i m/s (which plan ran is visible)
+
+    def plan(self, state, overrides=None, committed=None) -> PlanResult:
         self.states.append((state, overrides))
+        self.committed.append(committed)
         if self.during is not None:
             self.during()
         if self.fail:
             raise PlanningError("state: cube below the table")
-        chunks = {a: np.tile([0.05, 0, 0, 0, 0, 0, 0.08], (H, 1)) for a in WORLD.arm_names}
-        return PlanResult(chunks=chunks, cost=1.5, cost_terms={"goal": 1.0, "engage": 0.5}, latency_s=self.latency)
+        vx = 0.05 * len(self.states) if self.ramp else 0.05
+        chunks = {a: np.tile([vx, 0, 0, 0, 0, 0, 0.08], (H, 1)) for a in WORLD.arm_names}
+        d = 0 if committed is None else len(committed["left"])
+        for a in chunks if d else ():
+            chunks[a][:d] = committed[a]
+        return PlanResult(chunks=chunks, cost=1.5, cost_terms={"goal": 1.0, "engage": 0.5}, latency_s=self.latency,
+                          committed=d)
 
 
 def observe(coord: Coordinator, t: float, arms_t: float | None = None, cube_t: float | None = None, nan=False):
@@ -386,6 +396,28 @@ def observe(coord: Coordinator, t: float, arms_t: float | None = None, cube_t: f
                                          t if arms_t is None else arms_t))
     coord.on_cube_detection(detection_msg(Detection("sim_truth", t if cube_t is None else cube_t,
                                                     np.array([-0.3, 0.1, 0.025]), np.array([1.0, 0, 0, 0]))))
+
+
+def test_latency_aware_coordinator_commits_what_the_arms_run_while_it_plans():
+    """d from the slowest recent plan (0.25 s -> 3 steps): plan 2 starts with the 3 actions of plan 1 that
+    the action nodes run meanwhile, and its chunks say so (committed 3: taken over at start + 0.3 s)."""
+    from codi_ros.core.realtime import RealtimeConfig
+
+    planner = FakePlanner(latency=0.25, ramp=True)
+    coord = Coordinator(WORLD, planner, realtime=RealtimeConfig(initial_latency=0.25))
+    coord.start()
+    observe(coord, 1.0)
+    first = coord.tick(1.0)
+    assert planner.committed[0]["left"].shape == (3, 7) and not np.any(planner.committed[0]["left"][:, :6])  # holding
+    observe(coord, 1.4)
+    second = coord.tick(1.4)
+    np.testing.assert_allclose(planner.committed[1]["left"][:, 0], [0.05] * 3)    # plan 1's actions 4..6
+    assert all(c["committed"] == 3 for c in first + second)
+    assert [c["twists"][3]["linear"]["x"] for c in second] == [0.1, 0.1]           # its own actions from step 3
+    naive = Coordinator(WORLD, FakePlanner())
+    naive.start()
+    observe(naive, 1.0)
+    assert all(c["committed"] == 0 for c in naive.tick(1.0))
 
 
 def test_plan_service_fails_cleanly_without_a_state_and_keeps_serving():
@@ -532,7 +564,7 @@ def test_plan_service_with_the_real_planner():
 
 def test_sim_bridge_steps_in_real_time_and_zeroes_stale_commands(world):
     bridge = SimBridge(world, command_timeout=0.2, max_lag=0.1)
-    bridge.reset(seed=0)
+    bridge.reset(HANDOVER, seed=0, index=0)
     t0 = world.time
     assert bridge.advance(100.0) == 0.0                   # first call syncs the clocks
     assert bridge.advance(100.034) == pytest.approx(0.03)  # whole 10 ms periods only
@@ -553,7 +585,7 @@ def test_sim_bridge_steps_in_real_time_and_zeroes_stale_commands(world):
 
 def test_sim_bridge_reports_a_recurring_lag_once_and_its_end_after_a_quiet_spell(world):
     bridge = SimBridge(world, max_lag=0.1)
-    bridge.reset(seed=0)
+    bridge.reset(HANDOVER, seed=0, index=0)
     bridge.advance(0.0)
     t = 0.0
     for _ in range(20):                     # a slow render every 0.5 s, on time in between
@@ -573,10 +605,10 @@ def test_sim_bridge_reports_a_recurring_lag_once_and_its_end_after_a_quiet_spell
 
 def test_sim_task_is_seeded_and_joint_states_hold_arm_and_fingers(world):
     bridge = SimBridge(world)
-    bridge.reset(seed=4)
+    bridge.reset(HANDOVER, seed=4, index=0)
     cube, goal = world.cube_state().pos.copy(), world.goal.copy()
     assert cube[0] < 0 and WORLD.goal.x_range[0] <= goal[0] <= WORLD.goal.x_range[1]
-    bridge.reset(seed=4)
+    bridge.reset(HANDOVER, seed=4, index=0)
     np.testing.assert_allclose(world.cube_state().pos, cube)
     names, q, _ = bridge.joint_state("right")
     assert names == [*ARM_JOINTS, *FINGER_JOINTS] and q[7] + q[8] == pytest.approx(world.gripper_width("right"))
@@ -601,7 +633,7 @@ def test_sim_graph_wired_like_the_launch_file_moves_both_arms_and_stops(world, k
     nodes -> joint velocity commands -> sim. Each arm follows its plan (0.05 m/s along its base x); /codi/stop
     stops both."""
     bridge = SimBridge(world)
-    bridge.reset(seed=1)
+    bridge.reset(HANDOVER, seed=1, index=0)
     coord = Coordinator(WORLD, FakePlanner())
     coord.start()
     readers = {a: JointStateReader() for a in WORLD.arm_names}

@@ -117,14 +117,11 @@ def run_multi_episode(world: Any, spec: EpisodeSpec) -> tuple[np.ndarray, np.nda
     """One two-arm handover demonstration by the scripted multi-arm expert."""
     from codi_ros.evaluation.metrics import EpisodeRecorder
     from codi_ros.sim.experts import HandoverExpert
-    from codi_ros.sim.tasks import random_posture, random_yaw, sample_goal, sample_table_xy
+    from codi_ros.sim.tasks import MULTI_DATA_TASK
 
     cfg = world.cfg
-    rng = np.random.default_rng([spec.seed, spec.index])
-    cube = sample_table_xy(rng, cfg)
-    world.reset(cube_xy=cube, cube_yaw=random_yaw(rng), goal=sample_goal(rng, cfg),
-                arm_qpos={a: random_posture(rng, cfg) for a in cfg.arm_names})
-    expert = HandoverExpert(world, rng)
+    cube = MULTI_DATA_TASK.reset(world, spec.seed, spec.index)
+    expert = HandoverExpert(world, np.random.default_rng([spec.seed, spec.index, 1]))
     recorder = EpisodeRecorder(tolerance=cfg.goal.tolerance)
     obs, actions, home_steps = [], [], 0
     for _ in range(int(cfg.episode_max_seconds * cfg.control.rate_hz)):

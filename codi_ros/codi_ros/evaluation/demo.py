@@ -63,9 +63,10 @@ def run(args: argparse.Namespace) -> int:
     from codi_ros.core.planner import Planner, load_planner_config
     from codi_ros.core.policy import PolicyLoadError, load_policy
     from codi_ros.evaluation.evaluate import planner_controller, timing_of
-    from codi_ros.evaluation.handover import reset_handover_episode, run_handover_episode
+    from codi_ros.evaluation.handover import run_handover_episode
     from codi_ros.evaluation.metrics import SAFETY_DISTANCE
     from codi_ros.evaluation.rollout import delay_histogram
+    from codi_ros.sim.tasks import HANDOVER
     from codi_ros.sim.world import TwoArmWorld
     from codi_ros.version import code_version, machine_description
 
@@ -79,7 +80,7 @@ def run(args: argparse.Namespace) -> int:
         return 2
     args.out.mkdir(parents=True, exist_ok=True)
     world = TwoArmWorld(cfg)
-    cube = reset_handover_episode(world, args.seed, 0)
+    cube = HANDOVER.reset(world, args.seed, 0)
     print(f"codi demo: {args.method}, cube at ({cube[0]:+.2f}, {cube[1]:+.2f}), goal at "
           f"({world.goal[0]:+.2f}, {world.goal[1]:+.2f}); replanning every {cfg.horizon.execution} steps, "
           f"timing {timing.mode}")

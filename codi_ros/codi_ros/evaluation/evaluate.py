@@ -49,6 +49,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--naive", action="store_true",
                    help="codi, codi-indep: plan without committing to the actions that run while planning "
                         "(planner.yaml realtime.commit false), the baseline of the latency study")
+    p.add_argument("--task", default=None,
+                   help="task YAML (keys of codi_ros.sim.tasks.HandoverTask; default: the paper's handover)")
     p.add_argument("--trace", type=Path, default=None,
                    help="codi, codi-indep, scripted: write every control step of episode i to TRACE/episode_i.json "
                         "(summary: python experiments/summarize_traces.py TRACE)")
@@ -109,6 +111,8 @@ def evaluate(args: argparse.Namespace) -> dict:
     world = TwoArmWorld(world_cfg)
     progress = not args.no_progress
     timing = timing_of(args)
+    from codi_ros.sim.tasks import load_task
+    task = load_task(args.task)
     if args.method == "single-arm":
         from codi_ros.core.policy import load_policy
         policy = load_policy(args.model)
@@ -122,13 +126,14 @@ def evaluate(args: argparse.Namespace) -> dict:
     if args.method == "scripted":
         return handover.evaluate_handover(lambda i: handover.ScriptedController(world, args.seed * 7919 + i), world,
                                           args.episodes, args.seed, args.seconds or 30.0, progress, execution=1,
-                                          trace_dir=args.trace, timing=timing)
+                                          trace_dir=args.trace, timing=timing, task=task)
     planner, overrides, config, cost_config = make_planner(args, world_cfg)
 
     results = handover.evaluate_handover(lambda i: planner_controller(planner, overrides, config, timing, world_cfg, i),
                                          world, args.episodes, args.seed, args.seconds or 30.0, progress,
-                                         trace_dir=args.trace, timing=timing)
-    return {"planner": asdict(config), "cost": asdict(cost_config), "overrides": asdict(overrides), **results}
+                                         trace_dir=args.trace, timing=timing, task=task)
+    return {"planner": asdict(config), "cost": asdict(cost_config), "overrides": asdict(overrides),
+            "task": asdict(task), **results}
 
 
 def run(args: argparse.Namespace) -> int:

@@ -1,9 +1,10 @@
 """Closed-loop evaluation of the two-arm handover task (paper Sec. VII-A, Fig. 2).
 
-The cube starts anywhere on the left half of the table (within some arm's reach), the goal at the
-right end; an episode succeeds when the cube ends within the goal tolerance (15 cm). Metrics per
-episode: success, minimum cube-to-goal distance, completion time, collisions (end-effector
-separation under the 30 cm safety distance), and the planner's latency.
+Episodes come from a :class:`~codi_ros.sim.tasks.HandoverTask` (default: the cube anywhere on the
+left half of the table within some arm's reach, the goal at the right end); an episode succeeds
+when the cube ends within the goal tolerance (15 cm). Metrics per episode: success, minimum
+cube-to-goal distance, completion time, collisions (end-effector separation under the 30 cm safety
+distance), and the planner's latency.
 """
 
 from __future__ import annotations
@@ -27,7 +28,7 @@ from codi_ros.evaluation.rollout import (
     run_closed_loop,
     world_state,
 )
-from codi_ros.sim.tasks import random_posture, random_yaw, sample_goal, sample_table_xy
+from codi_ros.sim.tasks import HANDOVER, HandoverTask
 from codi_ros.sim.world import TwoArmWorld
 
 SETTLE_SECONDS = 1.0   # an episode ends early once the cube has rested inside the goal region this long
@@ -85,16 +86,6 @@ class ScriptedController:
         return Plan({a: act[None] for a, act in self.expert.act().items()})
 
 
-def reset_handover_episode(world: TwoArmWorld, seed: int, index: int) -> tuple[float, float]:
-    """Seeded start of episode ``index``: cube on the left half, goal at the right end, arms near home."""
-    cfg = world.cfg
-    rng = np.random.default_rng([seed, index])
-    cube = sample_table_xy(rng, cfg, x_range=(-cfg.table.size[0] / 2, 0.0))
-    world.reset(cube_xy=cube, cube_yaw=random_yaw(rng), goal=sample_goal(rng, cfg),
-                arm_qpos={a: random_posture(rng, cfg) for a in cfg.arm_names})
-    return cube
-
-
 def run_handover_episode(world: TwoArmWorld, controller: ChunkController, seconds: float,
                          on_step: Callable[[TwoArmWorld], None] | None = None,
                          execution: int | None = None, timing: Timing = PAUSED) -> tuple[dict, LoopResult]:
@@ -132,7 +123,7 @@ def trace_columns(arms: list[str]) -> list[str]:
 
 def evaluate_handover(make_controller: Callable[[int], ChunkController], world: TwoArmWorld, episodes: int,
                       seed: int, seconds: float, progress: bool = True, execution: int | None = None,
-                      trace_dir: Path | None = None, timing: Timing = PAUSED) -> dict:
+                      trace_dir: Path | None = None, timing: Timing = PAUSED, task: HandoverTask = HANDOVER) -> dict:
     """Run seeded handover episodes; ``make_controller(i)`` gives the controller of episode i (made after
     the episode's reset, so it may look at the world). With ``trace_dir``, every control step of episode i
     goes to ``trace_dir/episode_{i:03d}.json`` (``trace_row``; experiments/summarize_traces.py reads them)."""
@@ -141,7 +132,7 @@ def evaluate_handover(make_controller: Callable[[int], ChunkController], world: 
     rows, latencies, delays = [], [], []
     bar = tqdm(range(episodes), desc="handover eval", unit="ep", disable=not progress)
     for i in bar:
-        cube = reset_handover_episode(world, seed, i)
+        cube = task.reset(world, seed, i)
         trace: list[list] = []
         on_step = (lambda w, trace=trace: trace.append(trace_row(w))) if trace_dir else None
         summary, loop = run_handover_episode(world, make_controller(i), seconds, on_step=on_step,

@@ -83,7 +83,7 @@ class CoordinatorNode(Node):
         self.multithreaded = param(self, "cost_backend") == "service"
         if not self.multithreaded:       # (the service's answers need this node spinning)
             self.get_logger().info(f"planner warmed up in {planner.warm_up():.2f} s")
-        self.logic = Coordinator(world, planner, config, fusion)
+        self.logic = Coordinator(world, planner, config, fusion, planner.config.realtime)
         if param(self, "autonomous"):
             self.logic.start()
         self.chunk_pubs = {a: self.create_publisher(ActionChunk, f"/{a}/action_chunk", COMMAND_QOS)

@@ -4,8 +4,10 @@ Per arm: subscribes ``/<arm>/velocity_controller/commands`` (std_msgs/Float64Mul
 velocities, as a ros2_control JointGroupVelocityController) and ``/<arm>/gripper_controller/commands``
 (one width, m); publishes ``/<arm>/joint_states`` and, when offscreen rendering works (MUJOCO_GL=egl
 or osmesa), ``/<arm>/wrist_camera/image_raw`` + ``camera_info``. With ``publish_true_cube_pose`` it
-publishes the true cube pose on ``/codi/cube_detections`` instead of needing the cameras. The goal
-goes out latched on ``/codi/goal``. ``~/reset`` (std_srvs/Trigger) starts a new task.
+publishes the true cube pose on ``/codi/cube_detections`` at the joint-state rate, with the joint
+states' stamp, instead of needing the cameras. The goal
+goes out latched on ``/codi/goal``. ``~/reset`` (std_srvs/Trigger) starts the next episode of the task
+(``codi_ros.sim.tasks``: episode i of ``seed`` starts exactly as ``codi eval``'s episode i).
 """
 
 from __future__ import annotations
@@ -34,15 +36,18 @@ from codi_ros.nodes.logic.messages import header, vec3_msg
 from codi_ros.nodes.logic.msg_dict import fill
 from codi_ros.nodes.logic.sim_bridge import SimBridge, camera_fovy, camera_in_tcp, camera_info_msg
 from codi_ros.perception.aruco import CubeMarkerLayout, mujoco_face_images
+from codi_ros.sim.tasks import load_task
 from codi_ros.sim.world import TwoArmWorld
 
 
 class SimNode(Node):
     def __init__(self) -> None:
         super().__init__("sim_node")
-        self.declare_parameter("seed", 0, describe("seed of the first task; each ~/reset adds one"))
+        self.declare_parameter("seed", 0, describe("task seed: episode i starts as codi eval's episode i of this seed"))
+        self.declare_parameter("episode", 0, describe("index of the first episode; each ~/reset starts the next"))
+        self.declare_parameter("task_file", "", describe("task YAML (codi_ros.sim.tasks.HandoverTask); '': handover"))
         self.declare_parameter("step_rate_hz", 100.0, describe("physics / joint_states rate, Hz"))
-        self.declare_parameter("camera_rate_hz", 10.0, describe("wrist image (or true cube pose) rate, Hz"))
+        self.declare_parameter("camera_rate_hz", 10.0, describe("wrist image rate, Hz"))
         self.declare_parameter("image_width", 640, describe("wrist image width, px (<= 640)"))
         self.declare_parameter("image_height", 480, describe("wrist image height, px (<= 480)"))
         self.declare_parameter("publish_images", True, describe("render and publish the wrist cameras"))
@@ -54,7 +59,8 @@ class SimNode(Node):
         faces = mujoco_face_images(CubeMarkerLayout(cube_size=cfg.cube.size)) if param(self, "publish_images") else None
         self.world = TwoArmWorld(cfg, cube_faces=faces)
         self.bridge = SimBridge(self.world, command_timeout=param(self, "command_timeout"))
-        self.seed = param(self, "seed")
+        self.seed, self.episode = param(self, "seed"), param(self, "episode")
+        self.task = load_task(param(self, "task_file") or None)
         self.size = (param(self, "image_width"), param(self, "image_height"))
         self.images, self.truth = param(self, "publish_images"), param(self, "publish_true_cube_pose")
         arms = self.world.cfg.arm_names
@@ -75,20 +81,22 @@ class SimNode(Node):
                                    f"{t.round(4).tolist()}, hand_eye_quaternion_xyzw {q.round(6).tolist()}")
         self.create_service(Trigger, "~/reset", self.on_reset)
         self.create_timer(1.0 / param(self, "step_rate_hz"), self.step)
-        self.create_timer(1.0 / param(self, "camera_rate_hz"), self.perceive)
+        if self.images:
+            self.create_timer(1.0 / param(self, "camera_rate_hz"), self.perceive)
         self.reset()
 
     def reset(self) -> None:
-        self.bridge.reset(self.seed)
+        self.bridge.reset(self.task, self.seed, self.episode)
         self.goal_pub.publish(fill(PointStamped(), {"header": header(now_sec(self), "world"),
                                                     "point": vec3_msg(self.world.goal)}))
-        self.get_logger().info(f"task {self.seed}: cube at {self.world.cube_state().pos.round(3).tolist()}, "
+        cube = self.world.cube_state().pos.round(3).tolist()
+        self.get_logger().info(f"seed {self.seed} episode {self.episode}: cube at {cube}, "
                                f"goal {self.world.goal.round(3).tolist()}")
 
     def on_reset(self, request: Trigger.Request, response: Trigger.Response) -> Trigger.Response:
-        self.seed += 1
+        self.episode += 1
         self.reset()
-        response.success, response.message = True, f"task {self.seed}"
+        response.success, response.message = True, f"seed {self.seed} episode {self.episode}"
         return response
 
     def step(self) -> None:
@@ -98,12 +106,12 @@ class SimNode(Node):
         for arm, pub in self.joint_pubs.items():
             names, q, qdot = self.bridge.joint_state(arm)
             pub.publish(fill(JointState(), {"header": stamp, "name": names, "position": q, "velocity": qdot}))
+        if self.truth:   # at the joint-state rate, stamped alike: the planner sees the cube and arms at one time
+            self.truth_pub.publish(fill(CubeDetection(), self.bridge.truth_detection(now)))
         log_lines(self, self.bridge.pop_log())
 
     def perceive(self) -> None:
         now = now_sec(self)
-        if self.truth:
-            self.truth_pub.publish(fill(CubeDetection(), self.bridge.truth_detection(now)))
         if not self.images:
             return
         width, height = self.size

@@ -2,8 +2,11 @@
 
 Receding horizon (paper Sec. V): plan a chunk of H actions from the current state, execute the
 first ``horizon.execution`` of them, plan again. Each chunk is stamped with the time its plan
-started, so the action nodes skip what the planning latency used up. Planning slower than the
-rest of the running chunk is reported as an overrun (the arms hold once their chunk runs out).
+started. Latency-aware (planner.yaml ``realtime.commit``, core/realtime.py): each plan commits to
+the d actions the arms run while it is computed (read off a mirror of the action nodes' executors,
+fed the same chunks) and samples the rest after them; the action nodes switch to it exactly at its
+first new action. Naive: the action nodes skip what the planning latency used up. Planning slower
+than the rest of the running chunk is reported as an overrun (the arms hold once their chunk runs out).
 No plan is made from an arm state older than ``arm_timeout``, a cube pose older than
 ``cube_timeout`` or any NaN; while moving, the arms are then told to stop (an empty chunk).
 """
@@ -17,16 +20,19 @@ from typing import Protocol
 import numpy as np
 
 from codi_ros.config import WorldConfig
+from codi_ros.control.executor import ChunkExecutor
 from codi_ros.core.planner import PlanningError, PlanOverrides, PlanResult
+from codi_ros.core.realtime import LatencyEstimate, RealtimeConfig
 from codi_ros.frames import ArmState, CubeState, WorldState, state_is_finite
-from codi_ros.nodes.logic.messages import Msg, parse_arm_state, parse_detection, stop_msg
+from codi_ros.nodes.logic.messages import Msg, parse_arm_state, parse_chunk, parse_detection, stop_msg
 from codi_ros.nodes.logic.services import RequestError, failure, parse_plan_request, plan_response
 from codi_ros.nodes.logic.watchdog import LogOnce, StateMonitor
 from codi_ros.perception.fusion import CubePoseFusion, FusedPose, FusionConfig
 
 
 class SupportsPlan(Protocol):
-    def plan(self, state: WorldState, overrides: PlanOverrides | None = None) -> PlanResult: ...
+    def plan(self, state: WorldState, overrides: PlanOverrides | None = None,
+             committed: dict[str, np.ndarray] | None = None) -> PlanResult: ...
 
 
 @dataclass(frozen=True)
@@ -48,8 +54,11 @@ def arm_key(arm: str) -> str:
 
 class Coordinator:
     def __init__(self, world: WorldConfig, planner: SupportsPlan, config: CoordinatorConfig | None = None,
-                 fusion: FusionConfig | None = None):
+                 fusion: FusionConfig | None = None, realtime: RealtimeConfig | None = None):
         self.world, self.planner = world, planner
+        self.latency = LatencyEstimate(realtime or RealtimeConfig(commit=False), world.control.dt)
+        self._running = {a: ChunkExecutor(world.executor.blend_time, world.executor.late_tolerance)
+                         for a in world.arm_names}   # what each action node executes: the chunks it was sent
         self.config = config = config or CoordinatorConfig()
         self.monitor = StateMonitor({**{arm_key(a): config.arm_timeout for a in world.arm_names},
                                      CUBE: config.cube_timeout})
@@ -122,7 +131,7 @@ class Coordinator:
             response["message"] += "; not executed: /codi/stop was called while planning"
             return response, []
         self._executing_until = now + self.world.horizon.prediction * self.world.control.dt
-        return response, response["chunks"]
+        return response, self.sent(response["chunks"], now + result.latency_s)
 
     def stop(self, now: float) -> list[dict]:
         """/codi/stop: leave autonomous mode; the empty chunks that stop every arm."""
@@ -130,7 +139,7 @@ class Coordinator:
         self._stops += 1
         self._executing_until = -math.inf
         self._lines.append(("info", "stop: autonomous mode off, arms stopping"))
-        return [stop_msg(a, now, self.world.control.dt) for a in self.world.arm_names]
+        return self.sent([stop_msg(a, now, self.world.control.dt) for a in self.world.arm_names], now)
 
     def start(self) -> None:
         """/codi/start: autonomous mode on; the next tick plans."""
@@ -145,12 +154,12 @@ class Coordinator:
         stops = self._stops
         try:
             state = self.observed_state(now)
-            result = self.planner.plan(state)
+            result = self.planner.plan(state, committed=self.committed(now, state))
         except (RequestError, PlanningError) as e:
             self._lines += self._state_log.update({"state": f"not planning: {e}"})
             if self._executing_until > now:            # arms still moving on an old plan: stop them
                 self._executing_until = -math.inf
-                return [stop_msg(a, now, self.world.control.dt) for a in self.world.arm_names]
+                return self.sent([stop_msg(a, now, self.world.control.dt) for a in self.world.arm_names], now)
             return []
         self._lines += self._state_log.update({})
         if stops != self._stops:                      # stopped while planning (another thread): drop the plan
@@ -159,10 +168,32 @@ class Coordinator:
         if left > 0 and result.latency_s > left:
             self._lines.append(("warn", f"planning overrun: {result.latency_s:.3f} s, but only {left:.3f} s of the "
                                         f"previous chunk were left; the arms held for {result.latency_s - left:.3f} s"))
+        self.latency.update(result.latency_s)
         h, dt = self.world.horizon, self.world.control.dt
         self._executing_until = now + h.prediction * dt
         self._next_replan = now + h.execution * dt
-        return plan_response(result, self.world, start=now)["chunks"]
+        return self.sent(plan_response(result, self.world, start=now)["chunks"], now + result.latency_s)
+
+    def committed(self, now: float, state: WorldState) -> dict[str, np.ndarray] | None:
+        """The d actions each arm runs from ``now`` while the next plan is computed (None: naive, d = 0);
+        an arm that executes nothing holds still."""
+        d = self.latency.commit_steps()
+        if d == 0:
+            return None
+        out = {}
+        for arm, running in self._running.items():
+            upcoming = running.upcoming(now, d)
+            out[arm] = upcoming if upcoming is not None else np.tile(
+                np.r_[np.zeros(6), state.arms[arm].gripper_width], (d, 1))
+        return out
+
+    def sent(self, chunks: list[dict], at: float) -> list[dict]:
+        """Record chunks as sent to the action nodes at time ``at`` (the mirror accepts what they accept)."""
+        for msg in chunks:
+            arm, _, chunk = parse_chunk(msg)
+            if arm in self._running:
+                self._running[arm].accept(chunk, at)
+        return chunks
 
     def pop_log(self) -> list[tuple[str, str]]:
         """(level, text) lines to log since the last call."""

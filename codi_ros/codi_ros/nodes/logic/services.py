@@ -144,7 +144,8 @@ def failure(message: str) -> dict:
 
 def plan_response(result: PlanResult, world: WorldConfig, start: float) -> dict:
     """A successful Plan response: one chunk per arm, starting at ``start``, in config order."""
-    chunks = [chunk_msg(arm, Chunk(start, world.control.dt, result.chunks[arm])) for arm in world.arm_names]
+    chunks = [chunk_msg(arm, Chunk(start, world.control.dt, result.chunks[arm], result.committed))
+              for arm in world.arm_names]
     return {"success": True,
             "message": f"planned in {result.latency_s:.3f} s, predicted cost {result.cost:.4g}",
             "chunks": chunks, "cost": float(result.cost),

@@ -20,7 +20,7 @@ from codi_ros.nodes.logic.messages import detection_msg, header
 from codi_ros.nodes.logic.watchdog import LogOnce, StateMonitor
 from codi_ros.perception.aruco import invert, make_transform
 from codi_ros.perception.fusion import Detection
-from codi_ros.sim.tasks import random_yaw, sample_goal, sample_table_xy
+from codi_ros.sim.tasks import HandoverTask
 from codi_ros.sim.world import TwoArmWorld
 
 LAG_REPORT_HOLD_S = 5.0   # a skip ahead stays one reported problem until none has happened for this long
@@ -39,13 +39,9 @@ class SimBridge:
         self._lines: list[tuple[str, str]] = []
         self._lag, self._lagging_until = 0.0, -math.inf   # the last skip ahead, and until when it is reported
 
-    def reset(self, seed: int) -> None:
-        """A new handover task (paper Sec. VI): arms at home, the cube somewhere on the left half of the
-        table, a goal at the right end; seeded."""
-        rng = np.random.default_rng(seed)
-        cfg = self.world.cfg
-        self.world.reset(cube_xy=sample_table_xy(rng, cfg, x_range=(-cfg.table.size[0] / 2, 0.0)),
-                         cube_yaw=random_yaw(rng), goal=sample_goal(rng, cfg))
+    def reset(self, task: HandoverTask, seed: int, index: int) -> None:
+        """Episode ``index`` of ``task`` with ``seed``: the same start ``codi eval`` gives that episode."""
+        task.reset(self.world, seed, index)
         self._clock = None
 
     def command_joint_velocities(self, arm: str, values, now: float) -> None:
