@@ -97,6 +97,8 @@ class ControlConfig:
     nullspace_gain: float = 0.5
     joint_velocity_limit: tuple[float, ...] = (2.0, 1.0, 1.5, 1.25, 3.0, 1.5, 3.0)
     joint_acceleration_limit: tuple[float, ...] = (10.0,) * 7
+    joint_jerk_limit: tuple[float, ...] = (5000.0,) * 7
+    servo_rate_hz: float = 1000.0   # the arm controller's rate (FR3: 1 kHz): jerk is bounded as it sees it
 
     def __post_init__(self) -> None:
         _check(self.rate_hz > 0 and self.ik_rate_hz >= self.rate_hz, "control: need 0 < rate_hz <= ik_rate_hz")
@@ -104,8 +106,9 @@ class ControlConfig:
         _check(abs(round(self.substeps_per_ik) - self.substeps_per_ik) < 1e-6,
                "1/ik_rate_hz must be a multiple of physics_dt")
         _check(abs(round(self.ik_per_control) - self.ik_per_control) < 1e-6, "ik_rate_hz must be a multiple of rate_hz")
-        _check(len(self.joint_velocity_limit) == 7 and len(self.joint_acceleration_limit) == 7,
-               "joint limits need 7 values")
+        _check(len(self.joint_velocity_limit) == 7 and len(self.joint_acceleration_limit) == 7
+               and len(self.joint_jerk_limit) == 7, "joint limits need 7 values")
+        _check(self.servo_rate_hz >= self.ik_rate_hz, "control: need servo_rate_hz >= ik_rate_hz")
 
     @property
     def dt(self) -> float:

@@ -13,6 +13,7 @@ import pytest
 from codi_ros.config import load_world_config
 from codi_ros.control.executor import ArmExecutor, Chunk, ChunkError, ChunkExecutor, JointCommandLimiter
 from codi_ros.control.kinematics import ArmKinematics
+from codi_ros.control.smoothness import joint_profile
 from codi_ros.control.workspace import WorkspaceBounds
 from codi_ros.nodes.logic.arm_control import ArmController
 from codi_ros.sim.world import TwoArmWorld
@@ -122,6 +123,28 @@ def test_limiter_ramps_to_zero_within_stop_time_and_holds():
     assert all(b <= a for a, b in zip(norms, norms[1:], strict=False))    # monotone ramp, no jump
     assert np.all(outs[9] == 0) and all(np.all(o == 0) for o in outs[9:])  # zero after 10 steps = 100 ms
     assert np.all(lim.limit(np.full(7, np.nan)) == 0)                      # NaN command: hold
+
+
+def test_limiter_keeps_the_jerk_at_1khz_and_lands_on_the_target():
+    """With world.yaml's jerk limit, a stream of jumping targets stays within velocity, acceleration and
+    jerk as a 1 kHz controller interpolating the 100 Hz commands sees them; a constant target is reached
+    exactly; a stop from 0.8 rad/s keeps the jerk limit and is at rest within stop_time + 30 ms."""
+    c = WORLD.control
+    v_max, a_max, j_max = (np.array(x) for x in (c.joint_velocity_limit, c.joint_acceleration_limit,
+                                                 c.joint_jerk_limit))
+    lim = JointCommandLimiter(v_max, a_max, 0.01, 0.1, j_max, c.servo_rate_hz)
+    rng = np.random.default_rng(1)
+    out = [lim.limit(rng.uniform(-1.5, 1.5, 7) * v_max) for _ in range(20) for _ in range(10)]
+    profile = joint_profile(np.array(out), 0.01, c.servo_rate_hz)
+    assert np.all(np.abs(out) <= v_max + 1e-9)
+    assert np.all(profile["acceleration"] <= a_max + 1e-6) and np.all(profile["jerk"] <= j_max + 1e-3)
+    target = 0.3 * v_max
+    assert np.array_equal([lim.limit(target) for _ in range(80)][-1], target)
+    lim.reset()
+    moving = [lim.limit(np.full(7, 0.8)) for _ in range(30)]
+    stop = [lim.limit(np.zeros(7), hold=True) for _ in range(20)]
+    assert np.all(stop[13] == 0) and all(np.all(o == 0) for o in stop[13:])
+    assert np.all(joint_profile(np.array(moving + stop), 0.01, c.servo_rate_hz)["jerk"] <= j_max + 1e-3)
 
 
 def test_workspace_bounds_never_let_the_tool_leave_the_box():

@@ -116,6 +116,7 @@ class ChunkExecutor:
         self._blend_start = -math.inf
         self._gripper: float | None = None
         self._stopped_at = -math.inf
+        self.switched_at = -math.inf              # when the current chunk took over (a join)
         self.events: Events = []
 
     @property
@@ -151,6 +152,7 @@ class ChunkExecutor:
     def _switch(self, chunk: Chunk, now: float) -> None:
         self._chunk, self._pending = chunk, None
         self._blend_from, self._blend_start = self._last_twist.copy(), now
+        self.switched_at = now
 
     def upcoming(self, t: float, steps: int) -> np.ndarray | None:
         """The ``steps`` actions this executor will run from time t on if no other chunk arrives (a
@@ -191,44 +193,65 @@ class ChunkExecutor:
 
 
 def _scale_into(delta: np.ndarray, bound: np.ndarray) -> np.ndarray:
-    """Scale ``delta`` uniformly (direction kept) so that |delta_i| <= bound_i for every i (up to rounding,
-    so that a ramp lands exactly on its target)."""
+    """Scale ``delta`` uniformly (direction kept) so that |delta_i| <= bound_i for every i."""
     ratio = np.max(np.abs(delta) / bound)
     return delta / ratio if ratio > 1.0 + 1e-9 else delta
 
 
 class JointCommandLimiter:
-    """Joint velocity limits, then acceleration limits relative to the previous command (Franka arms
-    abort on discontinuous commands). A hold (no chunk, stale or NaN state, stop) ramps every joint
-    linearly to zero within ``stop_time`` (faster than the acceleration limit allows, if that is what
-    it takes: stopping in time wins) and then holds exactly zero."""
+    """Joint velocity commands within the velocity, acceleration and jerk limits (Franka arms abort on
+    discontinuous commands).
 
-    def __init__(self, velocity_limit, acceleration_limit, dt: float, stop_time: float = 0.1):
+    Each cycle of ``dt`` moves the command towards the desired velocity (scaled into the velocity
+    limits, direction kept) with a constant acceleration over the cycle, as a controller interpolating
+    the commands linearly at ``servo_hz`` sees it. The acceleration changes by at most jerk / servo_hz
+    per cycle (so the jerk at ``servo_hz`` stays within the limit), and is eased off ahead of the target
+    (|a| <= sqrt(2 J |dv| / dt)) so that the command lands on it instead of overshooting. A hold (no
+    chunk, stale or NaN state, stop) brings every joint to exactly zero within about ``stop_time``, with
+    the acceleration and jerk limits raised by the same factor if that is what it takes (stopping in
+    time wins)."""
+
+    def __init__(self, velocity_limit, acceleration_limit, dt: float, stop_time: float = 0.1,
+                 jerk_limit=None, servo_hz: float = 1000.0):
         self.v_max = np.asarray(velocity_limit, dtype=float)
         self.a_max = np.asarray(acceleration_limit, dtype=float)
-        if self.v_max.shape != self.a_max.shape or np.any(self.v_max <= 0) or np.any(self.a_max <= 0):
-            raise ValueError("velocity_limit and acceleration_limit must be positive, one per joint")
-        if not (dt > 0 and stop_time >= dt):
-            raise ValueError(f"need 0 < dt <= stop_time, got dt={dt}, stop_time={stop_time}")
-        self.dt, self.stop_time = dt, stop_time
+        self.j_max = np.full_like(self.v_max, np.inf) if jerk_limit is None else np.asarray(jerk_limit, dtype=float)
+        if not (self.v_max.shape == self.a_max.shape == self.j_max.shape) or np.any(self.v_max <= 0) \
+                or np.any(self.a_max <= 0) or np.any(self.j_max <= 0):
+            raise ValueError("velocity, acceleration and jerk limits must be positive, one per joint")
+        if not (dt > 0 and stop_time >= dt and servo_hz * dt >= 1 - 1e-9):
+            raise ValueError(f"need 0 < dt <= stop_time and servo_hz >= 1 / dt, got dt={dt}, stop_time={stop_time}, "
+                             f"servo_hz={servo_hz}")
+        self.dt, self.stop_time, self.servo_hz = dt, stop_time, servo_hz
         self.last = np.zeros_like(self.v_max)
-        self._stop_step: np.ndarray | None = None   # per-joint decrement of the current stop ramp
+        self.acc = np.zeros_like(self.v_max)          # acceleration of the last cycle
+        self._stop_scale: float | None = None          # limit factor of the current stop ramp
 
     def limit(self, qdot: np.ndarray, hold: bool = False) -> np.ndarray:
         """The joint velocity to command this cycle, given the desired one (ignored while holding)."""
         qdot = np.asarray(qdot, dtype=float)
+        scale = 1.0
         if hold or qdot.shape != self.last.shape or not np.all(np.isfinite(qdot)):
-            if self._stop_step is None:
-                self._stop_step = np.maximum(self.a_max * self.dt, np.abs(self.last) * self.dt / self.stop_time)
-            target, step = np.zeros_like(self.last), self._stop_step
+            if self._stop_scale is None:
+                self._stop_scale = max(1.0, float(np.max(np.abs(self.last) / (self.a_max * self.stop_time))))
+            target, scale = np.zeros_like(self.last), self._stop_scale
         else:
-            self._stop_step = None
-            target, step = _scale_into(qdot, self.v_max), self.a_max * self.dt
-        self.last = self.last + _scale_into(target - self.last, step)
-        return self.last.copy()
+            self._stop_scale = None
+            target = _scale_into(qdot, self.v_max)
+        a_max, jump = scale * self.a_max, scale * self.j_max / self.servo_hz
+        gap = target - self.last
+        ease = np.sqrt(2.0 * np.minimum(jump, 1e12) * np.abs(gap) / self.dt)   # 1e12: no jerk limit
+        wanted = np.sign(gap) * np.minimum(np.minimum(np.abs(gap) / self.dt, a_max), ease)
+        acc = np.clip(wanted, self.acc - jump, self.acc + jump)
+        acc = np.clip(acc, -a_max, a_max)
+        landed = np.abs(gap - acc * self.dt) < 1e-9 * np.maximum(1.0, np.abs(target))
+        new = np.where(landed, target, self.last + acc * self.dt)
+        new = np.clip(new, -self.v_max * scale, self.v_max * scale)
+        self.acc, self.last = (new - self.last) / self.dt, new
+        return new.copy()
 
     def reset(self) -> None:
-        self.last, self._stop_step = np.zeros_like(self.v_max), None
+        self.last, self.acc, self._stop_scale = np.zeros_like(self.v_max), np.zeros_like(self.v_max), None
 
 
 class Kinematics(Protocol):
@@ -254,9 +277,11 @@ class ArmExecutor:
         self.ik = DifferentialIK(cfg, np.array(world.home_qpos), kinematics.q_lower, kinematics.q_upper)
         self.chunks = ChunkExecutor(ex.blend_time, ex.late_tolerance)
         self.limiter = JointCommandLimiter(cfg.joint_velocity_limit, cfg.joint_acceleration_limit, dt=self.dt,
-                                           stop_time=ex.stop_time)
+                                           stop_time=ex.stop_time, jerk_limit=cfg.joint_jerk_limit,
+                                           servo_hz=cfg.servo_rate_hz)
         ws = world.workspace
         self.bounds = WorkspaceBounds(ws.lower, ws.upper, ws.lookahead)
+        self.trace: list[tuple[float, np.ndarray, float]] | None = None   # set to a list: (t, qdot, switched_at)
 
     def accept(self, chunk: Chunk, now: float) -> bool:
         return self.chunks.accept(chunk, now)
@@ -282,7 +307,10 @@ class ArmExecutor:
             twist = np.concatenate([self.frame.vec_to_base(v_world), cmd.twist[3:]])
             qdot = self.ik.joint_velocities(self.kinematics.jacobian(q), q, twist)
         width = None if cmd.gripper_width is None else float(np.clip(cmd.gripper_width, 0.0, self.gripper_max))
-        return self.limiter.limit(qdot, hold=hold), width
+        qdot = self.limiter.limit(qdot, hold=hold)
+        if self.trace is not None:
+            self.trace.append((now, qdot, self.chunks.switched_at))
+        return qdot, width
 
     def pop_events(self) -> Events:
         events, self.chunks.events = self.chunks.events, []
