@@ -6,9 +6,9 @@ service and the CoDi coordinator. Parameters: share/codi_ros/config/ros_sim.yaml
   ros2 launch codi_ros two_arm_sim.launch.py autonomous:=true   # start the receding-horizon loop right away
   ros2 launch codi_ros two_arm_sim.launch.py cost_backend:=service   # guidance cost via /codi/evaluate_cost
 
-cameras:=true needs offscreen rendering (MUJOCO_GL=egl or osmesa) fast enough for two 640x480 images at
-camera_rate_hz (a CPU-only EGL here takes ~80 ms per image: lower camera_rate_hz without a GPU). At 320x240
-the cube's markers are too small to decode from the arms' home pose.
+cameras:=true needs offscreen rendering (MUJOCO_GL=egl or osmesa); the images are rendered in the sim's own
+rendering thread at camera_rate_hz (a CPU-only EGL takes ~80 ms per 640x480 image: lower camera_rate_hz without
+a GPU), never in the physics loop. At 320x240 the cube's markers are too small to decode from the home pose.
 """
 
 import os
@@ -29,7 +29,9 @@ def generate_launch_description():
     with open(os.path.join(config, "world.yaml")) as f:
         arms = [a["name"] for a in yaml.safe_load(f)["arms"]]
     with open(params) as f:
-        cost_backend = yaml.safe_load(f)["/coordinator_node"]["ros__parameters"]["cost_backend"]
+        defaults = yaml.safe_load(f)
+    cost_backend = defaults["/coordinator_node"]["ros__parameters"]["cost_backend"]
+    camera_rate = defaults["/sim_node"]["ros__parameters"]["camera_rate_hz"]
     cameras = LaunchConfiguration("cameras")
     no_cameras = PythonExpression(["'", cameras, "'.lower() not in ('true', '1')"])
 
@@ -43,9 +45,14 @@ def generate_launch_description():
         DeclareLaunchArgument("cost_backend", default_value=cost_backend,
                               description="where the planner's guidance evaluates the cost: in_process | service "
                                           "(/codi/evaluate_cost); default: ros_sim.yaml"),
+        DeclareLaunchArgument("camera_rate_hz", default_value=str(camera_rate),
+                              description="wrist image rate with cameras:=true, Hz (rendered in a thread of its "
+                                          "own: it never slows the physics or the joint states)"),
         Node(package="codi_ros", executable="sim_node", name="sim_node", output="screen",
              parameters=[params, {"publish_images": ParameterValue(cameras, value_type=bool),
-                                  "publish_true_cube_pose": ParameterValue(no_cameras, value_type=bool)}]),
+                                  "publish_true_cube_pose": ParameterValue(no_cameras, value_type=bool),
+                                  "camera_rate_hz": ParameterValue(LaunchConfiguration("camera_rate_hz"),
+                                                                   value_type=float)}]),
         Node(package="codi_ros", executable="cost_service_node", name="cost_service_node", output="screen",
              parameters=[params]),
         Node(package="codi_ros", executable="coordinator_node", name="coordinator_node", output="screen",

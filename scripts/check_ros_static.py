@@ -3,7 +3,8 @@
 
 Every node in codi_ros/setup.py's NODE_ENTRY_POINTS:
   - its module and entry function exist;
-  - every parameter it reads (``get_parameter("x")``, ``param(self, "x")``, ``world_config(self)``) is
+  - every parameter it reads (``get_parameter("x")``, ``param(self, "x")``, ``world_config(self)``,
+    ``torch_threads(self)``) is
     declared in it (``declare_parameter("x", default, ...)``), else rclpy raises at start-up.
 Every launch/*.launch.py:
   - compiles;
@@ -198,6 +199,8 @@ def inspect_node(exe: str, module: str, func_name: str, ev: Evaluator, problems:
                 reads.append((string_arg(call, 1), call.lineno))
             elif fname == "world_config" and isinstance(f, ast.Name):   # nodes/_ros.py: declares it, a string
                 info.declared["world_config"] = "string"
+            elif fname == "torch_threads" and isinstance(f, ast.Name):  # nodes/_ros.py: declares it, an integer
+                info.declared["torch_threads"] = "integer"
     for name, line in reads:
         if name not in info.declared:
             problems.append(f"{mod.path}:{line}: {exe} reads parameter {name!r} but never declares it")

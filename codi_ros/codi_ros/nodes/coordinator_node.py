@@ -33,6 +33,7 @@ from codi_ros.nodes._ros import (
     now_sec,
     param,
     run,
+    torch_threads,
     world_config,
 )
 from codi_ros.nodes.logic.coordinator import Coordinator, CoordinatorConfig
@@ -72,6 +73,7 @@ class CoordinatorNode(Node):
         self.declare_parameter("max_angle_gap", f.max_angle_gap,
                                describe("cube detections rotated further from the consensus are outliers, rad"))
         world = world_config(self)
+        torch_threads(self)
         config = CoordinatorConfig(arm_timeout=param(self, "arm_timeout"), cube_timeout=param(self, "cube_timeout"))
         fusion = FusionConfig(max_age=config.cube_timeout, max_reprojection_error=param(self, "max_reprojection_error"),
                               max_position_gap=param(self, "max_position_gap"),

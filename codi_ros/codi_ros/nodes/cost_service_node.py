@@ -9,7 +9,7 @@ from __future__ import annotations
 from codi_msgs.srv import EvaluateCost
 from rclpy.node import Node
 
-from codi_ros.nodes._ros import run, world_config
+from codi_ros.nodes._ros import run, torch_threads, world_config
 from codi_ros.nodes.logic.msg_dict import fill, to_dict
 from codi_ros.nodes.logic.services import CostService, kinematic_cost_evaluator
 
@@ -18,6 +18,7 @@ class CostServiceNode(Node):
     def __init__(self) -> None:
         super().__init__("cost_service_node")
         world = world_config(self)
+        torch_threads(self)
         self.service = CostService(world, kinematic_cost_evaluator(world))
         self.create_service(EvaluateCost, "/codi/evaluate_cost", self.on_request)
         # A service-only node can miss Ctrl-C at shutdown (ROS_NOTES.md); a periodic timer keeps the

@@ -13,6 +13,9 @@ goes out latched on ``/codi/goal``. ``~/reset`` (std_srvs/Trigger) starts the ne
 from __future__ import annotations
 
 import array
+import threading
+
+import rclpy
 
 from codi_msgs.msg import CubeDetection
 from geometry_msgs.msg import PointStamped
@@ -37,7 +40,7 @@ from codi_ros.nodes.logic.msg_dict import fill
 from codi_ros.nodes.logic.sim_bridge import SimBridge, camera_fovy, camera_in_tcp, camera_info_msg
 from codi_ros.perception.aruco import CubeMarkerLayout, mujoco_face_images
 from codi_ros.sim.tasks import load_task
-from codi_ros.sim.world import TwoArmWorld
+from codi_ros.sim.world import SnapshotCameras, TwoArmWorld
 
 
 class SimNode(Node):
@@ -81,12 +84,16 @@ class SimNode(Node):
                                    f"{t.round(4).tolist()}, hand_eye_quaternion_xyzw {q.round(6).tolist()}")
         self.create_service(Trigger, "~/reset", self.on_reset)
         self.create_timer(1.0 / param(self, "step_rate_hz"), self.step)
-        if self.images:
-            self.create_timer(1.0 / param(self, "camera_rate_hz"), self.perceive)
+        self.lock, self._closing = threading.Lock(), threading.Event()
+        self.camera_period = 1.0 / param(self, "camera_rate_hz")
+        self._renderer_thread = threading.Thread(target=self.render_loop, daemon=True) if self.images else None
+        if self._renderer_thread is not None:
+            self._renderer_thread.start()
         self.reset()
 
     def reset(self) -> None:
-        self.bridge.reset(self.task, self.seed, self.episode)
+        with self.lock:
+            self.bridge.reset(self.task, self.seed, self.episode)
         self.goal_pub.publish(fill(PointStamped(), {"header": header(now_sec(self), "world"),
                                                     "point": vec3_msg(self.world.goal)}))
         cube = self.world.cube_state().pos.round(3).tolist()
@@ -101,38 +108,57 @@ class SimNode(Node):
 
     def step(self) -> None:
         now = now_sec(self)
-        self.bridge.advance(now)
+        with self.lock:
+            self.bridge.advance(now)
+            states = {arm: self.bridge.joint_state(arm) for arm in self.joint_pubs}
+            truth = self.bridge.truth_detection(now) if self.truth else None
         stamp = header(now, "")
         for arm, pub in self.joint_pubs.items():
-            names, q, qdot = self.bridge.joint_state(arm)
+            names, q, qdot = states[arm]
             pub.publish(fill(JointState(), {"header": stamp, "name": names, "position": q, "velocity": qdot}))
-        if self.truth:   # at the joint-state rate, stamped alike: the planner sees the cube and arms at one time
-            self.truth_pub.publish(fill(CubeDetection(), self.bridge.truth_detection(now)))
+        if truth is not None:   # at the joint-state rate, stamped alike: the planner sees cube and arms at one time
+            self.truth_pub.publish(fill(CubeDetection(), truth))
         log_lines(self, self.bridge.pop_log())
 
-    def perceive(self) -> None:
-        now = now_sec(self)
-        if not self.images:
-            return
+    def render_loop(self) -> None:
+        """The wrist cameras, in a thread of their own at camera_rate_hz: rendering never delays the physics
+        or the joint states (it renders a snapshot of the state taken under the stepping lock)."""
         width, height = self.size
-        for arm in self.world.cfg.arm_names:
-            camera = f"wrist_{arm}"
-            rgb = self.world.render(camera, width, height)
-            if rgb is None:
-                self.images = False
-                self.get_logger().error(
-                    "offscreen rendering is unavailable (try MUJOCO_GL=egl or MUJOCO_GL=osmesa): no wrist images"
-                    + ("" if self.truth else "; set publish_true_cube_pose:=true, or no cube pose will be published"))
-                return
-            hdr = header(now, f"{camera}_optical")
-            self.info_pubs[arm].publish(fill(CameraInfo(), camera_info_msg(now, hdr["frame_id"], width, height,
-                                                                           camera_fovy(self.world, camera))))
-            image = Image(height=height, width=width, encoding="rgb8", is_bigendian=0, step=3 * width)
-            image.header = fill(image.header, hdr)
-            image.data = array.array("B", rgb.tobytes())
-            self.image_pubs[arm].publish(image)
+        cameras = SnapshotCameras(self.world, width, height)
+        arms = list(self.world.cfg.arm_names)
+        try:
+            while not self._closing.wait(self.camera_period):
+                with self.lock:
+                    qpos, now = self.world.data.qpos.copy(), now_sec(self)
+                images = cameras.render(qpos, [f"wrist_{a}" for a in arms])
+                if images is None:
+                    self.get_logger().error(
+                        "offscreen rendering is unavailable (try MUJOCO_GL=egl or MUJOCO_GL=osmesa): no wrist images"
+                        + ("" if self.truth else "; set publish_true_cube_pose:=true, or no cube pose will be published"))
+                    return
+                for arm in arms:
+                    self.publish_image(arm, images[f"wrist_{arm}"], now)
+        except Exception:
+            if rclpy.ok():   # after Ctrl-C the context is gone and publishing fails: that is the shutdown
+                raise
+        finally:
+            cameras.close()
+
+    def publish_image(self, arm: str, rgb, now: float) -> None:
+        width, height = self.size
+        camera = f"wrist_{arm}"
+        hdr = header(now, f"{camera}_optical")
+        self.info_pubs[arm].publish(fill(CameraInfo(), camera_info_msg(now, hdr["frame_id"], width, height,
+                                                                       camera_fovy(self.world, camera))))
+        image = Image(height=height, width=width, encoding="rgb8", is_bigendian=0, step=3 * width)
+        image.header = fill(image.header, hdr)
+        image.data = array.array("B", rgb.tobytes())
+        self.image_pubs[arm].publish(image)
 
     def destroy_node(self) -> None:
+        self._closing.set()
+        if self._renderer_thread is not None:
+            self._renderer_thread.join(timeout=2.0)
         self.world.close()
         super().destroy_node()
 

@@ -240,3 +240,36 @@ class TwoArmWorld:
         if self._renderer is not None:
             self._renderer.close()
             self._renderer = None
+
+
+class SnapshotCameras:
+    """The world's cameras rendered from snapshots of its state (``TwoArmWorld.data.qpos``), with a model
+    data and a renderer of their own: a thread rendering here (tens of ms per image without a GPU) never
+    holds up the physics stepping in another. Create, use and close it in the rendering thread (its GL
+    context belongs to that thread)."""
+
+    def __init__(self, world: TwoArmWorld, width: int, height: int):
+        self.model, self.size = world.model, (width, height)
+        self.data = mujoco.MjData(world.model)
+        self._renderer: mujoco.Renderer | None = None
+
+    def render(self, qpos: np.ndarray, cameras: list[str]) -> dict[str, np.ndarray] | None:
+        """RGB images (H, W, 3) of ``cameras`` at joint positions ``qpos``; None without offscreen rendering."""
+        self.data.qpos[:] = qpos
+        mujoco.mj_forward(self.model, self.data)
+        try:
+            if self._renderer is None:
+                self._renderer = mujoco.Renderer(self.model, height=self.size[1], width=self.size[0])
+            out = {}
+            for camera in cameras:
+                self._renderer.update_scene(self.data, camera=camera)
+                out[camera] = self._renderer.render().copy()
+            return out
+        except Exception:  # no GL context available (no EGL / OSMesa): callers fall back
+            self.close()
+            return None
+
+    def close(self) -> None:
+        if self._renderer is not None:
+            self._renderer.close()
+            self._renderer = None
