@@ -1,0 +1,14 @@
+"""The rclpy nodes (``*_node.py``): thin adapters over the ROS-free logic.
+
+A node process Ctrl-C'd while it still imports its dependencies (rclpy, torch, MuJoCo: seconds after
+``ros2 launch`` starts it) exits 0 quietly, as one Ctrl-C'd while it runs does: until rclpy.init()
+installs rclpy's own handler, SIGINT ends such a process with exit status 0. Only in a node's own
+process (its console script is named ``*_node``), never in a program that merely imports this package.
+"""
+
+import signal
+import sys
+from pathlib import Path
+
+if Path(sys.argv[0] if sys.argv else "").name.endswith("_node"):
+    signal.signal(signal.SIGINT, lambda *_: sys.exit(0))

@@ -3,7 +3,8 @@
 Subscribes ``action_chunk`` (codi_msgs/ActionChunk; an empty one means stop) and ``joint_states``;
 publishes ``velocity_controller/commands`` (std_msgs/Float64MultiArray, 7 joint velocities, as a
 ros2_control JointGroupVelocityController takes them) and ``gripper_controller/commands`` (one
-width, m), every 1 / ``control.ik_rate_hz`` (world.yaml). All behaviour is in
+width, m), once per IK period (1 / ``control.ik_rate_hz``, world.yaml) on the arrival of fresh joint
+states, and every 50 ms without them (the stale-state hold). All behaviour is in
 :class:`codi_ros.nodes.logic.arm_control.ArmController`, around the same
 :class:`codi_ros.control.executor.ArmExecutor` that ``codi eval`` runs.
 """
@@ -21,6 +22,8 @@ from codi_ros.nodes._ros import COMMAND_QOS, SENSOR_QOS, describe, log_lines, no
 from codi_ros.nodes.logic.arm_control import ARM_JOINTS, ArmController, JointStateReader
 from codi_ros.nodes.logic.msg_dict import to_dict
 
+WATCHDOG_PERIOD_S = 0.05   # without joint states, commands still go out (holding) this often
+
 
 class ActionNode(Node):
     def __init__(self) -> None:
@@ -36,7 +39,8 @@ class ActionNode(Node):
         self.gripper_pub = self.create_publisher(Float64MultiArray, "gripper_controller/commands", COMMAND_QOS)
         self.create_subscription(ActionChunk, "action_chunk", self.on_chunk, COMMAND_QOS)
         self.create_subscription(JointState, "joint_states", self.on_joint_state, SENSOR_QOS)
-        self.create_timer(1.0 / world.control.ik_rate_hz, self.step)
+        self.period, self.last_step = 1.0 / world.control.ik_rate_hz, -1.0
+        self.create_timer(WATCHDOG_PERIOD_S, self.watchdog)
 
     def on_chunk(self, msg: ActionChunk) -> None:
         self.controller.on_chunk(to_dict(msg), now_sec(self))
@@ -45,9 +49,19 @@ class ActionNode(Node):
         stamp = msg.header.stamp.sec + 1e-9 * msg.header.stamp.nanosec
         if self.reader.update(list(msg.name), list(msg.position), list(msg.velocity), stamp):
             self.controller.on_joint_positions(self.reader.q, stamp)
+            now = now_sec(self)
+            if now - self.last_step >= 0.9 * self.period:   # one command per IK period, on fresh joints
+                self.step(now)
 
-    def step(self) -> None:
-        qdot, width = self.controller.step(now_sec(self))
+    def watchdog(self) -> None:
+        """No joint states for a while: step anyway, so the stale-state hold is commanded."""
+        now = now_sec(self)
+        if now - self.last_step > WATCHDOG_PERIOD_S:
+            self.step(now)
+
+    def step(self, now: float) -> None:
+        self.last_step = now
+        qdot, width = self.controller.step(now)
         self.qdot_pub.publish(Float64MultiArray(data=np.asarray(qdot, dtype=float).tolist()))
         if width is not None:
             self.gripper_pub.publish(Float64MultiArray(data=[width]))

@@ -16,7 +16,6 @@ import array
 import threading
 
 import rclpy
-
 from codi_msgs.msg import CubeDetection
 from geometry_msgs.msg import PointStamped
 from rclpy.node import Node
@@ -132,9 +131,9 @@ class SimNode(Node):
                     qpos, now = self.world.data.qpos.copy(), now_sec(self)
                 images = cameras.render(qpos, [f"wrist_{a}" for a in arms])
                 if images is None:
-                    self.get_logger().error(
-                        "offscreen rendering is unavailable (try MUJOCO_GL=egl or MUJOCO_GL=osmesa): no wrist images"
-                        + ("" if self.truth else "; set publish_true_cube_pose:=true, or no cube pose will be published"))
+                    hint = "" if self.truth else "; set publish_true_cube_pose:=true, or no cube pose will be published"
+                    self.get_logger().error("offscreen rendering is unavailable (try MUJOCO_GL=egl or "
+                                            f"MUJOCO_GL=osmesa): no wrist images{hint}")
                     return
                 for arm in arms:
                     self.publish_image(arm, images[f"wrist_{arm}"], now)
