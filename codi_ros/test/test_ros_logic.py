@@ -667,5 +667,5 @@ def test_sim_graph_wired_like_the_launch_file_moves_both_arms_and_stops(world, k
     assert [t for lvl, t in coord.pop_log() if lvl == "warn"] == []
     for chunk in coord.stop(50.0 + 300 * 0.01):
         actions[chunk["arm"]].on_chunk(chunk, 50.0 + 300 * 0.01)
-    run(300, 20)
+    run(300, 30)                                           # the jerk-limited ramp, then the servos settle
     assert all(np.abs(world.joint_velocities(a)).max() < 0.02 for a in WORLD.arm_names)

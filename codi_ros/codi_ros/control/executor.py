@@ -206,7 +206,8 @@ class JointCommandLimiter:
     limits, direction kept) with a constant acceleration over the cycle, as a controller interpolating
     the commands linearly at ``servo_hz`` sees it. The acceleration changes by at most jerk / servo_hz
     per cycle (so the jerk at ``servo_hz`` stays within the limit), and is eased off ahead of the target
-    (|a| <= sqrt(2 J |dv| / dt)) so that the command lands on it instead of overshooting. A hold (no
+    (|a| <= sqrt(J |dv| / dt): it lands with |a| <= J and stops accelerating in the next cycle) instead of
+    overshooting. A hold (no
     chunk, stale or NaN state, stop) brings every joint to exactly zero within about ``stop_time``, with
     the acceleration and jerk limits raised by the same factor if that is what it takes (stopping in
     time wins)."""
@@ -240,7 +241,7 @@ class JointCommandLimiter:
             target = _scale_into(qdot, self.v_max)
         a_max, jump = scale * self.a_max, scale * self.j_max / self.servo_hz
         gap = target - self.last
-        ease = np.sqrt(2.0 * np.minimum(jump, 1e12) * np.abs(gap) / self.dt)   # 1e12: no jerk limit
+        ease = np.sqrt(np.minimum(jump, 1e12) * np.abs(gap) / self.dt)   # 1e12: no jerk limit
         wanted = np.sign(gap) * np.minimum(np.minimum(np.abs(gap) / self.dt, a_max), ease)
         acc = np.clip(wanted, self.acc - jump, self.acc + jump)
         acc = np.clip(acc, -a_max, a_max)

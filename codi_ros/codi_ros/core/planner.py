@@ -26,7 +26,7 @@ from codi_ros.core.composition import ProductPolicy, ScorePolicy
 from codi_ros.core.cost import Cost, CostConfig, HandoverCost, load_cost_config
 from codi_ros.core.guidance import GuidanceConfig
 from codi_ros.core.kinematic_model import CostSimulator, KinematicModel, SimState, clip_to_limits
-from codi_ros.core.realtime import RealtimeConfig
+from codi_ros.core.realtime import RealtimeConfig, predict_state
 from codi_ros.core.sampler import CoDiSampler, SamplerConfig
 from codi_ros.frames import ACT_DIM, ArmState, CubeState, WorldState, observe
 from codi_ros.paths import config_dir
@@ -127,6 +127,7 @@ class Planner:
         self.world, self.config = world, config or PlannerConfig()
         self.product = ProductPolicy(policy, len(world.arms))
         self._injected_cost = cost is not None
+        self._kinematic = (cost_config or CostConfig()).kinematic_model   # grasp rule of the state prediction
         if cost is None:
             cost_config = cost_config or CostConfig()
             if simulator is None:
@@ -176,8 +177,9 @@ class Planner:
         """One joint chunk for ``state``. Raises :class:`PlanningError` naming the bad field.
 
         ``committed``: per arm, the d raw actions (d, 7) the arm executes from ``state.stamp`` on while
-        this plan is computed (core/realtime.py); the chunk then starts with exactly these and its
-        other actions are sampled conditioned on them."""
+        this plan is computed (core/realtime.py); the chunk then starts with exactly these, and the rest
+        is planned from the state they lead to (``realtime.method: predict``) or sampled conditioned on
+        them (``inpaint``)."""
         start = time.perf_counter()
         o = overrides or PlanOverrides()
         check_overrides(o)
@@ -188,22 +190,31 @@ class Planner:
             sampler_config = replace(sampler_config, seed=self._seed + self._plans)
         self._plans += 1
 
-        names = self.world.arm_names
+        names, H = self.world.arm_names, self.world.horizon.prediction
+        d = 0 if prefix is None else prefix[0].shape[1]
+        predict = d > 0 and self.config.realtime.method == "predict"
+        if predict:   # plan a whole chunk from the state the committed actions lead to (core/realtime.py)
+            km = self._kinematic
+            state = predict_state(state, committed, self.world, km.grasp_radius, km.hold_width_margin)
         obs = np.stack([observe(state.arms[n], state.cube, self.world.base_frame(n)) for n in names])
-        chunk_shape = (self.world.horizon.prediction, ACT_DIM)
-        sampler = CoDiSampler(self.product, self.cost, sampler_config, chunk_shape=chunk_shape)
+        sampler = CoDiSampler(self.product, self.cost, sampler_config, chunk_shape=(H, ACT_DIM))
         obs_batch = torch.as_tensor(obs)[None].expand(self.config.candidates, *obs.shape)
         cost_state = state if self._injected_cost else SimState.from_world(state, self.world)
-        result = sampler.sample(obs_batch, cost_state, prefix=None if prefix is None else prefix[1])
+        result = sampler.sample(obs_batch, cost_state, prefix=prefix[1] if d and not predict else None)
         best = int(self.choice_scores(state.stamp, result.actions, result.cost.total).argmin())
-        actions = clip_to_limits(result.actions[best], self.world.control)
-        d = 0 if prefix is None else prefix[0].shape[1]
-        if d:
-            actions[:, :d] = prefix[0].to(actions.dtype)           # exactly what the arms execute
-        if not torch.isfinite(actions).all():
+        planned = clip_to_limits(result.actions[best], self.world.control)
+        if not torch.isfinite(planned).all():
             raise PlanningError("actions: the sampler produced non-finite actions (policy or guidance diverged)")
-        self._previous = (state.stamp, actions)
-        return PlanResult(chunks={n: actions[i].double().numpy() for i, n in enumerate(names)},
+        self._previous = (state.stamp, planned)
+        actions = planned.clone()
+        if predict:                                                # committed actions, then the new chunk
+            actions = torch.cat([prefix[0].to(planned.dtype), planned[:, :H - d]], dim=1)
+        elif d:
+            actions[:, :d] = prefix[0].to(actions.dtype)           # exactly what the arms execute
+        chunks = {n: actions[i].double().numpy() for i, n in enumerate(names)}
+        for n in chunks if d else ():
+            chunks[n][:d] = committed[n]                           # bit for bit what the arms execute
+        return PlanResult(chunks=chunks,
                           cost=float(result.cost.total[best]),
                           cost_terms={k: float(v[best]) for k, v in result.cost.terms.items()},
                           latency_s=time.perf_counter() - start, committed=d)

@@ -2,18 +2,25 @@
 
 While a plan is computed the arms keep executing the chunk they have: at 10 Hz a 0.3 s plan lets
 d = ceil(latency / dt) = 3 actions run. A naive plan ignores this: it is computed for the state at
-t0, its first actions are skipped on arrival, and the arms jump from the old chunk into the middle
-of a chunk that assumed they stood still. Following real-time chunking (RTC; Black, Galliker,
-Levine 2025), a latency-aware plan freezes those d committed actions as the first d actions of
-the new chunk and samples only the rest, conditioned on them (inpainting,
-:meth:`codi_ros.core.sampler.CoDiSampler.sample`'s ``prefix``): the score network sees the
-committed prefix, and the guidance's cost simulator rolls it out before the new actions, so the
-new actions are planned for the state the arms will be in when they start. The chunk takes over
-at t0 + d dt, exactly at its first new action (:mod:`codi_ros.control.executor`).
+t0, its first actions are skipped on arrival, and the arms run the later, open-loop part of a chunk
+planned for a state 0.3 s old. A latency-aware plan keeps those d committed actions as the first d
+actions of its chunk (the chunk takes over at t0 + d dt, exactly at its first new action:
+:mod:`codi_ros.control.executor`) and plans the rest in one of two ways (``realtime.method``):
 
-d must be chosen before planning: :class:`LatencyEstimate` takes the slowest of the last
-``window`` plans (a plan slower than d is dropped, which costs more than one step of margin), or
-a fixed latency when one is injected.
+- ``predict`` (planning from the predicted state, as VLASH, arXiv 2512.01031): :func:`predict_state`
+  rolls the state forward through the committed actions, first order like the kinematic cost model,
+  and the policy and the guidance plan a whole chunk from there; its first H - d actions follow the
+  prefix. The actions executed first are then the policy's first, best-informed ones.
+- ``inpaint`` (real-time chunking, RTC; Black, Galliker, Levine 2025): the chunk is sampled for the
+  state at t0 with the committed prefix frozen (:meth:`codi_ros.core.sampler.CoDiSampler.sample`'s
+  ``prefix``): the score network sees the prefix and the guidance's cost simulator rolls it out
+  before the new actions.
+
+d must be chosen before planning: :class:`LatencyEstimate` takes the ``quantile`` (0.9) of the last
+``window`` plans' latencies, or a fixed latency when one is injected. A plan slower than its d is
+dropped and the arms run on in the chunk they have; a d that covers every spike instead commits the
+arms for longer to what an older plan decided (with the slowest of the last 20 plans as d, CoDi
+handed over far less often on a loaded machine than with a typical d).
 """
 
 from __future__ import annotations
@@ -22,27 +29,38 @@ import math
 from collections import deque
 from dataclasses import dataclass
 
-from codi_ros.config import ConfigError
+import numpy as np
+
+from codi_ros.config import ConfigError, WorldConfig
+from codi_ros.frames import ArmState, CubeState, WorldState, mat_to_quat, quat_to_mat
+
+METHODS = ("predict", "inpaint")
 
 
 @dataclass(frozen=True)
 class RealtimeConfig:
     """``planner.yaml`` ``realtime``."""
 
-    commit: bool = True            # latency-aware: freeze the actions that run while planning (False: naive)
+    commit: bool = True            # latency-aware: keep the actions that run while planning (False: naive)
+    method: str = "predict"        # predict: plan from the state after them | inpaint: sample around them
     initial_latency: float = 0.3   # s assumed before any plan was measured
-    window: int = 20               # plans whose slowest latency sets d
+    window: int = 20               # recent plans whose latencies set d
+    quantile: float = 0.9          # ... by this quantile of them
     max_commit: int = 8            # at most this many committed steps (d <= H - execution)
 
     def __post_init__(self) -> None:
         if not (math.isfinite(self.initial_latency) and self.initial_latency >= 0):
             raise ConfigError(f"planner.realtime.initial_latency must be finite and >= 0, got {self.initial_latency}")
+        if not 0 < self.quantile <= 1:
+            raise ConfigError(f"planner.realtime.quantile must be in (0, 1], got {self.quantile}")
         if self.window < 1 or self.max_commit < 0:
             raise ConfigError(f"planner.realtime: need window >= 1 and max_commit >= 0, got {self}")
+        if self.method not in METHODS:
+            raise ConfigError(f"planner.realtime.method must be one of {METHODS}, got {self.method!r}")
 
 
 class LatencyEstimate:
-    """How many control steps the next plan will take: ceil(slowest recent latency / dt)."""
+    """How many control steps the next plan will take: ceil(recent latency quantile / dt)."""
 
     def __init__(self, config: RealtimeConfig, dt: float, fixed: float | None = None):
         self.config, self.dt, self.fixed = config, dt, fixed
@@ -55,7 +73,9 @@ class LatencyEstimate:
     def seconds(self) -> float:
         if self.fixed is not None:
             return self.fixed
-        return max(self._recent) if self._recent else self.config.initial_latency
+        if not self._recent:
+            return self.config.initial_latency
+        return float(np.quantile(np.asarray(self._recent), self.config.quantile))
 
     def steps(self) -> int:
         return steps_for(self.seconds(), self.dt)
@@ -68,3 +88,47 @@ class LatencyEstimate:
 def steps_for(latency_s: float, dt: float) -> int:
     """Control steps that pass during ``latency_s`` (rounded up: an action starts on a step)."""
     return max(0, math.ceil(latency_s / dt - 1e-9))
+
+
+def _exp(w: np.ndarray) -> np.ndarray:
+    """Rotation matrix of the rotation vector w (Rodrigues)."""
+    angle = float(np.linalg.norm(w))
+    if angle < 1e-12:
+        return np.eye(3)
+    k = w / angle
+    K = np.array([[0.0, -k[2], k[1]], [k[2], 0.0, -k[0]], [-k[1], k[0], 0.0]])
+    return np.eye(3) + np.sin(angle) * K + (1.0 - np.cos(angle)) * K @ K
+
+
+def predict_state(state: WorldState, committed: dict[str, np.ndarray], world: WorldConfig,
+                  grasp_radius: float, hold_width_margin: float) -> WorldState:
+    """The state after each arm runs its committed actions (d, 7), first order like the kinematic cost
+    model: each tool moves and turns by its commanded twist (base frame, rotated to the world) for d
+    control periods and then has that twist; a cube held at the start (a tool within ``grasp_radius``,
+    fingers at most cube size + ``hold_width_margin`` apart) moves and turns with its holder until the
+    holder commands a wider grip, and then rests on the table. Gripper widths stay as measured."""
+    dt, size = world.control.dt, world.cube.size
+    names = world.arm_names
+    d = len(next(iter(committed.values())))
+    pos = {n: np.asarray(state.arms[n].ee_pos, dtype=float).copy() for n in names}
+    rot = {n: np.asarray(state.arms[n].ee_rot, dtype=float).copy() for n in names}
+    twist = {n: (np.asarray(state.arms[n].ee_linvel, float), np.asarray(state.arms[n].ee_angvel, float))
+             for n in names}
+    cube_pos, cube_rot = np.asarray(state.cube.pos, dtype=float).copy(), quat_to_mat(state.cube.quat)
+    dist = {n: np.linalg.norm(pos[n] - cube_pos) for n in names}
+    holders = [n for n in names if dist[n] < grasp_radius and state.arms[n].gripper_width <= size + hold_width_margin]
+    holder = min(holders, key=dist.get) if holders else None
+    for k in range(d):
+        for n in names:
+            a, R = np.asarray(committed[n][k], dtype=float), world.base_frame(n).rotation
+            v, w = R @ a[0:3], R @ a[3:6]
+            if n == holder and a[6] > size + hold_width_margin:
+                holder, cube_pos[2] = None, size / 2          # let go: the cube drops onto the table
+            pos[n] = pos[n] + v * dt
+            rot[n] = _exp(w * dt) @ rot[n]
+            if n == holder:
+                cube_pos, cube_rot = cube_pos + v * dt, _exp(w * dt) @ cube_rot
+            twist[n] = (v, w)
+    arms = {n: ArmState(pos[n], rot[n], twist[n][0], twist[n][1], state.arms[n].gripper_width) for n in names}
+    return WorldState(arms=arms, cube=CubeState(cube_pos, mat_to_quat(cube_rot)), goal=np.asarray(state.goal).copy(),
+                      stamp=state.stamp + d * dt)
