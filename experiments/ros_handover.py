@@ -1,6 +1,6 @@
 """Closed-loop handovers through the ROS 2 graph: the real nodes under rclpy, the simulator in real time.
 
-    .ros-venv/bin/python experiments/ros_handover.py [--episodes 10] [--seed 0]
+    .ros-venv/bin/python experiments/ros_handover.py [--episodes 20] [--seed 0]
 
 (.ros-venv: `make test-ros` or scripts/ros_venv.sh.) Starts the graph of launch/two_arm_sim.launch.py
 with its defaults (the sim publishes the true cube pose, in-process cost) as processes, then per
@@ -8,8 +8,9 @@ episode i (the task of `codi eval`'s episode i with the same seed; the sim start
 /sim_node/reset moves on): /codi/start, watch the true cube pose for
 episode.max_seconds of wall time, /codi/stop. Success as in `codi eval`: the cube within
 goal.tolerance of the goal at the end. Every node, the simulator and the planner share this machine's
-cores, and the simulator runs in real time, so planning latency costs motion here (`codi eval` steps
-the simulator while the planner plans). Writes experiments/results/ros_handover.json.
+cores, and the simulator runs in real time, as in `codi eval --timing realtime`. Records the delay from
+each plan's start to its chunk's arrival (the latency the graph really has), the committed steps of
+the chunks and the plans the action nodes dropped as late. Writes experiments/results/ros_handover.json.
 """
 
 from __future__ import annotations
@@ -20,15 +21,16 @@ import os
 import statistics
 import tempfile
 import time
+from collections import Counter
 from pathlib import Path
 
 import numpy as np
-from codi_msgs.msg import CubeDetection
+from codi_msgs.msg import ActionChunk, CubeDetection
 from geometry_msgs.msg import PointStamped
 from std_srvs.srv import Trigger
 
 from codi_ros.config import load_world_config
-from codi_ros.nodes._ros import LATCHED_QOS, SENSOR_QOS
+from codi_ros.nodes._ros import COMMAND_QOS, LATCHED_QOS, SENSOR_QOS
 from codi_ros.nodes.local_graph import LocalGraph
 from codi_ros.version import code_version, machine_description
 
@@ -40,9 +42,20 @@ def position(msg) -> np.ndarray:
     return np.array([p.x, p.y, p.z])
 
 
+def latency_histogram(seconds: list[float], bin_ms: int = 50) -> dict:
+    """Quantiles and a histogram (bins of ``bin_ms``) of delays given in seconds."""
+    ms = np.asarray(seconds) * 1e3
+    if ms.size == 0:
+        return {}
+    bins = Counter(int(x // bin_ms) * bin_ms for x in ms)
+    return {"p50": round(float(np.percentile(ms, 50)), 1), "p95": round(float(np.percentile(ms, 95)), 1),
+            "max": round(float(ms.max()), 1), "count": int(ms.size),
+            "histogram": {f"{b}-{b + bin_ms}": n for b, n in sorted(bins.items())}}
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--episodes", type=int, default=10, help="handover tasks (default %(default)s)")
+    p.add_argument("--episodes", type=int, default=20, help="handover tasks (default %(default)s)")
     p.add_argument("--seed", type=int, default=0, help="task seed: episode i is codi eval's episode i of it")
     p.add_argument("--out", type=Path, default=RESULTS, help="results JSON (default %(default)s)")
     args = p.parse_args()
@@ -57,6 +70,11 @@ def main() -> None:
             graph.start("arm_state_node", namespace=arm, arm=arm)
             graph.start("action_node", namespace=arm, arm=arm)
         cubes = graph.record(CubeDetection, "/codi/cube_detections", SENSOR_QOS)
+        delays: list[tuple[float, int]] = []   # per chunk: wall time from its plan's start to its arrival, committed
+        graph.node.create_subscription(
+            ActionChunk, f"/{world.arm_names[0]}/action_chunk",
+            lambda m: delays.append((time.time() - (m.header.stamp.sec + 1e-9 * m.header.stamp.nanosec), m.committed)),
+            COMMAND_QOS)
         goals = graph.record(PointStamped, "/codi/goal", LATCHED_QOS)
         latency = [graph.plan_when_ready().latency for _ in range(5)]
         for i in range(args.episodes):
@@ -81,12 +99,16 @@ def main() -> None:
             print(f"episode {i}: {episodes[-1]}", flush=True)
         graph.call(Trigger, "/codi/stop", Trigger.Request())
         overruns = graph.log("coordinator_node").count("planning overrun")
+        dropped = sum(graph.log(f"{a}/action_node").count("dropped a late plan") for a in world.arm_names)
     finally:
         graph.close()
     result = {
         "experiment": "ros_handover", "episodes": args.episodes, "seed": args.seed,
         "success_rate": sum(e["success"] for e in episodes) / len(episodes),
         "plan_latency_idle_median_s": round(statistics.median(latency), 3), "planning_overruns": overruns,
+        "chunk_delay_ms": latency_histogram([d for d, _ in delays]),   # plan start -> chunk received: latency
+        "committed_steps": {str(c): n for c, n in sorted(Counter(c for _, c in delays).items())},
+        "plans_dropped": dropped,
         "per_episode": episodes, "logs": str(logs), "machine": machine_description(), "code_version": code_version(),
     }
     args.out.parent.mkdir(parents=True, exist_ok=True)
