@@ -372,6 +372,10 @@ class FakePlanner:
 
     committed: list = field(default_factory=list)
     ramp: bool = False                                     # plan i moves at 0.05 i m/s (which plan ran is visible)
+    resets: int = 0
+
+    def reset(self) -> None:
+        self.resets += 1
 
     def plan(self, state, overrides=None, committed=None) -> PlanResult:
         self.states.append((state, overrides))
@@ -399,13 +403,15 @@ def observe(coord: Coordinator, t: float, arms_t: float | None = None, cube_t: f
 
 
 def test_latency_aware_coordinator_commits_what_the_arms_run_while_it_plans():
-    """d from the slowest recent plan (0.25 s -> 3 steps): plan 2 starts with the 3 actions of plan 1 that
-    the action nodes run meanwhile, and its chunks say so (committed 3: taken over at start + 0.3 s)."""
+    """d from the recent plans' latency (0.25 s -> 3 steps): plan 2 starts with the 3 actions of plan 1 that
+    the action nodes run meanwhile, and its chunks say so (committed 3: taken over at start + 0.3 s).
+    /codi/start begins an episode: the planner is reset, as codi eval resets it per episode."""
     from codi_ros.core.realtime import RealtimeConfig
 
     planner = FakePlanner(latency=0.25, ramp=True)
     coord = Coordinator(WORLD, planner, realtime=RealtimeConfig(initial_latency=0.25))
     coord.start()
+    assert planner.resets == 1
     observe(coord, 1.0)
     first = coord.tick(1.0)
     assert planner.committed[0]["left"].shape == (3, 7) and not np.any(planner.committed[0]["left"][:, :6])  # holding

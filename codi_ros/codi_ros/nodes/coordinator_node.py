@@ -23,7 +23,7 @@ from std_srvs.srv import Trigger
 
 from codi_ros.config import ConfigError, WorldConfig
 from codi_ros.core.cost import Cost
-from codi_ros.core.planner import Planner
+from codi_ros.core.planner import Planner, PlanningError
 from codi_ros.nodes._ros import (
     COMMAND_QOS,
     LATCHED_QOS,
@@ -83,7 +83,7 @@ class CoordinatorNode(Node):
         # they also answer /codi/stop during a plan. In process, one thread plans faster (_ros.run) and
         # /codi/stop is answered between plans, i.e. within one plan latency.
         self.multithreaded = param(self, "cost_backend") == "service"
-        if not self.multithreaded:       # (the service's answers need this node spinning)
+        if not self.multithreaded:       # (the service's answers need this node spinning: warm_up_once)
             self.get_logger().info(f"planner warmed up in {planner.warm_up():.2f} s")
         self.logic = Coordinator(world, planner, config, fusion, planner.config.realtime)
         if param(self, "autonomous"):
@@ -100,10 +100,20 @@ class CoordinatorNode(Node):
                                  lambda m: self.logic.on_goal(np.array([m.point.x, m.point.y, m.point.z])),
                                  LATCHED_QOS)
         planning = MutuallyExclusiveCallbackGroup()
+        if self.multithreaded:   # warm up through the cost service once spinning (its answers need the executor)
+            self._warm_up = self.create_timer(0.01, lambda: self.warm_up_once(planner), callback_group=planning)
         self.create_service(Plan, "/codi/plan", self.on_plan, callback_group=planning)
         self.create_timer(world.control.dt, self.on_tick, callback_group=planning)
         self.create_service(Trigger, "/codi/stop", self.on_stop)
         self.create_service(Trigger, "/codi/start", self.on_start)
+
+    def warm_up_once(self, planner: Planner) -> None:
+        """cost_backend service: the start-up plan, before any request or tick is served (same callback group)."""
+        self._warm_up.cancel()
+        try:
+            self.get_logger().info(f"planner warmed up in {planner.warm_up():.2f} s (through {EVALUATE_COST})")
+        except PlanningError as e:   # e.g. the service is not up yet: the first plans then pay the one-off costs
+            self.get_logger().warning(f"planner warm-up through {EVALUATE_COST} failed: {e}")
 
     def cost_client(self) -> Cost | None:
         """None for the in-process cost; for ``cost_backend: service`` the /codi/evaluate_cost client."""

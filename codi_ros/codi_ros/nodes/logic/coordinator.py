@@ -34,6 +34,8 @@ class SupportsPlan(Protocol):
     def plan(self, state: WorldState, overrides: PlanOverrides | None = None,
              committed: dict[str, np.ndarray] | None = None) -> PlanResult: ...
 
+    def reset(self) -> None: ...
+
 
 @dataclass(frozen=True)
 class CoordinatorConfig:
@@ -142,7 +144,9 @@ class Coordinator:
         return self.sent([stop_msg(a, now, self.world.control.dt) for a in self.world.arm_names], now)
 
     def start(self) -> None:
-        """/codi/start: autonomous mode on; the next tick plans."""
+        """/codi/start: autonomous mode on, a new episode for the planner (its seed sequence restarts and
+        the previous plan is forgotten, as codi eval resets it per episode); the next tick plans."""
+        self.planner.reset()
         self.autonomous, self._next_replan = True, -math.inf
         self._lines.append(("info", "start: autonomous mode on"))
 
