@@ -426,6 +426,24 @@ def test_latency_aware_coordinator_commits_what_the_arms_run_while_it_plans():
     assert all(c["committed"] == 0 for c in naive.tick(1.0))
 
 
+def test_states_queued_behind_a_long_plan_are_not_mistaken_for_stale_ones():
+    """One thread: a 0.45 s plan holds back the state messages, so the tick right after it sees 0.45 s old
+    states. It waits for them instead of stopping the arms (in the ROS graph this stopped the arms after
+    most plans slower than 0.35 s); states that stay old still stop the arms one tick later."""
+    planner = FakePlanner(latency=0.45)
+    coord = Coordinator(WORLD, planner)
+    coord.start()
+    observe(coord, 1.0)
+    assert coord.tick(1.0)                                  # plans; "finishes" at 1.45
+    assert coord.tick(1.45) == [] and len(planner.states) == 1
+    observe(coord, 1.45)                                    # the queued states are taken
+    assert coord.tick(1.5) and len(planner.states) == 2
+    assert coord.tick(1.95) == []                           # right after the plan: waits once ...
+    stop = coord.tick(2.05)                                 # ... then the states really are stale: stop
+    assert stop and all(len(c["twists"]) == 0 for c in stop)
+    assert any("not planning" in t for t in texts(coord.pop_log()))
+
+
 def test_plan_service_fails_cleanly_without_a_state_and_keeps_serving():
     coord = Coordinator(WORLD, FakePlanner())
     resp, publish = coord.handle_plan({}, now=1.0)

@@ -70,6 +70,7 @@ class Coordinator:
         self._arms: dict[str, tuple[ArmState, float]] = {}
         self._cube: FusedPose | None = None
         self._next_replan = -math.inf
+        self._after_plan = False               # the last tick planned (states may still be queued)
         self._executing_until = -math.inf     # end of the last chunk sent to the arms
         self._stops = 0                        # /codi/stop count: a plan started before a stop is not sent
         self._unknown_arms: set[str] = set()
@@ -155,11 +156,17 @@ class Coordinator:
         """One cycle of the loop (call at the control rate): the chunks to publish, if any."""
         if not self.autonomous or now < self._next_replan - self.world.control.dt / 2:   # the tick nearest the due time
             return []
+        after_plan, self._after_plan = self._after_plan, False
         stops = self._stops
         try:
             state = self.observed_state(now)
+            self._after_plan = True
             result = self.planner.plan(state, committed=self.committed(now, state))
         except (RequestError, PlanningError) as e:
+            if isinstance(e, RequestError) and after_plan and self._executing_until > now:
+                # The tick right after a plan runs before the state messages that queued while it planned
+                # (one thread): their age is the plan's, not the robot's. Plan at the next tick, once they are in.
+                return []
             self._lines += self._state_log.update({"state": f"not planning: {e}"})
             if self._executing_until > now:            # arms still moving on an old plan: stop them
                 self._executing_until = -math.inf
