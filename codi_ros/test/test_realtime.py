@@ -84,6 +84,14 @@ def test_a_plan_later_than_its_commitment_is_dropped_and_the_arm_finishes_the_co
     assert out[3:12] == [action_id(0, k) for k in range(3, 12)]
 
 
+def test_a_plan_as_slow_as_the_execution_horizon_is_still_executed():
+    """Latency 0.4 s = 4 steps = the execution horizon: each plan arrives as the next one starts; it must be
+    delivered before that one is computed (it was overwritten unexecuted, and the arms never moved)."""
+    out, loop = executed(RampController(), Timing("realtime", latency=0.4), steps=13)
+    assert loop.delays[:3] == [4, 4, 4]
+    assert out[4:8] == [action_id(0, k) for k in (4, 5, 6, 7)] and out[8:12] == [action_id(1, k) for k in (4, 5, 6, 7)]
+
+
 @pytest.mark.parametrize("bad", [{"mode": "frozen"}, {"latency": -0.1}, {"latency": float("nan")},
                                  {"mode": "paused", "latency": 0.2}])
 def test_bad_timing_is_refused_naming_the_field(bad):
