@@ -168,6 +168,12 @@ class ChunkExecutor:
             actions[later] = [self._pending.action_at(x) for x in times[later]]
         return actions
 
+    def commitment(self, t: float, steps: int, gripper_width: float) -> np.ndarray:
+        """The ``steps`` actions a plan started at t must treat as committed: :meth:`upcoming`, or standing
+        still at ``gripper_width`` while holding."""
+        upcoming = self.upcoming(t, steps)
+        return upcoming if upcoming is not None else np.tile(np.r_[np.zeros(6), gripper_width], (steps, 1))
+
     def stop(self, t: float) -> None:
         """Drop the current chunk and hold until a chunk planned after time ``t`` arrives."""
         if self._chunk is not None:

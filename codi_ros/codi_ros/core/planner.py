@@ -206,11 +206,8 @@ class Planner:
         if not torch.isfinite(planned).all():
             raise PlanningError("actions: the sampler produced non-finite actions (policy or guidance diverged)")
         self._previous = (state.stamp, planned)
-        actions = planned.clone()
-        if predict:                                                # committed actions, then the new chunk
-            actions = torch.cat([prefix[0].to(planned.dtype), planned[:, :H - d]], dim=1)
-        elif d:
-            actions[:, :d] = prefix[0].to(actions.dtype)           # exactly what the arms execute
+        # predict: the committed actions, then the new chunk (inpaint: the prefix is already in place)
+        actions = torch.cat([prefix[0].to(planned.dtype), planned[:, :H - d]], dim=1) if predict else planned
         chunks = {n: actions[i].double().numpy() for i, n in enumerate(names)}
         for n in chunks if d else ():
             chunks[n][:d] = committed[n]                           # bit for bit what the arms execute

@@ -54,12 +54,8 @@ class PlannerController:
         d = self.latency.commit_steps() if self.latency is not None else 0
         if d == 0:
             return None
-        out = {}
-        for arm, executor in world.executors.items():
-            upcoming = executor.chunks.upcoming(world.time, d)
-            out[arm] = (upcoming if upcoming is not None else
-                        np.tile(np.r_[np.zeros(6), world.gripper_width(arm)], (d, 1)))   # holding: stays still
-        return out
+        return {arm: ex.chunks.commitment(world.time, d, world.gripper_width(arm))
+                for arm, ex in world.executors.items()}
 
     def plan(self, world: TwoArmWorld) -> Plan:
         from codi_ros.core.planner import PlanningError

@@ -191,12 +191,8 @@ class Coordinator:
         d = self.latency.commit_steps()
         if d == 0:
             return None
-        out = {}
-        for arm, running in self._running.items():
-            upcoming = running.upcoming(now, d)
-            out[arm] = upcoming if upcoming is not None else np.tile(
-                np.r_[np.zeros(6), state.arms[arm].gripper_width], (d, 1))
-        return out
+        return {arm: running.commitment(now, d, state.arms[arm].gripper_width)
+                for arm, running in self._running.items()}
 
     def sent(self, chunks: list[dict], at: float) -> list[dict]:
         """Record chunks as sent to the action nodes at time ``at`` (the mirror accepts what they accept)."""
