@@ -93,24 +93,30 @@ def run_closed_loop(world: TwoArmWorld, controller: ChunkController, max_seconds
     result = LoopResult()
     pending: tuple[int, float, Plan] | None = None     # (arrival step, plan start time, plan)
     next_plan = 0
+
+    def deliver(step: int) -> None:
+        nonlocal pending
+        if pending is None or step != pending[0]:
+            return
+        _, start, plan = pending
+        for arm in world.arms:
+            if arm in plan.chunks:
+                result.dropped += not world.execute(arm, Chunk(start, dt, plan.chunks[arm], plan.committed))
+            else:
+                world.executors[arm].stop(world.time)    # left out: ramp to rest (never driven: stays put)
+        pending = None
+
     for step in range(int(round(max_seconds * cfg.control.rate_hz))):
-        for _ in range(2):   # a plan that arrives when the next one starts is delivered first
-            if pending is not None and step == pending[0]:
-                _, start, plan = pending
-                for arm in world.arms:
-                    if arm in plan.chunks:
-                        result.dropped += not world.execute(arm, Chunk(start, dt, plan.chunks[arm], plan.committed))
-                    else:
-                        world.executors[arm].stop(world.time)    # left out: ramp to rest (never driven: stays put)
-                pending = None
-            if step == next_plan:
-                start, tic = world.time, time.perf_counter()
-                plan = controller.plan(world)
-                latency = time.perf_counter() - tic
-                delay = timing.delay_steps(latency, dt)
-                result.plan_latencies.append(latency)
-                result.delays.append(delay)
-                pending, next_plan = (step + delay, start, plan), step + max(execution, delay)
+        deliver(step)          # a plan arriving as the next one starts is delivered before that one is made
+        if step == next_plan:
+            start, tic = world.time, time.perf_counter()
+            plan = controller.plan(world)
+            latency = time.perf_counter() - tic
+            delay = timing.delay_steps(latency, dt)
+            result.plan_latencies.append(latency)
+            result.delays.append(delay)
+            pending, next_plan = (step + delay, start, plan), step + max(execution, delay)
+            deliver(step)      # paused (delay 0): at once
         world.step_control()
         result.steps += 1
         if on_step is not None and on_step(world):
