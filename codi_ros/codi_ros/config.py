@@ -99,6 +99,7 @@ class ControlConfig:
     joint_acceleration_limit: tuple[float, ...] = (10.0,) * 7
     joint_jerk_limit: tuple[float, ...] = (5000.0,) * 7
     servo_rate_hz: float = 1000.0   # the arm controller's rate (FR3: 1 kHz): jerk is bounded as it sees it
+    tracking_time_constant: float = 0.1   # s: the joints follow velocity commands with this first-order lag
 
     def __post_init__(self) -> None:
         _check(self.rate_hz > 0 and self.ik_rate_hz >= self.rate_hz, "control: need 0 < rate_hz <= ik_rate_hz")
@@ -109,6 +110,7 @@ class ControlConfig:
         _check(len(self.joint_velocity_limit) == 7 and len(self.joint_acceleration_limit) == 7
                and len(self.joint_jerk_limit) == 7, "joint limits need 7 values")
         _check(self.servo_rate_hz >= self.ik_rate_hz, "control: need servo_rate_hz >= ik_rate_hz")
+        _check(0 <= self.tracking_time_constant < 10, "control.tracking_time_constant must be in [0, 10) s")
 
     @property
     def dt(self) -> float:

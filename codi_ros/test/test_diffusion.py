@@ -120,6 +120,24 @@ def test_exact_gaussian_score_gives_the_target_moments(method, steps):
     assert torch.allclose(x.std(0), torch.full((2,), std), rtol=0.04), x.std(0)
 
 
+def test_warm_start_follows_the_probability_flow_from_the_noised_guess():
+    """From x(t0) = x0 + t0 z the probability-flow ODE of N(m, s^2) ends at m + (x(t0) - m) s / sqrt(s^2 + t0^2),
+    t0 the first grid level <= t_w; only the grid below t_w is run."""
+    mean, std, steps, shape = torch.tensor([0.7, -0.2]), 0.4, 100, (500, 2)
+    x0 = torch.randn(shape, generator=torch.Generator().manual_seed(1))
+    calls = []
+    score = gaussian_score(mean, std)
+    x = diffusion.sample(lambda a, t: calls.append(t) or score(a, t), shape, steps, CFG,
+                         torch.Generator().manual_seed(0), "heun", warm=(x0, 1.0))
+    t0 = max(t for t in diffusion.time_grid(steps, CFG).tolist() if t <= 1.0)
+    assert max(calls) == pytest.approx(t0) and t0 > 0.8
+    z = torch.randn(shape, generator=torch.Generator().manual_seed(0))
+    expected = mean + (x0 + t0 * z - mean) * std / math.sqrt(std**2 + t0**2)
+    torch.testing.assert_close(x, expected, atol=5e-3, rtol=0)   # Heun on the 100-step grid
+    with pytest.raises(ValueError, match="warm start"):
+        diffusion.sample(score, shape, steps, CFG, warm=(x0, 1e-4))
+
+
 def test_exact_mixture_score_gives_the_mode_weights():
     x = diffusion.sample(mixture_score, (20000, 2), 100, CFG, torch.Generator().manual_seed(0), "sde")
     w, mu, sd = mode_stats(x)

@@ -219,3 +219,29 @@ def test_world_apply_action_is_a_one_step_chunk_through_the_executor():
     np.testing.assert_allclose(a.joint_positions("left"), b.joint_positions("left"), atol=1e-9)
     moved = np.linalg.norm(a.arm_state("left").ee_pos - a.home_tcp["left"][0])
     assert 0.03 < moved < 0.08                                       # ~0.06 m/s for 0.8 s, accelerating
+
+
+def test_predict_runs_a_copy_ahead_with_the_limits_lag_and_leaves_the_executor_alone():
+    """ArmExecutor.predict from rest under 0.3 m/s along base x for 0.3 s: the tool where the same executor
+    takes it with joints that follow its commands with the tracking lag (behind the first-order 9 cm: the
+    joint limits and the lag ramp the speed up); the executor's own next commands are unchanged by it."""
+    kin = ArmKinematics(WORLD)
+    ex, twin = ArmExecutor(WORLD, "left", kin), ArmExecutor(WORLD, "left", kin)
+    q0 = np.array(WORLD.home_qpos)
+    for e in (ex, twin):
+        e.accept(chunk_of([0.3, 0, 0, 0, 0, 0]), now=0.0)
+    predicted = ex.predict(0.0, q0, np.zeros(7), 0.3, gripper_width=0.08)
+    q, qdot, dt = q0.copy(), np.zeros(7), 1 / WORLD.control.ik_rate_hz
+    for k in range(round(0.3 * WORLD.control.ik_rate_hz)):
+        command, _ = twin.step(k * dt, q)
+        qdot += dt / (WORLD.control.tracking_time_constant + dt) * (command - qdot)   # the arm's tracking lag
+        q = q + qdot * dt
+    frame = WORLD.base_frame("left")
+    np.testing.assert_allclose(predicted.ee_pos, frame.point_to_world(kin.forward(q)[0]), atol=1e-9)
+    np.testing.assert_allclose(predicted.ee_linvel, frame.vec_to_world(kin.jacobian(q)[:3] @ qdot), atol=1e-9)
+    start = frame.point_to_world(kin.forward(q0)[0])
+    moved = frame.vec_to_base(predicted.ee_pos - start)[0]
+    assert 0.03 < moved < 0.07                                     # behind first order (0.09 m)
+    fresh = ArmExecutor(WORLD, "left", kin)
+    fresh.accept(chunk_of([0.3, 0, 0, 0, 0, 0]), now=0.0)
+    np.testing.assert_array_equal(ex.step(0.0, q0)[0], fresh.step(0.0, q0)[0])

@@ -210,6 +210,37 @@ def test_coherence_prefers_the_candidate_continuing_the_executed_plan():
     assert int(planner(replace(FAST, candidates=2)).choice_scores(0.4, chunks, cost).argmin()) == 1
 
 
+class CountingPolicy(GaussianPolicy):
+    calls = 0
+
+    def score(self, a_t, t, obs):
+        self.calls += 1
+        return super().score(a_t, t, obs)
+
+
+def test_warm_start_continues_the_rest_of_the_previous_plan_in_fewer_steps():
+    """warm_start t_w: a plan 2 steps after the previous one starts from that plan's rest (shifted by 2,
+    padded with its last action) noised to t_w and runs only the grid below t_w; its first plan and the
+    first plan after reset are cold (pure noise, the whole grid, as without warm start)."""
+    unguided = replace(FAST, guidance=GuidanceConfig(scale=0.0))
+    cold, policy = planner(unguided, CountingPolicy()), CountingPolicy()
+    warm = planner(replace(unguided, warm_start=0.05), policy)
+    first = warm.plan(world_state())
+    assert np.array_equal(first.chunks["left"], cold.plan(world_state()).chunks["left"])
+    cold_calls = policy.calls
+    second = warm.plan(world_state(stamp=0.2))
+    assert policy.calls - cold_calls < cold_calls / 3           # 8-step grid: 2 of its steps lie below 0.05
+    for n in WORLD.arm_names:
+        rest = first.chunks[n][2:]
+        expected = np.concatenate([rest, rest[-1:].repeat(2, axis=0)])
+        np.testing.assert_allclose(second.chunks[n], expected, atol=0.02)   # raw; t_w = 0.05 normalised units
+        assert not np.allclose(second.chunks[n], expected, atol=1e-6)       # noised, not copied
+    warm.reset()
+    assert np.array_equal(warm.plan(world_state()).chunks["left"], first.chunks["left"])
+    stale = warm.plan(world_state(stamp=5.0))                   # the previous plan is used up: cold again
+    assert np.array_equal(stale.chunks["left"], cold.plan(world_state(stamp=5.0)).chunks["left"])
+
+
 def test_planner_yaml_loads_and_is_validated(tmp_path):
     cfg = load_planner_config()
     assert cfg.method == "codi" and cfg.cost_simulator == "kinematic" and cfg.guidance.temperature > 0
@@ -219,7 +250,7 @@ def test_planner_yaml_loads_and_is_validated(tmp_path):
                         ("guidance: {num_samples: 1}\n", "num_samples"),
                         ("guidance: {covariance: full}\n", "covariance"),
                         ("cost_simulator: isaac\n", "cost_simulator"), ("candidates: 0\n", "candidates"),
-                        ("coherence: -1\n", "coherence")]:
+                        ("coherence: -1\n", "coherence"), ("warm_start: 0\n", "warm_start")]:
         p.write_text(text)
         with pytest.raises(ConfigError, match=field):
             load_planner_config(p)

@@ -138,6 +138,32 @@ def test_predicted_state_moves_the_tools_and_a_held_cube_through_the_committed_a
     release[1:, 6] = 0.08                                          # opens after the first step
     dropped = predict_state(state, {"left": release, "right": still}, WORLD, 0.03, 0.01)
     np.testing.assert_allclose(dropped.cube.pos, [-0.29, 0.0, WORLD.cube.size / 2], atol=1e-9)
+    # the grippers end at their last committed width; the holder's is held open by the cube between its fingers
+    assert out.arms["left"].gripper_width == WORLD.cube.size and out.arms["right"].gripper_width == 0.08
+    assert dropped.arms["left"].gripper_width == 0.08
+
+
+def test_predicted_tools_from_the_executors_replace_first_order_and_carry_a_held_cube_rigidly():
+    """predict_state(arms=...): the tools are the given ones (e.g. ArmExecutor.predict, with the joint limits'
+    lag); a cube held throughout keeps its offset and orientation relative to its holder's tool."""
+    from codi_ros.core.realtime import predict_state
+    from codi_ros.frames import ArmState, CubeState, WorldState, quat_to_mat
+
+    down = np.diag([1.0, -1.0, -1.0])
+    arms = {"left": ArmState(np.array([-0.3, 0.0, 0.1]), down, np.zeros(3), np.zeros(3), 0.05),
+            "right": ArmState(np.array([0.3, 0.0, 0.2]), down, np.zeros(3), np.zeros(3), 0.08)}
+    state = WorldState(arms=arms, cube=CubeState(np.array([-0.3, 0.0, 0.09]), np.array([1.0, 0, 0, 0])),
+                       goal=np.array([0.3, 0.0, 0.025]), stamp=2.0)
+    turn = np.array([[0.0, -1.0, 0.0], [1.0, 0.0, 0.0], [0.0, 0.0, 1.0]])        # 90 degrees about z
+    lagging = {"left": ArmState(np.array([-0.28, 0.01, 0.1]), turn @ down, np.array([0.05, 0, 0]), np.zeros(3), 0.05),
+               "right": arms["right"]}
+    committed = {"left": np.tile([0.1, 0, 0, 0, 0, 0, 0.04], (3, 1)),
+                 "right": np.tile([0, 0, 0, 0, 0, 0, 0.08], (3, 1))}
+    out = predict_state(state, committed, WORLD, 0.03, 0.01, arms=lagging)
+    np.testing.assert_allclose(out.arms["left"].ee_pos, [-0.28, 0.01, 0.1])
+    np.testing.assert_allclose(out.arms["left"].ee_linvel, [0.05, 0, 0])
+    np.testing.assert_allclose(out.cube.pos, [-0.28, 0.01, 0.09], atol=1e-9)      # 1 cm below the tool, as before
+    np.testing.assert_allclose(quat_to_mat(out.cube.quat), turn, atol=1e-9)
 
 
 @pytest.mark.parametrize("method", ["predict", "inpaint"])

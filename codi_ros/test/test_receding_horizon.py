@@ -110,7 +110,7 @@ class RefusingPlanner:
     def __init__(self):
         self.calls = 0
 
-    def plan(self, state, overrides=None, committed=None):
+    def plan(self, state, overrides=None, committed=None, predicted=None):
         from codi_ros.core.planner import PlanningError, PlanResult
 
         self.calls += 1

@@ -17,7 +17,7 @@ import yaml
 
 from codi_ros.config import load_world_config
 from codi_ros.control.executor import Chunk, ChunkError
-from codi_ros.control.kinematics import ArmKinematics
+from codi_ros.control.kinematics import ArmKinematics, arm_state_from_joints
 from codi_ros.core.guidance import GuidanceConfig
 from codi_ros.core.planner import Planner, PlannerConfig, PlanningError, PlanOverrides, PlanResult
 from codi_ros.frames import ArmState, mat_to_quat, quat_to_mat, rot_z
@@ -26,7 +26,6 @@ from codi_ros.nodes.logic.arm_control import (
     FINGER_JOINTS,
     ArmController,
     JointStateReader,
-    arm_state_from_joints,
 )
 from codi_ros.nodes.logic.coordinator import Coordinator
 from codi_ros.nodes.logic.messages import (
@@ -371,15 +370,17 @@ class FakePlanner:
     states: list = field(default_factory=list)
 
     committed: list = field(default_factory=list)
+    predicted: list = field(default_factory=list)
     ramp: bool = False                                     # plan i moves at 0.05 i m/s (which plan ran is visible)
     resets: int = 0
 
     def reset(self) -> None:
         self.resets += 1
 
-    def plan(self, state, overrides=None, committed=None) -> PlanResult:
+    def plan(self, state, overrides=None, committed=None, predicted=None) -> PlanResult:
         self.states.append((state, overrides))
         self.committed.append(committed)
+        self.predicted.append(predicted)
         if self.during is not None:
             self.during()
         if self.fail:
@@ -424,6 +425,33 @@ def test_latency_aware_coordinator_commits_what_the_arms_run_while_it_plans():
     naive.start()
     observe(naive, 1.0)
     assert all(c["committed"] == 0 for c in naive.tick(1.0))
+
+
+def test_latency_aware_coordinator_predicts_the_tools_from_the_arms_joint_states():
+    """Arm states with joints: the planner gets each tool where its mirror executor predicts it when the
+    plan takes over (0.3 s of committed motion at 0.05 m/s, plus the states' age, behind first order: the
+    joint limits and the tracking lag); without joints in the messages, first order (None)."""
+    from codi_ros.control.kinematics import ArmKinematics
+    from codi_ros.core.realtime import RealtimeConfig
+
+    kinematics, q = ArmKinematics(WORLD), np.array(WORLD.home_qpos)
+    planner = FakePlanner(latency=0.25)
+    coord = Coordinator(WORLD, planner, realtime=RealtimeConfig(initial_latency=0.25))
+    coord.start()
+    observe(coord, 1.0)
+    coord.tick(1.0)                                   # plan 1: holds still for 3 steps, then 0.05 m/s along x
+    assert planner.predicted[0] is None               # observe() sends no joints
+    starts = {}
+    for arm in WORLD.arm_names:
+        state = arm_state_from_joints(kinematics, WORLD.base_frame(arm), q, np.zeros(7), 0.08)
+        starts[arm] = state.ee_pos
+        coord.on_arm_state(arm_state_msg(arm, state, 1.38, joints=(q, np.zeros(7))))
+    coord.tick(1.4)
+    predicted = planner.predicted[1]
+    for arm in WORLD.arm_names:
+        moved = WORLD.base_frame(arm).vec_to_base(predicted[arm].ee_pos - starts[arm])
+        assert 0.005 < moved[0] < 0.014 and abs(moved[1]) < 1e-3              # along base x, behind 1.6 cm
+        assert predicted[arm].gripper_width == 0.08
 
 
 def test_states_queued_behind_a_long_plan_are_not_mistaken_for_stale_ones():

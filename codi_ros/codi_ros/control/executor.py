@@ -23,10 +23,16 @@ executed by their time stamp, never late by index. A chunk takes over in one of 
 
 When the chunk runs out with no newer one, on stop, or on stale or NaN joint states, the arm holds:
 every joint ramps to zero within ``stop_time`` and stays there.
+
+:meth:`ArmExecutor.predict` runs a copy of an executor ahead (the latency-aware planner's view of
+where the tool will be when its plan takes over): the committed actions through the same IK and
+limits, the joints following the commands with the arm's tracking lag, so the prediction has the
+lag of the limits and of the arm.
 """
 
 from __future__ import annotations
 
+import copy
 import math
 from dataclasses import dataclass
 from typing import Protocol
@@ -35,8 +41,9 @@ import numpy as np
 
 from codi_ros.config import WorldConfig
 from codi_ros.control.ik import DifferentialIK
+from codi_ros.control.kinematics import arm_state_from_joints
 from codi_ros.control.workspace import WorkspaceBounds
-from codi_ros.frames import ACT_DIM
+from codi_ros.frames import ACT_DIM, ArmState
 
 Events = list[tuple[str, str]]   # (level "warn" | "info", text) lines worth logging once each
 
@@ -267,9 +274,8 @@ class Kinematics(Protocol):
     q_lower: np.ndarray
     q_upper: np.ndarray
 
-    def forward(self, q: np.ndarray) -> tuple[np.ndarray, np.ndarray]: ...
-
-    def jacobian(self, q: np.ndarray) -> np.ndarray: ...
+    def forward_and_jacobian(self, q: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Tool position (3,), orientation (3, 3) and (6, 7) Jacobian, base frame."""
 
 
 class ArmExecutor:
@@ -281,6 +287,7 @@ class ArmExecutor:
         self.frame = world.base_frame(arm)
         self.dt = 1.0 / cfg.ik_rate_hz
         self.gripper_max = cfg.gripper_max_width
+        self.tracking_time_constant = cfg.tracking_time_constant
         self.ik = DifferentialIK(cfg, np.array(world.home_qpos), kinematics.q_lower, kinematics.q_upper)
         self.chunks = ChunkExecutor(ex.blend_time, ex.late_tolerance)
         self.limiter = JointCommandLimiter(cfg.joint_velocity_limit, cfg.joint_acceleration_limit, dt=self.dt,
@@ -309,15 +316,34 @@ class ArmExecutor:
         hold = hold or cmd.hold or q is None or not np.all(np.isfinite(q))
         qdot = np.zeros(7)
         if not hold:
-            pos, _ = self.kinematics.forward(q)
+            pos, _, jacobian = self.kinematics.forward_and_jacobian(q)
             v_world = self.bounds.limit(self.frame.point_to_world(pos), self.frame.vec_to_world(cmd.twist[:3]))
             twist = np.concatenate([self.frame.vec_to_base(v_world), cmd.twist[3:]])
-            qdot = self.ik.joint_velocities(self.kinematics.jacobian(q), q, twist)
+            qdot = self.ik.joint_velocities(jacobian, q, twist)
         width = None if cmd.gripper_width is None else float(np.clip(cmd.gripper_width, 0.0, self.gripper_max))
         qdot = self.limiter.limit(qdot, hold=hold)
         if self.trace is not None:
             self.trace.append((now, qdot, self.chunks.switched_at))
         return qdot, width
+
+    def predict(self, now: float, q: np.ndarray, qdot: np.ndarray, seconds: float, gripper_width: float,
+                mirror: bool = False) -> ArmState:
+        """The tool's state (world frame) after running what this executor has for ``seconds`` from the
+        measured joint positions and velocities ``q``, ``qdot``: the joints follow the commands with the
+        first-order lag ``control.tracking_time_constant``. The executor itself is left as it is; the
+        gripper keeps ``gripper_width``. ``mirror``: this executor only mirrors the chunks of the one
+        driving the arm (the coordinator's), so its commands start from ``qdot``, not its own last ones."""
+        ghost = copy.copy(self)
+        ghost.chunks, ghost.limiter, ghost.trace = copy.deepcopy(self.chunks), copy.deepcopy(self.limiter), None
+        q, qdot = np.asarray(q, dtype=float).copy(), np.asarray(qdot, dtype=float).copy()
+        if mirror:
+            ghost.limiter.last, ghost.limiter.acc = qdot.copy(), np.zeros_like(qdot)
+        follow = self.dt / (self.tracking_time_constant + self.dt)
+        for k in range(int(round(seconds / self.dt))):
+            command, _ = ghost.step(now + k * self.dt, q)
+            qdot = qdot + follow * (command - qdot)
+            q = q + qdot * self.dt
+        return arm_state_from_joints(self.kinematics, self.frame, q, qdot, float(gripper_width))
 
     def pop_events(self) -> Events:
         events, self.chunks.events = self.chunks.events, []

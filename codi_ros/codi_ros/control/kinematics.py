@@ -10,6 +10,7 @@ import mujoco
 import numpy as np
 
 from codi_ros.config import ArmConfig, WorldConfig
+from codi_ros.frames import ArmState, BaseFrame
 from codi_ros.sim.scene import build_arm_xml
 
 _NAME = "arm"
@@ -21,6 +22,7 @@ class ArmKinematics:
         self.data = mujoco.MjData(self.model)
         self._site = self.model.site(f"{_NAME}_tcp").id
         self._qadr = [self.model.joint(f"{_NAME}_fr3_joint{i}").qposadr[0] for i in range(1, 8)]
+        self._dofs = [self.model.jnt_dofadr[self.model.joint(f"{_NAME}_fr3_joint{i}").id] for i in range(1, 8)]
         self.q_lower = np.array([self.model.joint(f"{_NAME}_fr3_joint{i}").range[0] for i in range(1, 8)])
         self.q_upper = np.array([self.model.joint(f"{_NAME}_fr3_joint{i}").range[1] for i in range(1, 8)])
 
@@ -39,8 +41,25 @@ class ArmKinematics:
 
     def jacobian(self, q: np.ndarray) -> np.ndarray:
         """(6, 7) Jacobian of the tool site: rows 0-2 linear, 3-5 angular velocity, base frame."""
+        return self.forward_and_jacobian(q)[2]
+
+    def forward_and_jacobian(self, q: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """:meth:`forward` and :meth:`jacobian` from one kinematics pass."""
         self._set(q)
         jp, jr = np.zeros((3, self.model.nv)), np.zeros((3, self.model.nv))
         mujoco.mj_jacSite(self.model, self.data, jp, jr, self._site)
-        dofs = [self.model.jnt_dofadr[self.model.joint(f"{_NAME}_fr3_joint{i}").id] for i in range(1, 8)]
-        return np.vstack([jp[:, dofs], jr[:, dofs]])
+        return (self.data.site_xpos[self._site].copy(), self.data.site_xmat[self._site].reshape(3, 3).copy(),
+                np.vstack([jp[:, self._dofs], jr[:, self._dofs]]))
+
+
+def arm_state_from_joints(kinematics: ArmKinematics, frame: BaseFrame, q: np.ndarray, qdot: np.ndarray,
+                          gripper_width: float) -> ArmState:
+    """World-frame end-effector state by forward kinematics: pose of the tool site, twist = J(q) qdot."""
+    if not (np.all(np.isfinite(q)) and np.all(np.isfinite(qdot))):
+        nan = np.full(3, np.nan)
+        return ArmState(nan, np.full((3, 3), np.nan), nan, nan, gripper_width)
+    pos, rot, jacobian = kinematics.forward_and_jacobian(q)
+    v = jacobian @ qdot
+    return ArmState(ee_pos=frame.point_to_world(pos), ee_rot=frame.rotation @ rot,
+                    ee_linvel=frame.vec_to_world(v[:3]), ee_angvel=frame.vec_to_world(v[3:]),
+                    gripper_width=gripper_width)

@@ -121,16 +121,26 @@ def heun_step(score_fn: ScoreFn, x: torch.Tensor, t: float, t_next: float) -> to
 def sample(score_fn: ScoreFn, shape: tuple[int, ...], steps: int, cfg: EDMConfig,
            generator: torch.Generator | None = None, method: SamplerMethod = "sde",
            device: torch.device | str = "cpu",
-           project: Callable[[torch.Tensor, torch.Tensor, float], torch.Tensor] | None = None) -> torch.Tensor:
+           project: Callable[[torch.Tensor, torch.Tensor, float], torch.Tensor] | None = None,
+           warm: tuple[torch.Tensor, float] | None = None) -> torch.Tensor:
     """Integrate from x(T) ~ N(0, T^2 I), T = sigma_max, down to t = 0 on the EDM grid (eq. 5).
 
+    ``warm = (x0, t_w)`` starts instead from a guess x0 of the clean sample noised to the first grid
+    level t0 <= t_w, x(t0) = x0 + t0 z, and runs only the grid's steps below it (SDEdit's warm start).
     ``project(x, z, t)`` (inpainting by replacement) overwrites the known part of x at noise level t
-    after every step, given the initial noise z = x(T) / T; at t = 0 it must return the known values."""
+    after every step, given the initial noise z; at t = 0 it must return the known values."""
     if method not in SAMPLER_METHODS:
         raise ValueError(f"method must be one of {SAMPLER_METHODS}, got {method!r}")
     grid = time_grid(steps, cfg).tolist()
     z = torch.randn(shape, generator=generator, device=device)
-    x = grid[0] * z
+    if warm is None:
+        x = grid[0] * z
+    else:
+        x0, t_w = warm
+        grid = [t for t in grid if t <= t_w]
+        if len(grid) < 2:
+            raise ValueError(f"warm start at t = {t_w} leaves no step of the {steps}-step grid")
+        x = x0.to(z.dtype) + grid[0] * z
     if project is not None:
         x = project(x, z, grid[0])
     for t, t_next in zip(grid[:-1], grid[1:], strict=True):

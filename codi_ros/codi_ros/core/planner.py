@@ -66,6 +66,7 @@ class PlannerConfig:
     seed: int = 0
     candidates: int = 1    # joint chunks sampled per plan; the one with the lowest J + coherence * gap is returned
     coherence: float = 0.0  # cost units per unit of mean squared gap to the rest of the previous plan (core/coherence)
+    warm_start: float | None = None   # t_w: start from the rest of the previous plan noised to t_w (None: pure noise)
     guidance: GuidanceConfig = field(default_factory=GuidanceConfig)
     realtime: RealtimeConfig = field(default_factory=RealtimeConfig)
 
@@ -78,6 +79,8 @@ class PlannerConfig:
             raise ConfigError(f"planner.method must be codi or codi-indep, got {self.method!r}")
         if self.cost_simulator not in ("kinematic", "physics"):
             raise ConfigError(f"planner.cost_simulator must be kinematic or physics, got {self.cost_simulator!r}")
+        if self.warm_start is not None and not (self.warm_start > 0 and math.isfinite(self.warm_start)):
+            raise ConfigError(f"planner.warm_start must be null or a finite noise level > 0, got {self.warm_start}")
         try:
             self.sampler_config()
         except ValueError as e:
@@ -173,13 +176,15 @@ class Planner:
         return time.perf_counter() - start
 
     def plan(self, state: WorldState, overrides: PlanOverrides | None = None,
-             committed: dict[str, np.ndarray] | None = None) -> PlanResult:
+             committed: dict[str, np.ndarray] | None = None,
+             predicted: dict[str, ArmState] | None = None) -> PlanResult:
         """One joint chunk for ``state``. Raises :class:`PlanningError` naming the bad field.
 
         ``committed``: per arm, the d raw actions (d, 7) the arm executes from ``state.stamp`` on while
         this plan is computed (core/realtime.py); the chunk then starts with exactly these, and the rest
         is planned from the state they lead to (``realtime.method: predict``) or sampled conditioned on
-        them (``inpaint``)."""
+        them (``inpaint``). ``predicted``: per arm, the tool's state after them as the caller's executors
+        predict it (:func:`~codi_ros.core.realtime.predict_state`; default: first order)."""
         start = time.perf_counter()
         o = overrides or PlanOverrides()
         check_overrides(o)
@@ -195,12 +200,15 @@ class Planner:
         predict = d > 0 and self.config.realtime.method == "predict"
         if predict:   # plan a whole chunk from the state the committed actions lead to (core/realtime.py)
             km = self._kinematic
-            state = predict_state(state, committed, self.world, km.grasp_radius, km.hold_width_margin)
+            if predicted is not None and set(predicted) != set(names):
+                raise PlanningError(f"predicted: expected the configured arms {list(names)}, got {sorted(predicted)}")
+            state = predict_state(state, committed, self.world, km.grasp_radius, km.hold_width_margin, predicted)
         obs = np.stack([observe(state.arms[n], state.cube, self.world.base_frame(n)) for n in names])
         sampler = CoDiSampler(self.product, self.cost, sampler_config, chunk_shape=(H, ACT_DIM))
         obs_batch = torch.as_tensor(obs)[None].expand(self.config.candidates, *obs.shape)
         cost_state = state if self._injected_cost else SimState.from_world(state, self.world)
-        result = sampler.sample(obs_batch, cost_state, prefix=prefix[1] if d and not predict else None)
+        result = sampler.sample(obs_batch, cost_state, prefix=prefix[1] if d and not predict else None,
+                                warm=self._warm(state.stamp, self.config.candidates))
         best = int(self.choice_scores(state.stamp, result.actions, result.cost.total).argmin())
         planned = clip_to_limits(result.actions[best], self.world.control)
         if not torch.isfinite(planned).all():
@@ -229,6 +237,22 @@ class Planner:
                                 f"got shape {raw.shape[1:]}")
         raw_t = torch.as_tensor(raw, dtype=torch.get_default_dtype())
         return raw_t, self.product.normalize_actions(raw_t)
+
+    def _warm(self, stamp: float, batch: int) -> tuple[Tensor, float] | None:
+        """The warm start of a plan at ``stamp`` (``warm_start``): the not yet executed rest of the previous
+        plan, normalised, padded with its last action to a whole chunk; None before a first plan, after
+        :meth:`reset`, or when nothing of the previous plan is left."""
+        if self.config.warm_start is None or self._previous is None:
+            return None
+        prev_stamp, previous = self._previous
+        offset = round((stamp - prev_stamp) / self.world.control.dt)
+        H = previous.shape[1]
+        if not 0 <= offset < H:
+            return None
+        rest = previous[:, offset:]
+        guess = torch.cat([rest, rest[:, -1:].expand(-1, offset, -1)], dim=1)
+        guess = self.product.normalize_actions(guess).to(torch.get_default_dtype())
+        return guess.expand(batch, *guess.shape), self.config.warm_start
 
     def choice_scores(self, stamp: float, chunks: Tensor, cost: Tensor) -> Tensor:
         """(B,) J + coherence * gap of B candidate joint chunks; the gap is to the rest of the previous plan,

@@ -55,7 +55,7 @@ class CoDiSampler:
 
     @torch.no_grad()
     def sample(self, obs: Tensor, state: Any = None, generator: torch.Generator | None = None,
-               prefix: Tensor | None = None) -> SampleResult:
+               prefix: Tensor | None = None, warm: tuple[Tensor, float] | None = None) -> SampleResult:
         """obs (B, N, OBS_DIM): B independent joint samples for the same (or per-row) observations.
         ``state`` is handed to the cost; ``generator`` defaults to one seeded with ``config.seed``.
 
@@ -63,7 +63,10 @@ class CoDiSampler:
         actions) and every sample is conditioned on them: a(t)'s prefix is replaced by prefix + t z
         after every step (z: the initial noise), and the guidance's posterior samples carry the prefix
         exactly, so the cost scores the rest together with the motion the prefix commits to. The
-        returned samples start with the prefix exactly."""
+        returned samples start with the prefix exactly.
+
+        ``warm = (guess, t_w)``: start from ``guess`` (B, N, *event) normalised, noised to t_w, instead of
+        pure noise (:func:`codi_ros.core.diffusion.sample`)."""
         cfg, gcfg = self.config, self.config.guidance
         if generator is None:
             generator = torch.Generator().manual_seed(cfg.seed)
@@ -96,7 +99,7 @@ class CoDiSampler:
         pcfg = self.product.config
         edm = diffusion.EDMConfig(sigma_min=pcfg.sigma_min, sigma_max=pcfg.sigma_max)
         a = diffusion.sample(score_fn, (*obs.shape[:2], *self.chunk_shape), cfg.steps, edm, generator, cfg.method,
-                             project=project)
+                             project=project, warm=warm)
         actions = self.product.unnormalize_actions(a)
         return SampleResult(actions=actions, normalized=a,
                             cost=self.cost(state, actions) if self.cost is not None else None)

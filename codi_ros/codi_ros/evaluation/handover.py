@@ -28,6 +28,7 @@ from codi_ros.evaluation.rollout import (
     run_closed_loop,
     world_state,
 )
+from codi_ros.frames import ArmState
 from codi_ros.sim.tasks import HANDOVER, HandoverTask
 from codi_ros.sim.world import TwoArmWorld
 
@@ -40,7 +41,8 @@ class PlannerController:
 
     With a :class:`~codi_ros.core.realtime.LatencyEstimate` (real-time timing) each plan commits to
     the d actions the arms execute while it is computed (what their executors will run from now on)
-    and plans the rest after them; without one (paused timing) nothing is committed.
+    and plans the rest after them, from the tool states the executors predict for then; without one
+    (paused timing) nothing is committed.
 
     A state the planner refuses (e.g. the cube knocked off the table) is a failed episode, not a crash:
     the arms hold and ``error`` keeps the planner's message; the episode loop then ends the episode."""
@@ -57,11 +59,20 @@ class PlannerController:
         return {arm: ex.chunks.commitment(world.time, d, world.gripper_width(arm))
                 for arm, ex in world.executors.items()}
 
+    @staticmethod
+    def predicted(world: TwoArmWorld, committed: dict[str, np.ndarray]) -> dict[str, ArmState]:
+        """Each tool when a chunk planned now takes over, after the committed actions, as its executor predicts it."""
+        return {arm: ex.predict(world.time, world.joint_positions(arm), world.joint_velocities(arm),
+                                len(committed[arm]) * world.cfg.control.dt, world.gripper_width(arm))
+                for arm, ex in world.executors.items()}
+
     def plan(self, world: TwoArmWorld) -> Plan:
         from codi_ros.core.planner import PlanningError
 
+        committed = self.committed(world)
+        predicted = None if committed is None else self.predicted(world, committed)
         try:
-            result = self.planner.plan(world_state(world), self.overrides, committed=self.committed(world))
+            result = self.planner.plan(world_state(world), self.overrides, committed, predicted)
         except PlanningError as e:
             self.error = str(e)
             return Plan({})

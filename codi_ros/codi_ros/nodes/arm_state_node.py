@@ -11,9 +11,9 @@ from codi_msgs.msg import ArmState
 from rclpy.node import Node
 from sensor_msgs.msg import JointState
 
-from codi_ros.control.kinematics import ArmKinematics
+from codi_ros.control.kinematics import ArmKinematics, arm_state_from_joints
 from codi_ros.nodes._ros import SENSOR_QOS, describe, param, run, world_config
-from codi_ros.nodes.logic.arm_control import ARM_JOINTS, FINGER_JOINTS, JointStateReader, arm_state_from_joints
+from codi_ros.nodes.logic.arm_control import ARM_JOINTS, FINGER_JOINTS, JointStateReader
 from codi_ros.nodes.logic.messages import arm_state_msg
 from codi_ros.nodes.logic.msg_dict import fill
 
@@ -47,7 +47,7 @@ class ArmStateNode(Node):
     def publish(self) -> None:
         r = self.reader
         state = arm_state_from_joints(self.kinematics, self.frame, r.q, r.qdot, r.gripper_width)
-        self.pub.publish(fill(ArmState(), arm_state_msg(self.arm, state, r.stamp)))
+        self.pub.publish(fill(ArmState(), arm_state_msg(self.arm, state, r.stamp, joints=(r.q, r.qdot))))
 
 
 def main(args: list[str] | None = None) -> None:

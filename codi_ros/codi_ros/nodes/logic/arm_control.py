@@ -14,7 +14,6 @@ import numpy as np
 from codi_ros.config import WorldConfig
 from codi_ros.control.executor import ArmExecutor, ChunkError
 from codi_ros.control.kinematics import ArmKinematics
-from codi_ros.frames import ArmState, BaseFrame
 from codi_ros.nodes.logic.messages import Msg, parse_chunk
 from codi_ros.nodes.logic.watchdog import LogOnce, StateMonitor
 
@@ -57,19 +56,6 @@ class JointStateReader:
         """Whether new arm joints arrived since the last call."""
         fresh, self.fresh = self.fresh, False
         return fresh
-
-
-def arm_state_from_joints(kinematics: ArmKinematics, frame: BaseFrame, q: np.ndarray, qdot: np.ndarray,
-                          gripper_width: float) -> ArmState:
-    """World-frame end-effector state by forward kinematics: pose of the tool site, twist = J(q) qdot."""
-    if not (np.all(np.isfinite(q)) and np.all(np.isfinite(qdot))):
-        nan = np.full(3, np.nan)
-        return ArmState(nan, np.full((3, 3), np.nan), nan, nan, gripper_width)
-    pos, rot = kinematics.forward(q)
-    v = kinematics.jacobian(q) @ qdot
-    return ArmState(ee_pos=frame.point_to_world(pos), ee_rot=frame.rotation @ rot,
-                    ee_linvel=frame.vec_to_world(v[:3]), ee_angvel=frame.vec_to_world(v[3:]),
-                    gripper_width=gripper_width)
 
 
 class ArmController:

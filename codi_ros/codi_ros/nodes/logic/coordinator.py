@@ -4,9 +4,11 @@ Receding horizon (paper Sec. V): plan a chunk of H actions from the current stat
 first ``horizon.execution`` of them, plan again. Each chunk is stamped with the time its plan
 started. Latency-aware (planner.yaml ``realtime.commit``, core/realtime.py): each plan commits to
 the d actions the arms run while it is computed (read off a mirror of the action nodes' executors,
-fed the same chunks) and samples the rest after them; the action nodes switch to it exactly at its
-first new action. Naive: the action nodes skip what the planning latency used up. Planning slower
-than the rest of the running chunk is reported as an overrun (the arms hold once their chunk runs out).
+fed the same chunks) and plans the rest after them, from the tool states the mirrors predict for
+then from the arms' joint states (:meth:`ArmExecutor.predict`; first order when an arm state
+carries no joints); the action nodes switch to it exactly at its first new action. Naive: the
+action nodes skip what the planning latency used up. Planning slower than the rest of the running
+chunk is reported as an overrun (the arms hold once their chunk runs out).
 No plan is made from an arm state older than ``arm_timeout``, a cube pose older than
 ``cube_timeout`` or any NaN; while moving, the arms are then told to stop (an empty chunk).
 """
@@ -20,11 +22,12 @@ from typing import Protocol
 import numpy as np
 
 from codi_ros.config import WorldConfig
-from codi_ros.control.executor import ChunkExecutor
+from codi_ros.control.executor import ArmExecutor
+from codi_ros.control.kinematics import ArmKinematics
 from codi_ros.core.planner import PlanningError, PlanOverrides, PlanResult
 from codi_ros.core.realtime import LatencyEstimate, RealtimeConfig
 from codi_ros.frames import ArmState, CubeState, WorldState, state_is_finite
-from codi_ros.nodes.logic.messages import Msg, parse_arm_state, parse_chunk, parse_detection, stop_msg
+from codi_ros.nodes.logic.messages import Msg, parse_arm_joints, parse_arm_state, parse_chunk, parse_detection, stop_msg
 from codi_ros.nodes.logic.services import RequestError, failure, parse_plan_request, plan_response
 from codi_ros.nodes.logic.watchdog import LogOnce, StateMonitor
 from codi_ros.perception.fusion import CubePoseFusion, FusedPose, FusionConfig
@@ -32,7 +35,8 @@ from codi_ros.perception.fusion import CubePoseFusion, FusedPose, FusionConfig
 
 class SupportsPlan(Protocol):
     def plan(self, state: WorldState, overrides: PlanOverrides | None = None,
-             committed: dict[str, np.ndarray] | None = None) -> PlanResult: ...
+             committed: dict[str, np.ndarray] | None = None,
+             predicted: dict[str, ArmState] | None = None) -> PlanResult: ...
 
     def reset(self) -> None: ...
 
@@ -59,7 +63,8 @@ class Coordinator:
                  fusion: FusionConfig | None = None, realtime: RealtimeConfig | None = None):
         self.world, self.planner = world, planner
         self.latency = LatencyEstimate(realtime or RealtimeConfig(commit=False), world.control.dt)
-        self._running = {a: ChunkExecutor(world.executor.blend_time, world.executor.late_tolerance)
+        kinematics = ArmKinematics(world)
+        self._running = {a: ArmExecutor(world, a, kinematics)
                          for a in world.arm_names}   # what each action node executes: the chunks it was sent
         self.config = config = config or CoordinatorConfig()
         self.monitor = StateMonitor({**{arm_key(a): config.arm_timeout for a in world.arm_names},
@@ -68,6 +73,7 @@ class Coordinator:
         self.goal = np.array(world.goal_centre())
         self.autonomous = False
         self._arms: dict[str, tuple[ArmState, float]] = {}
+        self._joints: dict[str, tuple[np.ndarray, np.ndarray] | None] = {}   # (q, qdot) of the latest arm state
         self._cube: FusedPose | None = None
         self._next_replan = -math.inf
         self._after_plan = False               # the last tick planned (states may still be queued)
@@ -86,6 +92,7 @@ class Coordinator:
                 self._lines.append(("warn", f"ignoring arm states of unknown arm {arm!r}"))
             return
         self._arms[arm] = (state, stamp)
+        self._joints[arm] = parse_arm_joints(msg)
         self.monitor.update(arm_key(arm), stamp, state_is_finite(state))
 
     def on_cube_detection(self, msg: Msg) -> None:
@@ -161,7 +168,8 @@ class Coordinator:
         try:
             state = self.observed_state(now)
             self._after_plan = True
-            result = self.planner.plan(state, committed=self.committed(now, state))
+            committed = self.committed(now, state)
+            result = self.planner.plan(state, committed=committed, predicted=self.predicted(now, committed))
         except (RequestError, PlanningError) as e:
             if isinstance(e, RequestError) and after_plan and self._executing_until > now:
                 # The tick right after a plan runs before the state messages that queued while it planned
@@ -191,8 +199,21 @@ class Coordinator:
         d = self.latency.commit_steps()
         if d == 0:
             return None
-        return {arm: running.commitment(now, d, state.arms[arm].gripper_width)
+        return {arm: running.chunks.commitment(now, d, state.arms[arm].gripper_width)
                 for arm, running in self._running.items()}
+
+    def predicted(self, now: float, committed: dict[str, np.ndarray] | None) -> dict[str, ArmState] | None:
+        """Each tool's state when a plan started at ``now`` takes over (after the committed actions), as the
+        mirror executors predict it from the arm's latest joint state; None (first order) without a
+        commitment or when an arm state came without joints."""
+        if committed is None or any(self._joints.get(a) is None for a in self.world.arm_names):
+            return None
+        out = {}
+        for arm, running in self._running.items():
+            (q, qdot), (state, stamp) = self._joints[arm], self._arms[arm]
+            ahead = now - stamp + len(committed[arm]) * self.world.control.dt
+            out[arm] = running.predict(stamp, q, qdot, ahead, state.gripper_width, mirror=True)
+        return out
 
     def sent(self, chunks: list[dict], at: float) -> list[dict]:
         """Record chunks as sent to the action nodes at time ``at`` (the mirror accepts what they accept)."""

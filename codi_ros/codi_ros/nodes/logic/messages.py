@@ -72,11 +72,14 @@ def parse_twist(d: Msg) -> np.ndarray:
 
 # --------------------------------------------------------------------------- codi_msgs/ArmState
 
-def arm_state_msg(arm: str, state: ArmState, stamp: float, frame_id: str = "world") -> dict:
+def arm_state_msg(arm: str, state: ArmState, stamp: float, frame_id: str = "world",
+                  joints: tuple[np.ndarray, np.ndarray] | None = None) -> dict:
+    """``joints``: the arm's (q, qdot), 7 each, when known."""
+    q, qdot = ([], []) if joints is None else ([float(x) for x in joints[0]], [float(x) for x in joints[1]])
     return {"header": header(stamp, frame_id), "arm": arm,
             "ee_pose": pose_msg(state.ee_pos, mat_to_quat(state.ee_rot)),
             "ee_twist": twist_msg(np.concatenate([state.ee_linvel, state.ee_angvel])),
-            "gripper_width": float(state.gripper_width)}
+            "gripper_width": float(state.gripper_width), "joint_positions": q, "joint_velocities": qdot}
 
 
 def parse_arm_state(msg: Msg) -> tuple[str, ArmState, float]:
@@ -87,6 +90,14 @@ def parse_arm_state(msg: Msg) -> tuple[str, ArmState, float]:
     state = ArmState(ee_pos=pos, ee_rot=rot, ee_linvel=v[:3], ee_angvel=v[3:],
                      gripper_width=float(msg.get("gripper_width", 0.0)))
     return str(msg.get("arm", "")), state, header_time(msg)
+
+
+def parse_arm_joints(msg: Msg) -> tuple[np.ndarray, np.ndarray] | None:
+    """(q, qdot) of an ArmState message, or None unless both are 7 finite numbers."""
+    q, qdot = (np.asarray(msg.get(k, []), dtype=float) for k in ("joint_positions", "joint_velocities"))
+    if q.shape != (7,) or qdot.shape != (7,) or not (np.all(np.isfinite(q)) and np.all(np.isfinite(qdot))):
+        return None
+    return q, qdot
 
 
 # --------------------------------------------------------------------------- codi_msgs/ActionChunk
