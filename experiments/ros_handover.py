@@ -10,7 +10,9 @@ episode.max_seconds of wall time, /codi/stop. Success as in `codi eval`: the cub
 goal.tolerance of the goal at the end. Every node, the simulator and the planner share this machine's
 cores, and the simulator runs in real time, as in `codi eval --timing realtime`. Records the delay from
 each plan's start to its chunk's arrival (the latency the graph really has), the committed steps of
-the chunks and the plans the action nodes dropped as late. Writes experiments/results/ros_handover.json.
+the chunks, the plans the action nodes dropped as late, and the intervals between the first arm's
+joint states and between its joint velocity commands (as this process receives them; the executor
+assumes one command per IK period). Writes experiments/results/ros_handover.json.
 """
 
 from __future__ import annotations
@@ -27,6 +29,8 @@ from pathlib import Path
 import numpy as np
 from codi_msgs.msg import ActionChunk, CubeDetection
 from geometry_msgs.msg import PointStamped
+from sensor_msgs.msg import JointState
+from std_msgs.msg import Float64MultiArray
 from std_srvs.srv import Trigger
 
 from codi_ros.config import load_world_config
@@ -53,6 +57,17 @@ def latency_histogram(seconds: list[float], bin_ms: int = 50) -> dict:
             "histogram": {f"{b}-{b + bin_ms}": n for b, n in sorted(bins.items())}}
 
 
+def interval_summary(times: list[float], nominal_ms: float) -> dict:
+    """Intervals between successive messages (ms): percentiles and the share longer than 1.5x nominal."""
+    ms = np.diff(np.asarray(times)) * 1e3
+    ms = ms[ms < 1000]                                   # between episodes the arms are stopped, not silent
+    if ms.size == 0:
+        return {}
+    return {"p50": round(float(np.percentile(ms, 50)), 2), "p95": round(float(np.percentile(ms, 95)), 2),
+            "max": round(float(ms.max()), 2), "count": int(ms.size),
+            "share_over_1.5x_nominal": round(float(np.mean(ms > 1.5 * nominal_ms)), 3)}
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--episodes", type=int, default=20, help="handover tasks (default %(default)s)")
@@ -76,6 +91,9 @@ def main() -> None:
             lambda m: delays.append((time.time() - (m.header.stamp.sec + 1e-9 * m.header.stamp.nanosec), m.committed)),
             COMMAND_QOS)
         goals = graph.record(PointStamped, "/codi/goal", LATCHED_QOS)
+        commands = graph.record(Float64MultiArray, f"/{world.arm_names[0]}/velocity_controller/commands",
+                                COMMAND_QOS)
+        joint_states = graph.record(JointState, f"/{world.arm_names[0]}/joint_states", SENSOR_QOS)
         latency = [graph.plan_when_ready().latency for _ in range(5)]
         for i in range(args.episodes):
             graph.call(Trigger, "/codi/stop", Trigger.Request())
@@ -109,6 +127,9 @@ def main() -> None:
         "chunk_delay_ms": latency_histogram([d for d, _ in delays]),   # plan start -> chunk received: latency
         "committed_steps": {str(c): n for c, n in sorted(Counter(c for _, c in delays).items())},
         "plans_dropped": dropped,
+        # the action node's joint velocity commands (one per IK period is what its executor assumes)
+        "command_interval_ms": interval_summary([t for t, _ in commands], 1e3 / world.control.ik_rate_hz),
+        "joint_state_interval_ms": interval_summary([t for t, _ in joint_states], 1e3 / world.control.ik_rate_hz),
         "per_episode": episodes, "logs": str(logs), "machine": machine_description(), "code_version": code_version(),
     }
     args.out.parent.mkdir(parents=True, exist_ok=True)

@@ -188,6 +188,15 @@ def test_workspace_box_stops_the_tool_above_the_table(world, kinematics):
     assert 0.298 < world.arm_state("left").ee_pos[2] < 0.31
 
 
+def test_action_node_commands_once_per_ik_period_of_the_joint_stamps_whatever_their_arrival(kinematics):
+    """Joint states stamped every 10 ms (the sim's IK period) with 2 ms of jitter, one repeated: a command for
+    each new period, none for a repeat or a stamp less than half a period after the last commanded one."""
+    ctl, q = controller(kinematics), np.array(WORLD.home_qpos)
+    stamps = [0.0, 0.0118, 0.0199, 0.0199, 0.0302, 0.0321, 0.0405, 0.0498]
+    due = [ctl.on_joint_positions(q, t) for t in stamps]
+    assert due == [True, True, True, False, True, False, True, True]
+
+
 def test_action_node_rejects_chunks_for_another_arm_and_sends_gripper_changes_only(kinematics):
     ctl = controller(kinematics)
     ctl.on_joint_positions(np.array(WORLD.home_qpos), 0.0)

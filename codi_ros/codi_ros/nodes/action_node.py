@@ -3,8 +3,8 @@
 Subscribes ``action_chunk`` (codi_msgs/ActionChunk; an empty one means stop) and ``joint_states``;
 publishes ``velocity_controller/commands`` (std_msgs/Float64MultiArray, 7 joint velocities, as a
 ros2_control JointGroupVelocityController takes them) and ``gripper_controller/commands`` (one
-width, m), once per IK period (1 / ``control.ik_rate_hz``, world.yaml) on the arrival of fresh joint
-states, and every 50 ms without them (the stale-state hold). All behaviour is in
+width, m), once per IK period (1 / ``control.ik_rate_hz``, world.yaml) of the joint states' stamps,
+as they arrive, and every 50 ms without them (the stale-state hold). All behaviour is in
 :class:`codi_ros.nodes.logic.arm_control.ArmController`, around the same
 :class:`codi_ros.control.executor.ArmExecutor` that ``codi eval`` runs.
 """
@@ -39,7 +39,7 @@ class ActionNode(Node):
         self.gripper_pub = self.create_publisher(Float64MultiArray, "gripper_controller/commands", COMMAND_QOS)
         self.create_subscription(ActionChunk, "action_chunk", self.on_chunk, COMMAND_QOS)
         self.create_subscription(JointState, "joint_states", self.on_joint_state, SENSOR_QOS)
-        self.period, self.last_step = 1.0 / world.control.ik_rate_hz, -1.0
+        self.last_step = -1.0
         self.create_timer(WATCHDOG_PERIOD_S, self.watchdog)
 
     def on_chunk(self, msg: ActionChunk) -> None:
@@ -47,11 +47,9 @@ class ActionNode(Node):
 
     def on_joint_state(self, msg: JointState) -> None:
         stamp = msg.header.stamp.sec + 1e-9 * msg.header.stamp.nanosec
-        if self.reader.update(list(msg.name), list(msg.position), list(msg.velocity), stamp):
-            self.controller.on_joint_positions(self.reader.q, stamp)
-            now = now_sec(self)
-            if now - self.last_step >= 0.9 * self.period:   # one command per IK period, on fresh joints
-                self.step(now)
+        if self.reader.update(list(msg.name), list(msg.position), list(msg.velocity), stamp) \
+                and self.controller.on_joint_positions(self.reader.q, stamp):   # one command per IK period
+            self.step(now_sec(self))
 
     def watchdog(self) -> None:
         """No joint states for a while: step anyway, so the stale-state hold is commanded."""
