@@ -37,11 +37,20 @@ from codi_ros.core.policy import load_policy
 from codi_ros.core.realtime import LatencyEstimate, predict_state
 from codi_ros.evaluation import handover
 from codi_ros.evaluation.rollout import Plan, Timing, world_state
+from codi_ros.frames import WorldState
 from codi_ros.sim.tasks import HANDOVER
 from codi_ros.sim.world import TwoArmWorld
 from codi_ros.version import code_version, machine_description
 
 RESULTS = Path(__file__).resolve().parent / "results" / "realtime_ablation"
+
+
+def true_state_after(world: TwoArmWorld, steps: int) -> WorldState:
+    """The state ``steps`` control periods from now, from a copy of the world run on (the world is untouched)."""
+    future = copy.deepcopy(world)
+    for _ in range(steps):
+        future.step_control()
+    return world_state(future)
 
 
 class OracleController(handover.PlannerController):
@@ -52,11 +61,8 @@ class OracleController(handover.PlannerController):
         if committed is None:
             return super().plan(world)
         d = len(next(iter(committed.values())))
-        future = copy.deepcopy(world)
-        for _ in range(d):
-            future.step_control()
         try:
-            result = self.planner.plan(world_state(future), self.overrides)
+            result = self.planner.plan(true_state_after(world, d), self.overrides)
         except PlanningError as e:
             self.error = str(e)
             return Plan({})
@@ -71,16 +77,14 @@ class AccuracyController(handover.PlannerController):
 
     def __init__(self, *args, errors: dict[str, list[float]]):
         super().__init__(*args)
-        self.errors = errors
+        self.errors, self.kinematic = errors, load_cost_config().kinematic_model   # the planner's grasp rule
 
     def plan(self, world: TwoArmWorld) -> Plan:
         committed = self.committed(world)
         if committed is not None:
             d = len(next(iter(committed.values())))
-            future = copy.deepcopy(world)
-            for _ in range(d):
-                future.step_control()
-            truth, now, km = world_state(future), world_state(world), load_cost_config().kinematic_model
+            truth = true_state_after(world, d)
+            now, km = world_state(world), self.kinematic
             for name, arms in (("first_order", None), ("executor", self.predicted(world, committed))):
                 p = predict_state(now, committed, world.cfg, km.grasp_radius, km.hold_width_margin, arms)
                 for a in world.cfg.arm_names:

@@ -242,13 +242,10 @@ class Planner:
         """The warm start of a plan at ``stamp`` (``warm_start``): the not yet executed rest of the previous
         plan, normalised, padded with its last action to a whole chunk; None before a first plan, after
         :meth:`reset`, or when nothing of the previous plan is left."""
-        if self.config.warm_start is None or self._previous is None:
+        since = self._since_previous(stamp) if self.config.warm_start is not None else None
+        if since is None or not 0 <= since[0] < since[1].shape[1]:
             return None
-        prev_stamp, previous = self._previous
-        offset = round((stamp - prev_stamp) / self.world.control.dt)
-        H = previous.shape[1]
-        if not 0 <= offset < H:
-            return None
+        offset, previous = since
         rest = previous[:, offset:]
         guess = torch.cat([rest, rest[:, -1:].expand(-1, offset, -1)], dim=1)
         guess = self.product.normalize_actions(guess).to(torch.get_default_dtype())
@@ -258,13 +255,20 @@ class Planner:
         """(B,) J + coherence * gap of B candidate joint chunks; the gap is to the rest of the previous plan,
         executed for (stamp - its stamp) / dt steps (none when that is not 0 < steps < H, e.g. after a pause)."""
         score = torch.nan_to_num(cost, nan=torch.inf)
-        if self.config.coherence > 0 and self._previous is not None:
-            prev_stamp, previous = self._previous
-            offset = round((stamp - prev_stamp) / self.world.control.dt)
-            if offset > 0:
-                score = score + self.config.coherence * coherence_gap(
-                    self.product.normalize_actions, chunks, previous.to(chunks.dtype), offset)
+        since = self._since_previous(stamp) if self.config.coherence > 0 else None
+        if since is not None and since[0] > 0:
+            offset, previous = since
+            score = score + self.config.coherence * coherence_gap(
+                self.product.normalize_actions, chunks, previous.to(chunks.dtype), offset)
         return score
+
+    def _since_previous(self, stamp: float) -> tuple[int, Tensor] | None:
+        """(control steps executed from the previous plan's stamp to ``stamp``, that plan's joint chunk);
+        None before a first plan or after :meth:`reset`."""
+        if self._previous is None:
+            return None
+        prev_stamp, previous = self._previous
+        return round((stamp - prev_stamp) / self.world.control.dt), previous
 
     def validate(self, state: WorldState) -> None:
         """Reject states the planner cannot serve: wrong arms, NaN/inf or misshapen fields, cube off the

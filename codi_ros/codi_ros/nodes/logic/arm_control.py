@@ -71,7 +71,7 @@ class ArmController:
         self.executor = ArmExecutor(world, arm, kinematics)
         self.monitor = StateMonitor({"joint states": state_timeout})
         self._q: np.ndarray | None = None
-        self._period, self._stepped_stamp = 1.0 / world.control.ik_rate_hz, -math.inf
+        self._stepped_stamp = -math.inf
         self._gripper_sent: float | None = None
         self._log = LogOnce()
         self._lines: list[tuple[str, str]] = []
@@ -84,7 +84,7 @@ class ArmController:
         q = np.asarray(q, dtype=float)
         self._q = q
         self.monitor.update("joint states", stamp, bool(np.all(np.isfinite(q))))
-        if stamp - self._stepped_stamp < 0.5 * self._period:
+        if stamp - self._stepped_stamp < 0.5 * self.executor.dt:
             return False
         self._stepped_stamp = stamp
         return True
