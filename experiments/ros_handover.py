@@ -10,7 +10,7 @@ episode.max_seconds of wall time, /codi/stop. Success as in `codi eval`: the cub
 goal.tolerance of the goal at the end. Every node, the simulator and the planner share this machine's
 cores, and the simulator runs in real time, as in `codi eval --timing realtime`. Records the delay from
 each plan's start to its chunk's arrival (the latency the graph really has), the committed steps of
-the chunks, the plans the action nodes dropped as late, and the intervals between the first arm's
+the chunks, the plans dropped as late (by the coordinator or an action node), and the intervals between the first arm's
 joint states and between its joint velocity commands (as this process receives them; the executor
 assumes one command per IK period). Writes experiments/results/ros_handover.json.
 """
@@ -27,7 +27,7 @@ from collections import Counter
 from pathlib import Path
 
 import numpy as np
-from codi_msgs.msg import ActionChunk, CubeDetection
+from codi_msgs.msg import ActionChunk, ArmState, CubeDetection
 from geometry_msgs.msg import PointStamped
 from sensor_msgs.msg import JointState
 from std_msgs.msg import Float64MultiArray
@@ -42,7 +42,8 @@ RESULTS = Path(__file__).resolve().parent / "results" / "ros_handover.json"
 
 
 def position(msg) -> np.ndarray:
-    p = getattr(msg, "point", None) or msg.pose.position
+    """The position of a PointStamped, PoseStamped (or CubeDetection) or Pose."""
+    p = getattr(msg, "point", None) or getattr(msg, "position", None) or msg.pose.position
     return np.array([p.x, p.y, p.z])
 
 
@@ -68,18 +69,36 @@ def interval_summary(times: list[float], nominal_ms: float) -> dict:
             "share_over_1.5x_nominal": round(float(np.mean(ms > 1.5 * nominal_ms)), 3)}
 
 
+def write_trace(path: Path, start: float, goal: np.ndarray, cubes: list, arm_states: dict[str, list]) -> None:
+    """One episode as received here: the true cube position and each arm's tool position and gripper width
+    (world frame), with their receive times from the episode's start."""
+    def since(records):
+        return [(round(t - start, 3), m) for t, m in records if t >= start]
+
+    trace = {"goal": goal.round(4).tolist(),
+             "cube": [(t, position(m).round(4).tolist()) for t, m in since(cubes) if m.source == "sim_truth"],
+             "arms": {a: [(t, position(m.ee_pose).round(4).tolist(),
+                           round(m.gripper_width, 4)) for t, m in since(records)]
+                      for a, records in arm_states.items()}}
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(trace) + "\n")
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--episodes", type=int, default=20, help="handover tasks (default %(default)s)")
     p.add_argument("--seed", type=int, default=0, help="task seed: episode i is codi eval's episode i of it")
+    p.add_argument("--first", type=int, default=0, help="index of the first episode (default %(default)s)")
     p.add_argument("--out", type=Path, default=RESULTS, help="results JSON (default %(default)s)")
+    p.add_argument("--trace", type=Path, default=None,
+                   help="write TRACE/episode_i.json per episode: the cube and each arm's tool and gripper width")
     args = p.parse_args()
     world = load_world_config()
     logs = Path(tempfile.mkdtemp(prefix="ros_handover_"))
     graph = LocalGraph(logs, domain_id=1 + os.getpid() % 100)
     episodes = []
     try:
-        graph.start("sim_node", seed=args.seed, publish_images=False, publish_true_cube_pose=True)
+        graph.start("sim_node", seed=args.seed, episode=args.first, publish_images=False, publish_true_cube_pose=True)
         graph.start("coordinator_node", autonomous=False, cost_backend="in_process")
         for arm in world.arm_names:
             graph.start("arm_state_node", namespace=arm, arm=arm)
@@ -92,12 +111,13 @@ def main() -> None:
             COMMAND_QOS)
         goals = graph.record(PointStamped, "/codi/goal", LATCHED_QOS)
         commands = graph.record(Float64MultiArray, f"/{world.arm_names[0]}/velocity_controller/commands",
-                                COMMAND_QOS)
-        joint_states = graph.record(JointState, f"/{world.arm_names[0]}/joint_states", SENSOR_QOS)
+                                COMMAND_QOS, raw=True)
+        joint_states = graph.record(JointState, f"/{world.arm_names[0]}/joint_states", SENSOR_QOS, raw=True)
+        arm_states = {a: graph.record(ArmState, f"/{a}/arm_state", SENSOR_QOS) for a in world.arm_names}
         latency = [graph.plan_when_ready().latency for _ in range(5)]
-        for i in range(args.episodes):
+        for i in range(args.first, args.first + args.episodes):
             graph.call(Trigger, "/codi/stop", Trigger.Request())
-            if i > 0:                                            # episode 0 is the sim's first task
+            if i > args.first:                                   # the sim starts in the first task
                 n_goals = len(goals)
                 graph.call(Trigger, "/sim_node/reset", Trigger.Request())
                 graph.spin_until(lambda n=n_goals: len(goals) > n, 5.0)    # the new task's goal
@@ -115,9 +135,13 @@ def main() -> None:
                              "min_distance": round(min(d for _, d in track), 4),
                              "completion_time": round(inside[0], 2) if inside else None})
             print(f"episode {i}: {episodes[-1]}", flush=True)
+            if args.trace is not None:
+                write_trace(args.trace / f"episode_{i}.json", start, goal, cubes, arm_states)
         graph.call(Trigger, "/codi/stop", Trigger.Request())
         overruns = graph.log("coordinator_node").count("planning overrun")
-        dropped = sum(graph.log(f"{a}/action_node").count("dropped a late plan") for a in world.arm_names)
+        dropped = {"coordinator": graph.log("coordinator_node").count("dropped a late plan"),
+                   "action_nodes": sum(graph.log(f"{a}/action_node").count("dropped a late plan")
+                                       for a in world.arm_names)}
     finally:
         graph.close()
     result = {
@@ -126,7 +150,7 @@ def main() -> None:
         "plan_latency_idle_median_s": round(statistics.median(latency), 3), "planning_overruns": overruns,
         "chunk_delay_ms": latency_histogram([d for d, _ in delays]),   # plan start -> chunk received: latency
         "committed_steps": {str(c): n for c, n in sorted(Counter(c for _, c in delays).items())},
-        "plans_dropped": dropped,
+        "plans_dropped": dropped,   # late plans, dropped by the coordinator (before sending) or an action node
         # the action node's joint velocity commands (one per IK period is what its executor assumes)
         "command_interval_ms": interval_summary([t for t, _ in commands], 1e3 / world.control.ik_rate_hz),
         "joint_state_interval_ms": interval_summary([t for t, _ in joint_states], 1e3 / world.control.ik_rate_hz),

@@ -46,7 +46,7 @@ from codi_ros.nodes.logic.services import (
     parse_plan_request,
 )
 from codi_ros.nodes.logic.sim_bridge import LAG_REPORT_HOLD_S, SimBridge, camera_in_tcp
-from codi_ros.nodes.logic.watchdog import LogOnce, StateMonitor
+from codi_ros.nodes.logic.watchdog import LogOnce, RateGrid, StateMonitor
 from codi_ros.paths import config_dir
 from codi_ros.perception.fusion import Detection
 from codi_ros.sim.tasks import HANDOVER
@@ -96,6 +96,31 @@ def test_log_once_reports_a_fault_once_and_its_recovery_once():
     assert lines == [("warn", "arm state is 0.20 s old")]
     assert log.update({}) == [("info", "recovered: arm state is 0.20 s old")] and log.update({}) == []
     assert log.update({"arm": "again"}) == [("warn", "again")]
+
+
+def test_rate_grids_thin_a_jittery_stream_to_the_same_instants():
+    """arm_state_node and the simulator's true cube pose thin the same 100 Hz joint-state stamps to 25 Hz
+    independently: they pass the same stamps, one per 40 ms slot, so the planner sees cube and arms at one
+    time. A lost message moves one grid to the next stamp of that slot only."""
+    stamps = 1000.0 + np.arange(400) * 0.01 + np.random.default_rng(0).uniform(0, 0.004, 400)
+    arms, cube = RateGrid(25.0), RateGrid(25.0)
+    picked = [t for t in stamps if arms.due(t)]
+    assert picked == [t for t in stamps if cube.due(t)]
+    assert len(picked) == 100 and np.all(np.abs(np.diff(picked) - 0.04) < 0.005)
+    lossy = RateGrid(25.0)                                       # loses the first stamp of slot 2
+    thinned = [t for t in np.delete(stamps, 8) if lossy.due(t)]
+    assert thinned[2] == stamps[9] and thinned[:2] == picked[:2] and thinned[3:] == picked[3:]
+    with pytest.raises(ValueError, match="rate_hz"):
+        RateGrid(0.0)
+
+
+def test_simulated_graph_publishes_the_true_cube_pose_at_the_arm_state_rate():
+    from codi_ros.paths import config_dir
+
+    params = yaml.safe_load((config_dir() / "ros_sim.yaml").read_text())
+    cube_rate = params["/sim_node"]["ros__parameters"]["cube_pose_rate_hz"]
+    assert [params[f"/{a}/arm_state_node"]["ros__parameters"]["publish_rate_hz"] for a in WORLD.arm_names] \
+        == [cube_rate] * len(WORLD.arm_names)
 
 
 # ---------------------------------------------------------------------------------------------- arm nodes
@@ -461,6 +486,27 @@ def test_latency_aware_coordinator_predicts_the_tools_from_the_arms_joint_states
         moved = WORLD.base_frame(arm).vec_to_base(predicted[arm].ee_pos - starts[arm])
         assert 0.005 < moved[0] < 0.014 and abs(moved[1]) < 1e-3              # along base x, behind 1.6 cm
         assert predicted[arm].gripper_width == 0.08
+
+
+def test_a_plan_slower_than_its_commitment_is_dropped_by_the_coordinator_and_its_mirrors():
+    """d = 3 (0.3 s) but the plan took 0.45 s: its committed actions are over before it could be sent, so the
+    action nodes would drop it; the coordinator drops it itself (logged), its mirrors keep the running chunk
+    (the next plan commits to that chunk's actions, not to the dropped one's), and the slow plan raises d."""
+    from codi_ros.core.realtime import RealtimeConfig
+
+    planner = FakePlanner(latency=0.25, ramp=True)
+    coord = Coordinator(WORLD, planner, realtime=RealtimeConfig(initial_latency=0.25))
+    coord.start()
+    observe(coord, 1.0)
+    assert coord.tick(1.0)                                   # plan 1 (0.05 m/s) sent
+    planner.latency = 0.45
+    observe(coord, 1.4)
+    assert coord.tick(1.4) == []                             # plan 2 (0.1 m/s) took 0.45 s > 3 steps: dropped
+    assert any("dropped a late plan" in t and "3 committed steps" in t for t in texts(coord.pop_log()))
+    observe(coord, 1.9)
+    third = coord.tick(1.9)
+    assert third and all(c["committed"] == 5 for c in third)                     # d now covers 0.45 s
+    np.testing.assert_allclose(planner.committed[2]["left"][:, 0], [0.05] * 5)   # plan 1's, not plan 2's
 
 
 def test_states_queued_behind_a_long_plan_are_not_mistaken_for_stale_ones():

@@ -63,12 +63,28 @@ def sim_graph(tmp_path_factory):
     graph.close()
 
 
-def test_arm_state_nodes_publish_both_arms_at_50_hz_or_more(sim_graph):
+def stamp_of(msg) -> float:
+    return msg.header.stamp.sec + 1e-9 * msg.header.stamp.nanosec
+
+
+def test_arm_states_and_the_true_cube_pose_come_at_one_rate_with_the_same_stamps(sim_graph):
+    """Both arms' states at ros_sim.yaml's publish_rate_hz, and the simulator's true cube pose at the same
+    instants (stamps): the planner sees cube and arms at one time."""
+    import yaml
+
+    from codi_ros.paths import config_dir
+
+    params = yaml.safe_load((config_dir() / "ros_sim.yaml").read_text())
+    wanted = params[f"/{ARMS[0]}/arm_state_node"]["ros__parameters"]["publish_rate_hz"]
     states = {arm: sim_graph.record(ArmState, f"/{arm}/arm_state", SENSOR_QOS) for arm in ARMS}
+    cubes = sim_graph.record(CubeDetection, "/codi/cube_detections", SENSOR_QOS)
     sim_graph.spin_for(2.0)
+    cube_stamps = {stamp_of(m) for _, m in cubes}
     for arm, received in states.items():
         rate = (len(received) - 1) / (received[-1][0] - received[0][0])
-        assert rate >= 50.0, f"{arm}: {rate:.0f} Hz"
+        assert 0.8 * wanted <= rate <= 1.2 * wanted, f"{arm}: {rate:.0f} Hz, configured {wanted} Hz"
+        common = {stamp_of(m) for _, m in received} & cube_stamps
+        assert len(common) >= 0.8 * min(len(received), len(cubes)), f"{arm}: {len(common)} shared stamps"
         last = received[-1][1]
         assert {m.arm for _, m in received} == {arm} and last.header.frame_id == "world"
         q = last.ee_pose.orientation

@@ -1,5 +1,6 @@
 """coordinator_node: holds the CoDi planner; serves /codi/plan, /codi/stop, /codi/start; runs the
-receding-horizon loop at the control rate in autonomous mode and publishes one action chunk per arm.
+receding-horizon loop in autonomous mode (ticks at the control rate, and right after each plan once the
+states queued during it are in) and publishes one action chunk per arm.
 
 Subscribes ``/<arm>/arm_state``, ``/codi/cube_detections`` (fused, see perception/fusion.py) and
 ``/codi/goal`` (latched); publishes ``/<arm>/action_chunk`` and the fused ``/codi/cube_pose``.
@@ -104,6 +105,9 @@ class CoordinatorNode(Node):
             self._warm_up = self.create_timer(0.01, lambda: self.warm_up_once(planner), callback_group=planning)
         self.create_service(Plan, "/codi/plan", self.on_plan, callback_group=planning)
         self.create_timer(world.control.dt, self.on_tick, callback_group=planning)
+        # after a plan, tick again as soon as the states that queued meanwhile are taken (the executor runs ready
+        # timers, then subscriptions, then guard conditions), not up to a control period later on the timer
+        self.tick_again = self.create_guard_condition(self.on_tick, callback_group=planning)
         self.create_service(Trigger, "/codi/stop", self.on_stop)
         self.create_service(Trigger, "/codi/start", self.on_start)
 
@@ -141,6 +145,8 @@ class CoordinatorNode(Node):
     def on_tick(self) -> None:
         now = now_sec(self)
         self.publish_chunks(self.logic.tick(now))
+        if self.logic.planned:
+            self.tick_again.trigger()
         cube = self.logic.cube_pose(now)
         if cube is not None:
             self.cube_pub.publish(fill(PoseStamped(), {"header": header(cube.stamp, "world"),

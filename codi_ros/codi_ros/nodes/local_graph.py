@@ -103,10 +103,11 @@ class LocalGraph:
                 raise TimeoutError(f"{service} did not plan within {timeout} s: {response.message}")
             self.spin_for(0.2)
 
-    def record(self, msg_type: type, topic: str, qos: Any) -> list[tuple[float, Any]]:
-        """(receive time, message) of every message on ``topic`` from now on."""
+    def record(self, msg_type: type, topic: str, qos: Any, raw: bool = False) -> list[tuple[float, Any]]:
+        """(receive time, message) of every message on ``topic`` from now on; ``raw``: the serialized bytes
+        (cheaper: for arrival times of a fast topic, without costing the cores the graph runs on)."""
         received: list[tuple[float, Any]] = []
-        self.node.create_subscription(msg_type, topic, lambda m: received.append((time.monotonic(), m)), qos)
+        self.node.create_subscription(msg_type, topic, lambda m: received.append((time.monotonic(), m)), qos, raw=raw)
         return received
 
     def interrupt(self, key: str, timeout: float = 15.0) -> int:

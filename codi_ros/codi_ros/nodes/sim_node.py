@@ -4,8 +4,9 @@ Per arm: subscribes ``/<arm>/velocity_controller/commands`` (std_msgs/Float64Mul
 velocities, as a ros2_control JointGroupVelocityController) and ``/<arm>/gripper_controller/commands``
 (one width, m); publishes ``/<arm>/joint_states`` and, when offscreen rendering works (MUJOCO_GL=egl
 or osmesa), ``/<arm>/wrist_camera/image_raw`` + ``camera_info``. With ``publish_true_cube_pose`` it
-publishes the true cube pose on ``/codi/cube_detections`` at the joint-state rate, with the joint
-states' stamp, instead of needing the cameras. The goal
+publishes the true cube pose on ``/codi/cube_detections`` at ``cube_pose_rate_hz``, on the arm states'
+time grid (the same joint-state stamps as arm_state_node picks at the same rate), instead of needing
+the cameras. The goal
 goes out latched on ``/codi/goal``. ``~/reset`` (std_srvs/Trigger) starts the next episode of the task
 (``codi_ros.sim.tasks``: episode i of ``seed`` starts exactly as ``codi eval``'s episode i).
 """
@@ -37,6 +38,7 @@ from codi_ros.nodes._ros import (
 from codi_ros.nodes.logic.messages import header, vec3_msg
 from codi_ros.nodes.logic.msg_dict import fill
 from codi_ros.nodes.logic.sim_bridge import SimBridge, camera_fovy, camera_in_tcp, camera_info_msg
+from codi_ros.nodes.logic.watchdog import RateGrid
 from codi_ros.perception.aruco import CubeMarkerLayout, mujoco_face_images
 from codi_ros.sim.tasks import load_task
 from codi_ros.sim.world import SnapshotCameras, TwoArmWorld
@@ -55,6 +57,8 @@ class SimNode(Node):
         self.declare_parameter("publish_images", True, describe("render and publish the wrist cameras"))
         self.declare_parameter("publish_true_cube_pose", False,
                                describe("publish the true cube pose on /codi/cube_detections (no cameras needed)"))
+        self.declare_parameter("cube_pose_rate_hz", 25.0,
+                               describe("true cube pose rate, Hz: arm_state_node's publish_rate_hz (same instants)"))
         self.declare_parameter("command_timeout", 0.2, describe("older joint commands are replaced by zero, s"))
         cfg = world_config(self)
         # the cube wears the default marker layout (the aruco_node's defaults) so the cameras can see it
@@ -65,6 +69,7 @@ class SimNode(Node):
         self.task = load_task(param(self, "task_file") or None)
         self.size = (param(self, "image_width"), param(self, "image_height"))
         self.images, self.truth = param(self, "publish_images"), param(self, "publish_true_cube_pose")
+        self.truth_grid = RateGrid(param(self, "cube_pose_rate_hz"))
         arms = self.world.cfg.arm_names
         self.joint_pubs = {a: self.create_publisher(JointState, f"/{a}/joint_states", SENSOR_QOS) for a in arms}
         self.image_pubs = {a: self.create_publisher(Image, f"/{a}/wrist_camera/image_raw", SENSOR_QOS) for a in arms}
@@ -110,12 +115,12 @@ class SimNode(Node):
         with self.lock:
             self.bridge.advance(now)
             states = {arm: self.bridge.joint_state(arm) for arm in self.joint_pubs}
-            truth = self.bridge.truth_detection(now) if self.truth else None
+            truth = self.bridge.truth_detection(now) if self.truth and self.truth_grid.due(now) else None
         stamp = header(now, "")
         for arm, pub in self.joint_pubs.items():
             names, q, qdot = states[arm]
             pub.publish(fill(JointState(), {"header": stamp, "name": names, "position": q, "velocity": qdot}))
-        if truth is not None:   # at the joint-state rate, stamped alike: the planner sees cube and arms at one time
+        if truth is not None:   # stamped as the joint states: the planner sees cube and arms at one time
             self.truth_pub.publish(fill(CubeDetection(), truth))
         log_lines(self, self.bridge.pop_log())
 

@@ -6,7 +6,9 @@ started. Latency-aware (planner.yaml ``realtime.commit``, core/realtime.py): eac
 the d actions the arms run while it is computed (read off a mirror of the action nodes' executors,
 fed the same chunks) and plans the rest after them, from the tool states the mirrors predict for
 then from the arms' joint states (:meth:`ArmExecutor.predict`; first order when an arm state
-carries no joints); the action nodes switch to it exactly at its first new action. Naive: the
+carries no joints); the action nodes switch to it exactly at its first new action. d follows the measured time from a
+tick's start to its chunks (state, prediction and plan); a plan that took longer than its d steps is
+dropped here, before the action nodes (which would drop it too) and their mirrors could disagree. Naive: the
 action nodes skip what the planning latency used up. Planning slower than the rest of the running
 chunk is reported as an overrun (the arms hold once their chunk runs out).
 No plan is made from an arm state older than ``arm_timeout``, a cube pose older than
@@ -16,6 +18,7 @@ No plan is made from an arm state older than ``arm_timeout``, a cube pose older 
 from __future__ import annotations
 
 import math
+import time
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -164,14 +167,16 @@ class Coordinator:
         if not self.autonomous or now < self._next_replan - self.world.control.dt / 2:   # the tick nearest the due time
             return []
         after_plan, self._after_plan = self._after_plan, False
-        stops = self._stops
+        stops, tic = self._stops, time.perf_counter()
         try:
             state = self.observed_state(now)
             self._after_plan = True
             committed = self.committed(now, state)
-            result = self.planner.plan(state, committed=committed, predicted=self.predicted(now, committed))
+            predicted = self.predicted(now, committed)
+            preparation = time.perf_counter() - tic
+            result = self.planner.plan(state, committed=committed, predicted=predicted)
         except (RequestError, PlanningError) as e:
-            if isinstance(e, RequestError) and after_plan and self._executing_until > now:
+            if isinstance(e, RequestError) and after_plan:
                 # The tick right after a plan runs before the state messages that queued while it planned
                 # (one thread): their age is the plan's, not the robot's. Plan at the next tick, once they are in.
                 return []
@@ -183,15 +188,28 @@ class Coordinator:
         self._lines += self._state_log.update({})
         if stops != self._stops:                      # stopped while planning (another thread): drop the plan
             return []
-        left = self._executing_until - now
-        if left > 0 and result.latency_s > left:
-            self._lines.append(("warn", f"planning overrun: {result.latency_s:.3f} s, but only {left:.3f} s of the "
-                                        f"previous chunk were left; the arms held for {result.latency_s - left:.3f} s"))
-        self.latency.update(result.latency_s)
+        elapsed = preparation + result.latency_s   # state, prediction and plan: what d must cover
+        self.latency.update(elapsed)
         h, dt = self.world.horizon, self.world.control.dt
+        d = 0 if committed is None else len(next(iter(committed.values())))
+        if d and elapsed > d * dt:
+            # Its committed actions are over before it could be sent: the action nodes would drop it too (their
+            # late_tolerance is left for the delivery), so it is dropped here, where the mirrors see it.
+            self._lines.append(("warn", f"dropped a late plan: it took {elapsed:.3f} s, its {d} committed steps "
+                                        f"cover {d * dt:.3f} s; the arms run on"))
+            return []
+        left = self._executing_until - now
+        if left > 0 and elapsed > left:
+            self._lines.append(("warn", f"planning overrun: {elapsed:.3f} s, but only {left:.3f} s of the "
+                                        f"previous chunk were left; the arms held for {elapsed - left:.3f} s"))
         self._executing_until = now + h.prediction * dt
         self._next_replan = now + h.execution * dt
-        return self.sent(plan_response(result, self.world, start=now)["chunks"], now + result.latency_s)
+        return self.sent(plan_response(result, self.world, start=now)["chunks"], now + elapsed)
+
+    @property
+    def planned(self) -> bool:
+        """Whether the last tick planned (the next plan is due as soon as the states queued meanwhile are in)."""
+        return self._after_plan
 
     def committed(self, now: float, state: WorldState) -> dict[str, np.ndarray] | None:
         """The d actions each arm runs from ``now`` while the next plan is computed (None: naive, d = 0);

@@ -1,4 +1,5 @@
-"""Staleness / NaN watchdog over named inputs, and a log-once filter that keeps a fault to one line."""
+"""Staleness / NaN watchdog over named inputs, a log-once filter that keeps a fault to one line, and a
+rate grid that picks the same instants out of a stamped stream in every node."""
 
 from __future__ import annotations
 
@@ -52,3 +53,23 @@ class LogOnce:
         lines += [("info", f"{context}recovered: {text}") for key, text in self._active.items() if key not in problems]
         self._active = {k: self._active.get(k, t) for k, t in problems.items()}
         return lines
+
+
+class RateGrid:
+    """Passes one stamp per period of ``rate_hz`` on a grid of absolute time: the first stamp of each
+    1 / rate_hz slot. Nodes that thin out the same stamped stream (the arm states and the simulator's
+    true cube pose, both from the joint states' stamps) thus pick the same instants: the planner sees
+    cube and arms at one time."""
+
+    def __init__(self, rate_hz: float):
+        if not (math.isfinite(rate_hz) and rate_hz > 0):
+            raise ValueError(f"rate_hz: must be a positive number, got {rate_hz}")
+        self.rate_hz = rate_hz
+        self._slot = -math.inf
+
+    def due(self, stamp: float) -> bool:
+        slot = math.floor(stamp * self.rate_hz + 1e-6)
+        if slot == self._slot:
+            return False
+        self._slot = slot
+        return True
