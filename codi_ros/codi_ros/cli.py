@@ -10,6 +10,8 @@ import argparse
 import importlib
 import sys
 
+from codi_ros import bounds
+
 # subcommand -> (module, one-line help)
 COMMANDS: dict[str, tuple[str, str]] = {
     "data": ("codi_ros.data.generate", "generate demonstration data sets with the scripted experts"),
@@ -38,8 +40,10 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     if args.command in TORCH_THREADS:
-        if args.threads < 1:
-            print(f"codi {args.command}: error: --threads must be >= 1, got {args.threads}", file=sys.stderr)
+        try:
+            bounds.check_options(args, {"threads": "threads"})
+        except bounds.BoundsError as e:
+            print(f"codi {args.command}: error: {e}", file=sys.stderr)
             return 2
         import torch
         torch.set_num_threads(args.threads)

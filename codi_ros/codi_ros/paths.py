@@ -36,3 +36,24 @@ def config_dir() -> Path:
 
 def models_dir() -> Path:
     return share_dir() / "models"
+
+
+def writable_folder(folder: Path) -> str | None:
+    """Create ``folder`` if needed and check that a file can be written in it: None, or why not. Checked
+    before a long job, so that its results are not lost on the final write."""
+    probe = Path(folder) / f".codi_write_test_{os.getpid()}"
+    try:
+        Path(folder).mkdir(parents=True, exist_ok=True)
+        probe.write_text("")
+        probe.unlink()
+    except OSError as e:
+        return f"cannot write to {folder}: {e.strerror or e}"
+    return None
+
+
+def write_atomically(path: Path, text: str) -> None:
+    """Write ``text`` to ``path`` through a temporary file beside it: a crash mid-write leaves the old file."""
+    path = Path(path)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    tmp.write_text(text)
+    os.replace(tmp, path)

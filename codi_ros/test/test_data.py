@@ -134,12 +134,13 @@ def _cli(*args, cwd=REPO):
 
 @pytest.mark.parametrize("args,message", [
     (["--mode", "triple", "--episodes", "2"], "invalid choice"),
-    (["--mode", "single", "--episodes", "0"], "--episodes must be positive"),
-    (["--mode", "single", "--episodes", "-3"], "--episodes must be positive"),
+    (["--mode", "single", "--episodes", "0"], "--episodes: episodes must be a whole number in [1, 100000]"),
+    (["--mode", "single", "--episodes", "-3"], "--episodes: episodes must be"),
+    (["--mode", "single", "--episodes", "2", "--seed", "-1"], "--seed: random seed must be"),   # a worker traceback
 ])
 def test_cli_rejects_bad_arguments(tmp_path, args, message):
     r = _cli(*args, "--out", str(tmp_path / "out"))
-    assert r.returncode != 0 and message in r.stderr
+    assert r.returncode == 2 and message in r.stderr and "Traceback" not in r.stderr
     assert not (tmp_path / "out").exists()
 
 

@@ -57,24 +57,47 @@ def test_candidates_must_be_positive():
         PolicyController(BimodalPolicy(), "left", steps=1, execution=4, candidates=0)
 
 
-@pytest.mark.parametrize("option", ["--episodes", "--candidates"])
-def test_codi_eval_refuses_non_positive_counts_before_running(option, tmp_path, capsys):
-    parser = argparse.ArgumentParser()
-    evaluate.add_arguments(parser)
-    out = tmp_path / "r.json"
-    args = parser.parse_args(["--method", "single-arm", "--out", str(out), option, "0"])
-    assert evaluate.run(args) == 2
-    assert f"{option} must be positive, got 0" in capsys.readouterr().err and not out.exists()
-
-
-@pytest.mark.parametrize(("option", "value", "message"), [("--temperature", "-1", "lambda must be finite and > 0"),
-                                                      ("--num-samples", "1", "M must be >= 2")])
-def test_codi_eval_refuses_a_bad_planner_override_before_running(option, value, message, tmp_path, capsys):
+@pytest.mark.parametrize(("option", "value", "message"), [
+    ("--episodes", "0", "--episodes: episodes must be a whole number in [1, 100000], got 0"),
+    ("--candidates", "0", "--candidates: joint chunks sampled per plan must be a whole number in [1, 1024]"),
+    ("--seconds", "-5", "--seconds: episode length, s must be a number in [0.1, 3600], got -5.0"),
+    ("--seconds", "0", "--seconds: episode length"),   # ran and wrote a results file of nothing
+    ("--seed", "-1", "--seed: random seed must be a whole number in [0, 4294967295], got -1"),
+    ("--latency", "nan", "--latency: injected planning latency"),
+    ("--temperature", "-1", "--temperature: lambda"),
+    ("--num-samples", "1", "--num-samples: M, guidance samples per denoising step must be a whole number in [2, "),
+    ("--num-samples", "100000000", "--num-samples: M"),   # tried to allocate 716 GB
+])
+def test_codi_eval_refuses_an_out_of_bounds_option_before_running(option, value, message, tmp_path, capsys):
     parser = argparse.ArgumentParser()
     evaluate.add_arguments(parser)
     out = tmp_path / "r.json"
     assert evaluate.run(parser.parse_args(["--method", "codi", "--out", str(out), option, value])) == 2
-    assert message in capsys.readouterr().err and not out.exists()
+    err = capsys.readouterr().err
+    assert message in err and len(err.strip().splitlines()) == 1 and not out.exists()
+
+
+def test_codi_eval_refuses_a_plan_over_the_compute_budget_with_the_budget_in_the_message(tmp_path, capsys):
+    parser = argparse.ArgumentParser()
+    evaluate.add_arguments(parser)
+    out = tmp_path / "r.json"
+    args = parser.parse_args(["--method", "codi", "--out", str(out), "--num-samples", "16000", "--sample-steps", "100"])
+    assert evaluate.run(args) == 2
+    err = capsys.readouterr().err
+    assert "8 x 16000 x 100 = 12,800,000 sample evaluations per plan exceeds the budget of 100,000" in err
+    assert not out.exists()
+
+
+def test_codi_eval_refuses_an_unwritable_out_before_running(tmp_path, capsys):
+    """--out /proc/x.json ran the whole job, then crashed on the write with a traceback."""
+    parser = argparse.ArgumentParser()
+    evaluate.add_arguments(parser)
+    blocker = tmp_path / "file"
+    blocker.write_text("")
+    args = parser.parse_args(["--method", "scripted", "--episodes", "1", "--out", str(blocker / "r.json")])
+    assert evaluate.run(args) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("codi eval: error: --out") and "cannot write" in err
 
 
 def test_codi_eval_refuses_a_trace_path_that_is_a_file_before_running(tmp_path, capsys):

@@ -6,6 +6,7 @@ import array
 import math
 import re
 import sys
+import time
 from dataclasses import dataclass, field, replace
 from types import SimpleNamespace
 
@@ -352,10 +353,27 @@ def _nan_arm() -> dict:
     ({"state": {"goal": {"x": 0.3}}}, r"state\.arms: empty"),
     ({"temperature": -1.0}, "temperature"), ({"temperature": math.nan}, "temperature"),
     ({"num_samples": -4}, "num_samples"),
+    ({"num_samples": 100_000_000}, r"num_samples: M, guidance samples per denoising step must be a whole number in "
+                                   r"\[2, 16384\], got 100000000 \(0 = configured value\)"),
+    ({"steps": 1_000_000}, r"steps: denoising steps per plan must be a whole number in \[1, 1000\]"),
+    ({"seed": 2**40}, r"seed: random seed"),
 ])
 def test_malformed_plan_requests_name_the_field(request_, field_name):
     with pytest.raises(RequestError, match=field_name):
         parse_plan_request(request_, WORLD)
+
+
+def test_a_plan_request_over_the_compute_budget_is_refused_without_planning():
+    """Each override within its bounds, but 8 candidates x 16384 x 1000 steps would hold the single-threaded
+    coordinator (and the /codi/stop behind it) for hours: refused, the budget in the message."""
+    planner = Planner(GaussianPolicy(), WORLD, PlannerConfig(steps=4, candidates=8,
+                                                             guidance=GuidanceConfig(num_samples=8)))
+    coord = Coordinator(WORLD, planner)
+    t0 = time.perf_counter()
+    resp, publish = coord.handle_plan({"state": state_msg(), "num_samples": 16384, "steps": 1000}, now=1.0)
+    assert not resp["success"] and not publish and time.perf_counter() - t0 < 0.5
+    assert "8 x 16384 x 1000 = 131,072,000 sample evaluations per plan exceeds the budget of 100,000" in resp["message"]
+    assert coord.handle_plan({"state": state_msg(), "num_samples": 64, "steps": 12}, now=2.0)[0]["success"]
 
 
 def candidates_msg(c: np.ndarray) -> dict:

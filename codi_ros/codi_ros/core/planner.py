@@ -19,6 +19,7 @@ import torch
 import yaml
 from torch import Tensor
 
+from codi_ros import bounds
 from codi_ros.config import ConfigError, WorldConfig
 from codi_ros.core import diffusion
 from codi_ros.core.coherence import coherence_gap
@@ -71,8 +72,15 @@ class PlannerConfig:
     realtime: RealtimeConfig = field(default_factory=RealtimeConfig)
 
     def __post_init__(self) -> None:
-        if self.candidates < 1:
-            raise ConfigError(f"planner.candidates must be >= 1, got {self.candidates}")
+        try:   # the bounds a /codi/plan request or a codi option meets (codi_ros/bounds.py)
+            bounds.check("candidates", self.candidates, "planner.candidates")
+            bounds.check("steps", self.steps, "planner.steps")
+            bounds.check("seed", self.seed, "planner.seed")
+            bounds.check("num_samples", self.guidance.num_samples, "planner.guidance.num_samples")
+            bounds.check_plan_work(self.candidates, self.guidance.num_samples, self.steps,
+                                   "planner.candidates x guidance.num_samples x steps")
+        except bounds.BoundsError as e:
+            raise ConfigError(str(e)) from None
         if not (self.coherence >= 0 and math.isfinite(self.coherence)):
             raise ConfigError(f"planner.coherence must be finite and >= 0, got {self.coherence}")
         if self.method not in ("codi", "codi-indep"):
@@ -107,13 +115,18 @@ def load_planner_config(path: str | Path | None = None) -> PlannerConfig:
         raise ConfigError(f"{p}: bad planner config ({type(e).__name__}: {e})") from None
 
 
-def check_overrides(o: PlanOverrides) -> None:
-    if o.num_samples is not None and not o.num_samples >= 2:
-        raise PlanningError(f"num_samples: M must be >= 2, got {o.num_samples}")
-    if o.temperature is not None and not (o.temperature > 0 and math.isfinite(o.temperature)):
-        raise PlanningError(f"temperature: lambda must be finite and > 0, got {o.temperature}")
-    if o.steps is not None and not o.steps >= 1:
-        raise PlanningError(f"steps: must be >= 1, got {o.steps}")
+def check_overrides(o: PlanOverrides, config: PlannerConfig) -> None:
+    """PlanningError naming the field when an override is out of bounds or the plan it asks for exceeds the
+    compute budget (codi_ros/bounds.py)."""
+    try:
+        for name in ("num_samples", "temperature", "steps", "seed"):
+            if getattr(o, name) is not None:
+                bounds.check(name, getattr(o, name))
+        sampler = config.sampler_config(o)
+        bounds.check_plan_work(config.candidates, sampler.guidance.num_samples, sampler.steps,
+                               "num_samples x steps (x the planner's candidates)")
+    except bounds.BoundsError as e:
+        raise PlanningError(str(e)) from None
 
 
 class Planner:
@@ -187,7 +200,7 @@ class Planner:
         predict it (:func:`~codi_ros.core.realtime.predict_state`; default: first order)."""
         start = time.perf_counter()
         o = overrides or PlanOverrides()
-        check_overrides(o)
+        check_overrides(o, self.config)
         self.validate(state)
         prefix = self._prefix(committed)
         sampler_config = self.config.sampler_config(o)

@@ -31,6 +31,9 @@ from typing import Any
 
 import numpy as np
 
+from codi_ros import bounds
+from codi_ros.paths import writable_folder
+
 PLACE_TOLERANCE = 0.02   # m: a pick demonstration succeeds when the cube ends this close to its target
 MIN_PLACE_DISTANCE = 0.10
 HOLD_STEPS = 8           # control steps held at home before a two-arm episode ends
@@ -231,25 +234,20 @@ def _fail(msg: str) -> int:
 def run(args: argparse.Namespace) -> int:
     from codi_ros.config import ConfigError, load_world_config
 
-    if args.episodes <= 0:
-        return _fail(f"--episodes must be positive, got {args.episodes}")
+    try:
+        bounds.check_options(args, {"episodes": "episodes", "seed": "seed", "workers": "workers"})
+    except bounds.BoundsError as e:
+        return _fail(str(e))
     if not 0.0 <= args.reset_prob < 1.0:
         return _fail(f"--reset-prob must be in [0, 1), got {args.reset_prob}")
-    if args.workers < 1:
-        return _fail(f"--workers must be >= 1, got {args.workers}")
     try:
         load_world_config(args.config)
     except ConfigError as e:
         return _fail(str(e))
-    out: Path = args.out
-    try:
-        out.parent.mkdir(parents=True, exist_ok=True)
-        probe = out.parent / f".codi_write_test_{os.getpid()}"
-        probe.write_text("")
-        probe.unlink()
-    except OSError as e:
-        return _fail(f"cannot write to {out.parent}: {e.strerror or e}")
-    summary = generate(args.mode, args.episodes, args.seed, out, args.config, args.reset_prob,
+    problem = writable_folder(args.out.parent)
+    if problem is not None:
+        return _fail(f"--out {args.out}: {problem}")
+    summary = generate(args.mode, args.episodes, args.seed, args.out, args.config, args.reset_prob,
                        min(args.workers, args.episodes), progress=not args.no_progress)
     print(json.dumps(summary, indent=1))
     return 0

@@ -14,6 +14,9 @@ import sys
 import time
 from pathlib import Path
 
+from codi_ros import bounds
+from codi_ros.paths import writable_folder, write_atomically
+
 FRAME_EVERY = 2          # control steps between recorded video frames (5 fps at 10 Hz)
 STRIP_FRAMES = 6
 
@@ -71,6 +74,7 @@ def run(args: argparse.Namespace) -> int:
     from codi_ros.version import code_version, machine_description
 
     try:
+        bounds.check_options(args, {"seed": "seed", "seconds": "seconds", "latency": "latency"})
         timing = timing_of(args)
         cfg = load_world_config()
         config = replace(load_planner_config(), method=args.method)
@@ -78,7 +82,10 @@ def run(args: argparse.Namespace) -> int:
     except (ConfigError, PolicyLoadError, FileNotFoundError, ValueError) as e:
         print(f"codi demo: error: {e}", file=sys.stderr)
         return 2
-    args.out.mkdir(parents=True, exist_ok=True)
+    problem = writable_folder(args.out)   # before the episode: its results are not lost on the write
+    if problem is not None:
+        print(f"codi demo: error: --out {args.out}: {problem}", file=sys.stderr)
+        return 2
     world = TwoArmWorld(cfg)
     cube = HANDOVER.reset(world, args.seed, 0)
     print(f"codi demo: {args.method}, cube at ({cube[0]:+.2f}, {cube[1]:+.2f}), goal at "
@@ -120,7 +127,7 @@ def run(args: argparse.Namespace) -> int:
               "delay_steps": delay_histogram(loop.delays), "plan_latency_ms_p50": float(np.median(lat)),
               "plan_latency_ms_p95": float(np.percentile(lat, 95)), "wall_seconds": round(time.perf_counter() - t0, 1),
               "code_version": code_version(), "machine": machine_description()}
-    (args.out / "result.json").write_text(json.dumps(result, indent=1))
+    write_atomically(args.out / "result.json", json.dumps(result, indent=1))
     verdict = "SUCCESS" if summary["success"] else "FAILED"
     print(f"codi demo: {verdict}: cube {summary['final_distance']:.3f} m from the goal "
           f"after {summary['duration']:.1f} s, "

@@ -16,6 +16,9 @@ import sys
 import time
 from pathlib import Path
 
+from codi_ros import bounds
+from codi_ros.paths import writable_folder, write_atomically
+
 METHODS = ("single-arm", "codi", "codi-indep", "scripted")
 
 
@@ -57,6 +60,16 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
 
 
+OPTION_BOUNDS = {"episodes": "episodes", "seed": "seed", "seconds": "seconds", "sample_steps": "steps",
+                 "candidates": "candidates", "num_samples": "num_samples", "temperature": "temperature",
+                 "latency": "latency"}   # option -> its bound in codi_ros/bounds.py
+
+
+def _fail(message: str) -> int:
+    print(f"codi eval: error: {message}", file=sys.stderr)
+    return 2
+
+
 def make_planner(args: argparse.Namespace, world_cfg):
     """The configured planner with this run's method, cost simulator and overrides."""
     from dataclasses import replace
@@ -77,7 +90,7 @@ def make_planner(args: argparse.Namespace, world_cfg):
     cost_config = load_cost_config(args.cost_config)
     planner = Planner(load_policy(args.model), world_cfg, config, cost_config, simulator)
     overrides = PlanOverrides(num_samples=args.num_samples, temperature=args.temperature, steps=args.sample_steps)
-    check_overrides(overrides)   # a bad override is refused before the run, not met by every plan of it
+    check_overrides(overrides, config)   # a bad override is refused before the run, not met by every plan of it
     return planner, overrides, config, cost_config
 
 
@@ -141,28 +154,24 @@ def run(args: argparse.Namespace) -> int:
     from codi_ros.core.policy import DEFAULT_MODEL
     from codi_ros.version import code_version, machine_description
 
-    for option in ("episodes", "candidates"):
-        if getattr(args, option) <= 0:
-            print(f"codi eval: error: --{option} must be positive, got {getattr(args, option)}", file=sys.stderr)
-            return 2
     try:
+        bounds.check_options(args, OPTION_BOUNDS)
         timing_of(args)
     except ValueError as e:
-        print(f"codi eval: error: --{e}", file=sys.stderr)
-        return 2
+        return _fail(str(e) if str(e).startswith("--") else f"--{e}")
     if args.trace is not None and args.trace.exists() and not args.trace.is_dir():
-        print(f"codi eval: error: --trace {args.trace} is a file, not a directory", file=sys.stderr)
-        return 2
+        return _fail(f"--trace {args.trace} is a file, not a directory")
+    problem = writable_folder(args.out.parent)   # checked before the run: its work is not lost on the write
+    if problem is not None:
+        return _fail(f"--out {args.out}: {problem}")
     t0, version = time.perf_counter(), code_version()    # the code that runs, not what is checked out at the end
     try:
         results = evaluate(args)
     except (ConfigError, ValueError, FileNotFoundError) as e:
-        print(f"codi eval: error: {e}", file=sys.stderr)
-        return 2
+        return _fail(str(e))
     out = {"method": args.method, "model": args.model or f"models/{DEFAULT_MODEL}", "seed": args.seed,
            "wall_seconds": round(time.perf_counter() - t0, 1),
            "code_version": version, "machine": machine_description(), **results}
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(out, indent=1))
+    write_atomically(args.out, json.dumps(out, indent=1))
     print(json.dumps({"method": args.method, **out["aggregate"], "plan_latency": out.get("plan_latency")}, indent=1))
     return 0

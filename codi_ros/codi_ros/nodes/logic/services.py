@@ -14,6 +14,7 @@ from collections.abc import Callable
 
 import numpy as np
 
+from codi_ros import bounds
 from codi_ros.config import WorldConfig
 from codi_ros.control.executor import Chunk
 from codi_ros.core.planner import PlanOverrides, PlanResult
@@ -82,11 +83,15 @@ def world_state_msg(state: WorldState) -> dict:
             "cube_pose": pose_msg(state.cube.pos, state.cube.quat), "goal": vec3_msg(state.goal)}
 
 
-def _count(req: Msg, name: str) -> int | None:
+def _override(req: Msg, name: str) -> float | None:
+    """A /codi/plan override within its bounds (codi_ros/bounds.py), or None for 0 (the configured value)."""
     v = req.get(name, 0)
-    if int(v) != v or v < 0:
-        raise RequestError(f"{name}: must be a whole number >= 0 (0 = configured value), got {v}")
-    return int(v) or None
+    if v == 0:
+        return None
+    try:
+        return bounds.check(name, v)
+    except bounds.BoundsError as e:
+        raise RequestError(f"{e} (0 = configured value)") from None
 
 
 def parse_plan_request(req: Msg, world: WorldConfig) -> tuple[WorldState | None, PlanOverrides]:
@@ -98,11 +103,8 @@ def parse_plan_request(req: Msg, world: WorldConfig) -> tuple[WorldState | None,
     elif np.any(parse_vec3(state_msg.get("goal", {}))) or np.any(parse_pose(state_msg.get("cube_pose", {}))[0]):
         raise RequestError("state.arms: empty, but state.cube_pose or state.goal is set; give the whole state "
                            "(every arm) or leave it empty to plan from the latest observed state")
-    temperature = float(req.get("temperature", 0.0))
-    if not math.isfinite(temperature) or temperature < 0:
-        raise RequestError(f"temperature: lambda must be > 0 (0 = configured value), got {temperature}")
-    overrides = PlanOverrides(num_samples=_count(req, "num_samples"), temperature=temperature or None,
-                              steps=_count(req, "steps"), seed=_count(req, "seed"))
+    overrides = PlanOverrides(num_samples=_override(req, "num_samples"), temperature=_override(req, "temperature"),
+                              steps=_override(req, "steps"), seed=_override(req, "seed"))
     return state, overrides
 
 
