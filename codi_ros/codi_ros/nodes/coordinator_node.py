@@ -1,25 +1,34 @@
 """coordinator_node: holds the CoDi planner; serves /codi/plan, /codi/stop, /codi/start; runs the
-receding-horizon loop in autonomous mode (ticks at the control rate, and right after each plan once the
-states queued during it are in) and publishes one action chunk per arm.
+receding-horizon loop in autonomous mode and publishes one action chunk per arm.
 
 Subscribes ``/<arm>/arm_state``, ``/codi/cube_detections`` (fused, see perception/fusion.py) and
 ``/codi/goal`` (latched); publishes ``/<arm>/action_chunk`` and the fused ``/codi/cube_pose``.
-With the in-process cost (the default) one thread serves everything: /codi/stop and the state
-subscriptions wait for a running plan (one plan latency), and plans run about 3x faster than beside
-rclpy's busy multi-threaded executor (_ros.run). ``cost_backend: service`` has the planner's guidance
-evaluate the cost J through ``/codi/evaluate_cost`` (cost_service_node): then planning runs in its own
-callback group of a multi-threaded executor, the client in another, so its answers arrive while the
-planning callback waits, and /codi/stop is served during a plan.
+
+Two threads. The executor's (rclpy's single-threaded executor) takes the states and serves every
+service at any moment: /codi/stop stops the arms and cancels a running plan at once, also mid-plan
+and during warm-up; /codi/plan hands its request to the planning thread and answers "busy" while that
+thread plans (autonomous mode, another request, the warm-up). The planning thread (a plain Python
+thread, not an executor thread: rclpy's multi-threaded executor kept a core busy and made plans about
+3x slower here) warms the planner up once, then runs the receding-horizon ticks and the plan
+requests. ``cost_backend: service`` has the guidance evaluate the cost J through
+``/codi/evaluate_cost`` (cost_service_node): the executor thread receives its answers while the
+planning thread waits for them.
 """
 
 from __future__ import annotations
 
+import queue
+import threading
+import traceback
+
 import numpy as np
+import rclpy
 from codi_msgs.msg import ActionChunk, ArmState, CubeDetection
 from codi_msgs.srv import EvaluateCost, Plan
 from geometry_msgs.msg import PointStamped, PoseStamped
-from rclpy.callback_groups import MutuallyExclusiveCallbackGroup, ReentrantCallbackGroup
+from rclpy.callback_groups import ReentrantCallbackGroup
 from rclpy.node import Node
+from rclpy.task import Future
 from std_srvs.srv import Trigger
 
 from codi_ros.config import ConfigError, WorldConfig
@@ -47,6 +56,7 @@ from codi_ros.nodes.logic.remote_cost import (
     RemoteCost,
     wait_for_answer,
 )
+from codi_ros.nodes.logic.services import failure
 from codi_ros.perception.fusion import FusionConfig
 
 SERVICE_WAIT_S = 10.0   # how long start-up waits for /codi/evaluate_cost before going on without it
@@ -80,12 +90,6 @@ class CoordinatorNode(Node):
                               max_position_gap=param(self, "max_position_gap"),
                               max_angle_gap=param(self, "max_angle_gap"))
         planner = load_planner(world, param(self, "planner_config"), param(self, "checkpoint"), self.cost_client())
-        # cost_backend service: a plan waits on /codi/evaluate_cost answers, which other executor threads receive;
-        # they also answer /codi/stop during a plan. In process, one thread plans faster (_ros.run) and
-        # /codi/stop is answered between plans, i.e. within one plan latency.
-        self.multithreaded = param(self, "cost_backend") == "service"
-        if not self.multithreaded:       # (the service's answers need this node spinning: warm_up_once)
-            self.get_logger().info(f"planner warmed up in {planner.warm_up():.2f} s")
         self.logic = Coordinator(world, planner, config, fusion, planner.config.realtime)
         if param(self, "autonomous"):
             self.logic.start()
@@ -100,24 +104,57 @@ class CoordinatorNode(Node):
         self.create_subscription(PointStamped, "/codi/goal",
                                  lambda m: self.logic.on_goal(np.array([m.point.x, m.point.y, m.point.z])),
                                  LATCHED_QOS)
-        planning = MutuallyExclusiveCallbackGroup()
-        if self.multithreaded:   # warm up through the cost service once spinning (its answers need the executor)
-            self._warm_up = self.create_timer(0.01, lambda: self.warm_up_once(planner), callback_group=planning)
-        self.create_service(Plan, "/codi/plan", self.on_plan, callback_group=planning)
-        self.create_timer(world.control.dt, self.on_tick, callback_group=planning)
-        # after a plan, tick again as soon as the states that queued meanwhile are taken (the executor runs ready
-        # timers, then subscriptions, then guard conditions), not up to a control period later on the timer
-        self.tick_again = self.create_guard_condition(self.on_tick, callback_group=planning)
+        # its own reentrant group: a request awaiting the planning thread must not hold the node's default
+        # (mutually exclusive) group, in which states, /codi/stop and the cost client's answers are taken, nor
+        # keep a second request from being answered "busy"
+        self.create_service(Plan, "/codi/plan", self.on_plan, callback_group=ReentrantCallbackGroup())
         self.create_service(Trigger, "/codi/stop", self.on_stop)
         self.create_service(Trigger, "/codi/start", self.on_start)
+        self.create_timer(world.control.dt, self.publish_cube_pose)
+        self.period = world.control.dt
+        self.busy = threading.Lock()            # held while the planning thread plans (a tick, a request, warm-up)
+        self.requests: queue.Queue = queue.Queue()   # (/codi/plan request dict, its time, future of the response)
+        self.closing = threading.Event()
+        self.planning = threading.Thread(target=self.planning_loop, args=(planner,), daemon=True)
+        self.planning.start()
 
-    def warm_up_once(self, planner: Planner) -> None:
-        """cost_backend service: the start-up plan, before any request or tick is served (same callback group)."""
-        self._warm_up.cancel()
+    def planning_loop(self, planner: Planner) -> None:
+        """The planning thread: warm up once (a process's first plan pays one-off costs), then plan requests
+        as they come and the receding-horizon ticks whenever one is due. An error in one cycle is logged and
+        the loop goes on (the arms finish their chunk and hold); after Ctrl-C it just ends."""
+        with self.busy:
+            try:
+                self.get_logger().info(f"planner warmed up in {planner.warm_up():.2f} s")
+            except PlanningError as e:   # e.g. the cost service is not up yet: the first plans pay the one-off costs
+                self.get_logger().warning(f"planner warm-up failed: {e}")
+        while not self.closing.is_set():
+            try:
+                self.planning_cycle()
+            except Exception:
+                if not rclpy.ok():       # Ctrl-C: the context is gone, publishing fails; that is the shutdown
+                    return
+                self.get_logger().error(f"planning thread: {traceback.format_exc()}")
+
+    def planning_cycle(self) -> None:
+        """One plan request (waiting up to a control period for one unless a tick is due), then a due tick."""
         try:
-            self.get_logger().info(f"planner warmed up in {planner.warm_up():.2f} s (through {EVALUATE_COST})")
-        except PlanningError as e:   # e.g. the service is not up yet: the first plans then pay the one-off costs
-            self.get_logger().warning(f"planner warm-up through {EVALUATE_COST} failed: {e}")
+            request, now, future = self.requests.get(timeout=0.0 if self.logic.due(now_sec(self)) else self.period)
+        except queue.Empty:
+            pass
+        else:
+            result = failure("the planning thread failed on this request (see the node's log)")
+            try:
+                result, chunks = self.logic.handle_plan(request, now)
+                self.publish_chunks(chunks)
+            finally:
+                self.busy.release()              # taken by on_plan for this request
+                future.set_result(result)
+        if self.logic.due(now_sec(self)) and self.busy.acquire(blocking=False):
+            try:
+                self.publish_chunks(self.logic.tick(now_sec(self)))
+            finally:
+                self.busy.release()
+        log_lines(self, self.logic.pop_log())
 
     def cost_client(self) -> Cost | None:
         """None for the in-process cost; for ``cost_backend: service`` the /codi/evaluate_cost client."""
@@ -136,22 +173,22 @@ class CoordinatorNode(Node):
         for chunk in chunks:
             self.chunk_pubs[chunk["arm"]].publish(fill(ActionChunk(), chunk))
 
-    def on_plan(self, request: Plan.Request, response: Plan.Response) -> Plan.Response:
-        result, chunks = self.logic.handle_plan(to_dict(request), now_sec(self))
-        self.publish_chunks(chunks)
-        log_lines(self, self.logic.pop_log())
-        return fill(response, result)
+    async def on_plan(self, request: Plan.Request, response: Plan.Response) -> Plan.Response:
+        """Hand the request to the planning thread and wait for it without blocking this (the executor's)
+        thread; "busy" at once while that thread plans."""
+        if not self.busy.acquire(blocking=False):
+            mode = "autonomous mode is on (/codi/stop first)" if self.logic.autonomous else "another plan or warm-up"
+            return fill(response, failure(f"busy: the coordinator is planning ({mode}); try again"))
+        done = Future(executor=self.executor)
+        done.add_done_callback(lambda _: None)   # the executor is woken when the planning thread sets the result
+        self.requests.put((to_dict(request), now_sec(self), done))
+        return fill(response, await done)
 
-    def on_tick(self) -> None:
-        now = now_sec(self)
-        self.publish_chunks(self.logic.tick(now))
-        if self.logic.planned:
-            self.tick_again.trigger()
-        cube = self.logic.cube_pose(now)
+    def publish_cube_pose(self) -> None:
+        cube = self.logic.cube_pose(now_sec(self))
         if cube is not None:
             self.cube_pub.publish(fill(PoseStamped(), {"header": header(cube.stamp, "world"),
                                                        "pose": pose_msg(cube.pos, cube.quat)}))
-        log_lines(self, self.logic.pop_log())
 
     def on_stop(self, request: Trigger.Request, response: Trigger.Response) -> Trigger.Response:
         self.publish_chunks(self.logic.stop(now_sec(self)))
@@ -165,16 +202,21 @@ class CoordinatorNode(Node):
         response.success, response.message = True, "autonomous mode on"
         return response
 
+    def destroy_node(self) -> None:
+        self.closing.set()
+        self.logic.stop(now_sec(self))          # cancels a running plan: the planning thread ends within a step
+        self.planning.join(timeout=2.0)
+        super().destroy_node()
+
 
 class CostServiceTransport:
     """RemoteCost's transport over an rclpy client of /codi/evaluate_cost.
 
-    The client is in a reentrant callback group of its own: the executor completes its futures in another
-    thread while the planning callback (a mutually exclusive group) blocks in :func:`wait_for_answer`.
+    The executor thread completes its futures while the planning thread blocks in :func:`wait_for_answer`.
     """
 
     def __init__(self, node: Node):
-        self.client = node.create_client(EvaluateCost, EVALUATE_COST, callback_group=ReentrantCallbackGroup())
+        self.client = node.create_client(EvaluateCost, EVALUATE_COST)
 
     def __call__(self, request: dict, timeout_s: float) -> Msg:
         if not self.client.service_is_ready():
