@@ -2,6 +2,7 @@
 #   make demo   set up .venv (torch, then codi_ros and its dependencies) and run the demo
 #   make test   the same set-up plus the test tools, then ruff, the nodes under a real rclpy in .ros-venv
 #               (test-ros), and pytest (PYTEST_ARGS selects tests)
+#   make fuzz   the service request fuzz tests, longer than in `make test`
 # Re-runs are quick: each set-up step leaves a stamp file in .venv and re-runs only when its inputs change.
 
 PYTHON ?= python3
@@ -9,7 +10,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 PIP := $(PY) -m pip
 TORCH_VERSION := 2.13.0
-TEST_TOOLS := "pytest>=8,<10" ruff==0.17.6 "catkin_pkg>=1.0"
+TEST_TOOLS := "pytest>=8,<10" ruff==0.17.6 "catkin_pkg>=1.0" hypothesis==6.170.15
 PYTEST_ARGS ?=
 
 # What `pip install ./codi_ros` copies: the Python package and the shared folders (share/codi_ros).
@@ -24,7 +25,7 @@ ROS_VENV := .ros-venv
 ROS_TESTS ?= codi_ros/test/test_ros_runtime.py
 MSG_SOURCES := $(shell find codi_msgs -type f 2>/dev/null)
 
-.PHONY: demo test test-ros clean
+.PHONY: demo test test-ros fuzz clean
 
 demo: $(VENV)/.codi.stamp
 	$(VENV)/bin/codi demo --out runs/demo
@@ -33,6 +34,10 @@ test: $(VENV)/.codi.stamp $(VENV)/.test-tools.stamp
 	$(VENV)/bin/ruff check .
 	$(MAKE) --no-print-directory test-ros
 	$(PY) -m pytest $(PYTEST_ARGS)
+
+# the request fuzz tests (test_ros_logic.py, hypothesis) with 50,000 requests per service instead of CI's 2,000
+fuzz: $(VENV)/.codi.stamp $(VENV)/.test-tools.stamp
+	CODI_FUZZ_EXAMPLES=50000 $(PY) -m pytest codi_ros/test/test_ros_logic.py -k fuzzed
 
 test-ros:
 ifneq ($(strip $(ROS_TESTS)),)

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import array
+import copy
 import math
+import os
 import re
 import sys
 import time
@@ -528,9 +530,8 @@ def test_a_plan_slower_than_its_commitment_is_dropped_by_the_coordinator_and_its
 
 
 def test_states_and_stops_are_taken_while_the_planner_runs():
-    """The node plans in a thread of its own: while a plan runs, another thread (the executor's) takes arm
-    states and serves /codi/stop without waiting for it (the lock is not held while the planner runs), and
-    a stop during the plan drops it."""
+    """While a plan runs, another thread (the node's services thread) serves /codi/stop without waiting for it
+    and may feed states (the lock is not held while the planner runs); a stop during the plan drops it."""
     import threading
 
     coord = Coordinator(WORLD, FakePlanner(latency=0.3))
@@ -552,6 +553,25 @@ def test_states_and_stops_are_taken_while_the_planner_runs():
     assert coord.tick(1.0) == [] and not coord.autonomous             # stopped while planning: dropped
     assert served and all(len(c["twists"]) == 0 for c in served[0])   # the stop itself went out at once
     assert coord.observed_state(1.25).stamp == pytest.approx(1.2)     # the state taken during the plan
+
+
+def test_states_queued_behind_a_long_plan_are_not_mistaken_for_stale_ones():
+    """One thread: a 0.45 s plan holds back the state messages, so the tick right after it sees 0.45 s old
+    states. It waits for them instead of stopping the arms (in the ROS graph this stopped the arms after
+    most plans slower than 0.35 s); states that stay old still stop the arms one tick later."""
+    planner = FakePlanner(latency=0.45)
+    coord = Coordinator(WORLD, planner)
+    coord.start()
+    observe(coord, 1.0)
+    assert coord.tick(1.0)                                  # plans; "finishes" at 1.45
+    assert coord.tick(1.45) == [] and len(planner.states) == 1
+    observe(coord, 1.45)                                    # the queued states are taken
+    assert coord.tick(1.5) and len(planner.states) == 2
+    assert coord.tick(1.95) == []                           # right after the plan: waits once ...
+    stop = coord.tick(2.05)                                 # ... then the states really are stale: stop
+    assert stop and all(len(c["twists"]) == 0 for c in stop)
+    assert any("not planning" in t for t in texts(coord.pop_log()))
+
 
 
 def test_plan_service_fails_cleanly_without_a_state_and_keeps_serving():
@@ -819,3 +839,105 @@ def test_sim_graph_wired_like_the_launch_file_moves_both_arms_and_stops(world, k
         actions[chunk["arm"]].on_chunk(chunk, 50.0 + 300 * 0.01)
     run(300, 30)                                           # the jerk-limited ramp, then the servos settle
     assert all(np.abs(world.joint_velocities(a)).max() < 0.02 for a in WORLD.arm_names)
+
+
+# ---------------------------------------------------------------------------------------------- fuzz
+# Every field of a /codi/plan or /codi/evaluate_cost request replaced by extreme values (NaN, inf, huge,
+# negative, zero), sequences cut, emptied or repeated: the only allowed outcomes are an answer or the
+# documented refusal (success false, the message naming the field), never an exception. CI runs
+# CODI_FUZZ_EXAMPLES (default 2000) requests per service; `make fuzz` runs more.
+
+FUZZ_EXAMPLES = int(os.environ.get("CODI_FUZZ_EXAMPLES", "2000"))
+EXTREMES = [math.nan, math.inf, -math.inf, 1e308, -1e308, 0.0, -1.0, 1e-300, 2.0**32, -(2.0**63)]
+
+
+def _leaves(obj, path=()):
+    """Paths to every number and sequence of a nested request dict."""
+    if isinstance(obj, dict):
+        for k, v in obj.items():
+            yield from _leaves(v, (*path, k))
+    elif isinstance(obj, list):
+        yield path
+        for i, v in enumerate(obj):
+            yield from _leaves(v, (*path, i))
+    elif isinstance(obj, (int, float)) and not isinstance(obj, bool):
+        yield path
+
+
+def _mutated(base: dict, data) -> dict:
+    """``base`` with a few of its numbers replaced by extremes and sequences cut, emptied or repeated."""
+    from hypothesis import strategies as st
+
+    req = copy.deepcopy(base)
+    paths = list(_leaves(req))
+    for path in data.draw(st.lists(st.sampled_from(paths), min_size=1, max_size=4)):
+        parent = req
+        try:
+            for key in path[:-1]:
+                parent = parent[key]
+            value = parent[path[-1]]
+        except (KeyError, IndexError, TypeError):
+            continue                                          # an earlier change removed it
+        if isinstance(value, list):
+            cut = data.draw(st.sampled_from(["empty", "half", "double"]))
+            parent[path[-1]] = [] if cut == "empty" else value[:len(value) // 2] if cut == "half" else value * 2
+        elif isinstance(value, int):
+            parent[path[-1]] = data.draw(st.sampled_from([0, 1, 2**32 - 1, 10**9, -1]))
+        else:
+            parent[path[-1]] = data.draw(st.sampled_from(EXTREMES) | st.floats(allow_nan=True, allow_infinity=True))
+    return req
+
+
+def _fuzz_settings():
+    from hypothesis import HealthCheck, settings
+
+    return settings(max_examples=FUZZ_EXAMPLES, deadline=None, derandomize=True, database=None,
+                    suppress_health_check=list(HealthCheck))
+
+
+def test_fuzzed_plan_requests_get_an_answer_or_a_refusal_naming_a_field():
+    from hypothesis import given
+    from hypothesis import strategies as st
+
+    torch.set_num_threads(1)
+    planner = Planner(GaussianPolicy(), WORLD,
+                      PlannerConfig(steps=1, candidates=1, guidance=GuidanceConfig(num_samples=2)))
+    coord = Coordinator(WORLD, planner)
+    base = {"state": state_msg(), "num_samples": 4, "temperature": 0.5, "steps": 1, "seed": 3, "execute": True}
+    field_names = {"state", "num_samples", "temperature", "steps", "seed", "cancelled", "busy", "predicted",
+                   "committed", "actions"}
+
+    @_fuzz_settings()
+    @given(st.data())
+    def check(data):
+        resp, chunks = coord.handle_plan(_mutated(base, data), now=1.0)
+        if resp["success"]:
+            assert all(np.all(np.isfinite(parse_chunk(c)[2].actions)) for c in chunks)
+        else:
+            assert resp["message"].split(".")[0].split(":")[0].split("[")[0] in field_names, resp["message"]
+
+    check()
+    assert coord.handle_plan({"state": state_msg()}, now=2.0)[0]["success"]     # still serving
+
+
+def test_fuzzed_cost_requests_get_an_answer_or_a_refusal_naming_a_field():
+    from hypothesis import given
+    from hypothesis import strategies as st
+
+    torch.set_num_threads(1)
+    svc = CostService(WORLD, kinematic_cost_evaluator(WORLD))
+    candidates = np.zeros((2, len(WORLD.arm_names), H, 7))
+    candidates[..., 6] = 0.08
+    base = {"state": state_msg(), "candidates": candidates_msg(candidates)}
+
+    @_fuzz_settings()
+    @given(st.data())
+    def check(data):
+        resp = svc.handle(_mutated(base, data))
+        if resp["success"]:
+            assert len(resp["costs"]) == len(resp["terms"][0]["values"])
+        else:
+            assert resp["message"].split(".")[0].split(":")[0].split("[")[0] in ("state", "candidates"), resp["message"]
+
+    check()
+    assert svc.handle(base)["success"]

@@ -4,22 +4,25 @@ receding-horizon loop in autonomous mode and publishes one action chunk per arm.
 Subscribes ``/<arm>/arm_state``, ``/codi/cube_detections`` (fused, see perception/fusion.py) and
 ``/codi/goal`` (latched); publishes ``/<arm>/action_chunk`` and the fused ``/codi/cube_pose``.
 
-Two threads. The executor's (rclpy's single-threaded executor) takes the states and serves every
-service at any moment: /codi/stop stops the arms and cancels a running plan at once, also mid-plan
-and during warm-up; /codi/plan hands its request to the planning thread and answers "busy" while that
-thread plans (autonomous mode, another request, the warm-up). The planning thread (a plain Python
-thread, not an executor thread: rclpy's multi-threaded executor kept a core busy and made plans about
-3x slower here) warms the planner up once, then runs the receding-horizon ticks and the plan
-requests. ``cost_backend: service`` has the guidance evaluate the cost J through
-``/codi/evaluate_cost`` (cost_service_node): the executor thread receives its answers while the
-planning thread waits for them.
+Two threads, each with rclpy's single-threaded executor. The node's own plans (the receding-horizon
+ticks at the control rate and right after each plan, and the /codi/plan requests) and takes the
+states between plans. A second node, ``coordinator_services`` (no parameters; the process's topic and
+service remaps apply to it, its name and namespace are its own), serves /codi/stop, /codi/start and
+/codi/plan in a thread of its own at any moment: /codi/stop stops the arms and cancels a running plan
+at once, also mid-plan; /codi/plan hands its request to the planning thread and answers "busy" while
+a plan runs (autonomous mode, another request, the warm-up). That thread sleeps in rclpy's wait until
+a request comes, so the planner never competes with it for the GIL (states taken by a second thread
+during plans made them about 2x slower in the simulated graph on 2 cores; rclpy's multi-threaded
+executor about 3x). ``cost_backend: service`` has the guidance evaluate the cost J through
+``/codi/evaluate_cost`` (cost_service_node); its client is on the services node, whose thread receives
+the answers while the planning thread waits for them.
 """
 
 from __future__ import annotations
 
 import queue
+import sys
 import threading
-import traceback
 
 import numpy as np
 import rclpy
@@ -27,6 +30,7 @@ from codi_msgs.msg import ActionChunk, ArmState, CubeDetection
 from codi_msgs.srv import EvaluateCost, Plan
 from geometry_msgs.msg import PointStamped, PoseStamped
 from rclpy.callback_groups import ReentrantCallbackGroup
+from rclpy.executors import SingleThreadedExecutor
 from rclpy.node import Node
 from rclpy.task import Future
 from std_srvs.srv import Trigger
@@ -89,6 +93,8 @@ class CoordinatorNode(Node):
         fusion = FusionConfig(max_age=config.cube_timeout, max_reprojection_error=param(self, "max_reprojection_error"),
                               max_position_gap=param(self, "max_position_gap"),
                               max_angle_gap=param(self, "max_angle_gap"))
+        self.service_node = Node("coordinator_services", context=self.context, start_parameter_services=False,
+                                 use_global_arguments=False, cli_args=remap_args(sys.argv))
         planner = load_planner(world, param(self, "planner_config"), param(self, "checkpoint"), self.cost_client())
         self.logic = Coordinator(world, planner, config, fusion, planner.config.realtime)
         if param(self, "autonomous"):
@@ -104,57 +110,40 @@ class CoordinatorNode(Node):
         self.create_subscription(PointStamped, "/codi/goal",
                                  lambda m: self.logic.on_goal(np.array([m.point.x, m.point.y, m.point.z])),
                                  LATCHED_QOS)
-        # its own reentrant group: a request awaiting the planning thread must not hold the node's default
-        # (mutually exclusive) group, in which states, /codi/stop and the cost client's answers are taken, nor
-        # keep a second request from being answered "busy"
-        self.create_service(Plan, "/codi/plan", self.on_plan, callback_group=ReentrantCallbackGroup())
-        self.create_service(Trigger, "/codi/stop", self.on_stop)
-        self.create_service(Trigger, "/codi/start", self.on_start)
-        self.create_timer(world.control.dt, self.publish_cube_pose)
-        self.period = world.control.dt
-        self.busy = threading.Lock()            # held while the planning thread plans (a tick, a request, warm-up)
+        self.busy = threading.Lock()            # held while a plan runs (a tick, a request, the warm-up)
         self.requests: queue.Queue = queue.Queue()   # (/codi/plan request dict, its time, future of the response)
-        self.closing = threading.Event()
-        self.planning = threading.Thread(target=self.planning_loop, args=(planner,), daemon=True)
-        self.planning.start()
+        self.create_timer(world.control.dt, self.on_tick)
+        # after a plan, tick again as soon as the states that queued meanwhile are taken (the executor runs ready
+        # timers, then subscriptions, then guard conditions), not up to a control period later on the timer
+        self.tick_again = self.create_guard_condition(self.on_tick)
+        self.plan_requested = self.create_guard_condition(self.on_plan_request)
+        # its own reentrant group: a request awaiting the planning thread must not hold the services node's
+        # default group (in which /codi/stop and the cost client's answers are taken), nor keep a second request
+        # from being answered "busy"
+        self.service_node.create_service(Plan, "/codi/plan", self.on_plan, callback_group=ReentrantCallbackGroup())
+        self.service_node.create_service(Trigger, "/codi/stop", self.on_stop)
+        self.service_node.create_service(Trigger, "/codi/start", self.on_start)
+        self.services_executor = SingleThreadedExecutor(context=self.context)
+        self.services_executor.add_node(self.service_node)
+        threading.Thread(target=self.serve, daemon=True).start()
+        self.warm_up(planner)
 
-    def planning_loop(self, planner: Planner) -> None:
-        """The planning thread: warm up once (a process's first plan pays one-off costs), then plan requests
-        as they come and the receding-horizon ticks whenever one is due. An error in one cycle is logged and
-        the loop goes on (the arms finish their chunk and hold); after Ctrl-C it just ends."""
+    def serve(self) -> None:
+        """The services thread: spin the services node until shutdown (Ctrl-C ends it quietly)."""
+        try:
+            self.services_executor.spin()
+        except Exception:
+            if rclpy.ok():
+                raise
+
+    def warm_up(self, planner: Planner) -> None:
+        """The start-up plan (a process's first plan pays one-off costs), before any tick; /codi/plan answers
+        "busy" meanwhile, /codi/stop is served (the services thread, which also takes a cost service's answers)."""
         with self.busy:
             try:
                 self.get_logger().info(f"planner warmed up in {planner.warm_up():.2f} s")
             except PlanningError as e:   # e.g. the cost service is not up yet: the first plans pay the one-off costs
                 self.get_logger().warning(f"planner warm-up failed: {e}")
-        while not self.closing.is_set():
-            try:
-                self.planning_cycle()
-            except Exception:
-                if not rclpy.ok():       # Ctrl-C: the context is gone, publishing fails; that is the shutdown
-                    return
-                self.get_logger().error(f"planning thread: {traceback.format_exc()}")
-
-    def planning_cycle(self) -> None:
-        """One plan request (waiting up to a control period for one unless a tick is due), then a due tick."""
-        try:
-            request, now, future = self.requests.get(timeout=0.0 if self.logic.due(now_sec(self)) else self.period)
-        except queue.Empty:
-            pass
-        else:
-            result = failure("the planning thread failed on this request (see the node's log)")
-            try:
-                result, chunks = self.logic.handle_plan(request, now)
-                self.publish_chunks(chunks)
-            finally:
-                self.busy.release()              # taken by on_plan for this request
-                future.set_result(result)
-        if self.logic.due(now_sec(self)) and self.busy.acquire(blocking=False):
-            try:
-                self.publish_chunks(self.logic.tick(now_sec(self)))
-            finally:
-                self.busy.release()
-        log_lines(self, self.logic.pop_log())
 
     def cost_client(self) -> Cost | None:
         """None for the in-process cost; for ``cost_backend: service`` the /codi/evaluate_cost client."""
@@ -163,7 +152,7 @@ class CoordinatorNode(Node):
             raise ConfigError(f"cost_backend: must be one of {', '.join(COST_BACKENDS)}, got {backend!r}")
         if backend == "in_process":
             return None
-        transport = CostServiceTransport(self)
+        transport = CostServiceTransport(self.service_node)
         self.get_logger().info(f"cost_backend service: waiting up to {SERVICE_WAIT_S:.0f} s for {EVALUATE_COST}")
         if not transport.client.wait_for_service(timeout_sec=SERVICE_WAIT_S):
             self.get_logger().warning(f"{EVALUATE_COST} is not available; plans fail until it is")
@@ -174,21 +163,45 @@ class CoordinatorNode(Node):
             self.chunk_pubs[chunk["arm"]].publish(fill(ActionChunk(), chunk))
 
     async def on_plan(self, request: Plan.Request, response: Plan.Response) -> Plan.Response:
-        """Hand the request to the planning thread and wait for it without blocking this (the executor's)
-        thread; "busy" at once while that thread plans."""
+        """(services thread) Hand the request to the planning thread and wait for it without blocking this
+        thread; "busy" at once while a plan runs."""
         if not self.busy.acquire(blocking=False):
             mode = "autonomous mode is on (/codi/stop first)" if self.logic.autonomous else "another plan or warm-up"
             return fill(response, failure(f"busy: the coordinator is planning ({mode}); try again"))
-        done = Future(executor=self.executor)
-        done.add_done_callback(lambda _: None)   # the executor is woken when the planning thread sets the result
+        done = Future(executor=self.services_executor)
+        done.add_done_callback(lambda _: None)   # wakes the services executor when the planning thread answers
         self.requests.put((to_dict(request), now_sec(self), done))
+        self.plan_requested.trigger()
         return fill(response, await done)
 
-    def publish_cube_pose(self) -> None:
-        cube = self.logic.cube_pose(now_sec(self))
-        if cube is not None:
-            self.cube_pub.publish(fill(PoseStamped(), {"header": header(cube.stamp, "world"),
-                                                       "pose": pose_msg(cube.pos, cube.quat)}))
+    def on_plan_request(self) -> None:
+        """(planning thread) Plan the queued /codi/plan request; ``busy`` was taken for it by on_plan."""
+        request, now, done = self.requests.get()
+        result = failure("the coordinator failed on this request (see its log)")
+        try:
+            result, chunks = self.logic.handle_plan(request, now)
+            self.publish_chunks(chunks)
+        finally:
+            self.busy.release()
+            done.set_result(result)
+            log_lines(self, self.logic.pop_log())
+
+    def on_tick(self) -> None:
+        """(planning thread) The receding-horizon tick, unless a /codi/plan request holds the planner."""
+        if not self.busy.acquire(blocking=False):
+            return
+        try:
+            now = now_sec(self)
+            self.publish_chunks(self.logic.tick(now))
+            cube = self.logic.cube_pose(now)
+            if cube is not None:
+                self.cube_pub.publish(fill(PoseStamped(), {"header": header(cube.stamp, "world"),
+                                                           "pose": pose_msg(cube.pos, cube.quat)}))
+        finally:
+            self.busy.release()
+        if self.logic.planned:
+            self.tick_again.trigger()
+        log_lines(self, self.logic.pop_log())
 
     def on_stop(self, request: Trigger.Request, response: Trigger.Response) -> Trigger.Response:
         self.publish_chunks(self.logic.stop(now_sec(self)))
@@ -203,9 +216,9 @@ class CoordinatorNode(Node):
         return response
 
     def destroy_node(self) -> None:
-        self.closing.set()
-        self.logic.stop(now_sec(self))          # cancels a running plan: the planning thread ends within a step
-        self.planning.join(timeout=2.0)
+        self.logic.stop(now_sec(self))          # cancels a running plan
+        self.services_executor.shutdown()
+        self.service_node.destroy_node()
         super().destroy_node()
 
 
@@ -223,6 +236,24 @@ class CostServiceTransport:
             raise ConnectionError("not available (is cost_service_node running?)")
         future = self.client.call_async(fill(EvaluateCost.Request(), request))
         return to_dict(wait_for_answer(future, timeout_s))
+
+
+def remap_args(argv: list[str]) -> list[str]:
+    """The topic and service remaps (``-r from:=to``) among ``argv``'s --ros-args, as --ros-args of their own,
+    without the node name and namespace ones (``__node``, ``__ns``: the launch's, meant for the main node)."""
+    rules, ros, i = [], False, 0
+    while i < len(argv):
+        arg = argv[i]
+        if arg == "--ros-args":
+            ros = True
+        elif arg == "--":
+            ros = False
+        elif ros and arg in ("-r", "--remap") and i + 1 < len(argv):
+            i += 1
+            if not argv[i].split(":=")[0].split(":")[-1].startswith("__"):
+                rules += ["-r", argv[i]]
+        i += 1
+    return ["--ros-args", *rules] if rules else []
 
 
 def load_planner(world: WorldConfig, planner_config: str, checkpoint: str, cost: Cost | None = None) -> Planner:

@@ -14,9 +14,9 @@ chunk is reported as an overrun (the arms hold once their chunk runs out).
 No plan is made from an arm state older than ``arm_timeout``, a cube pose older than
 ``cube_timeout`` or any NaN; while moving, the arms are then told to stop (an empty chunk).
 
-Two threads use a Coordinator (coordinator_node): the executor's, which feeds it states and serves
-/codi/stop and /codi/start at any moment, and the planning thread, which runs :meth:`tick` and
-:meth:`handle_plan`. One lock guards the state and is never held while the planner runs; a stop
+Two threads use a Coordinator (coordinator_node): the node's executor thread, which feeds it states
+and plans (:meth:`tick`, :meth:`handle_plan`), and a services thread, which serves /codi/stop and
+/codi/start at any moment. One lock guards the state and is never held while the planner runs; a stop
 cancels a running plan (the planner asks ``cancelled`` before every score evaluation).
 """
 
@@ -90,6 +90,7 @@ class Coordinator:
         self._cube: FusedPose | None = None
         self._next_replan = -math.inf
         self._reset_planner = False            # /codi/start asked for a new episode: reset before the next plan
+        self._after_plan = False               # the last tick planned (states may still be queued)
         self._executing_until = -math.inf     # end of the last chunk sent to the arms
         self._stops = 0                        # /codi/stop count: a plan started before a stop is not sent
         self._unknown_arms: set[str] = set()
@@ -208,11 +209,18 @@ class Coordinator:
         with self.lock:
             if not self.due(now):
                 return []
+            after_plan, self._after_plan = self._after_plan, False
             stops, tic = self._stops, time.perf_counter()
             try:
                 state = self.observed_state(now)
             except RequestError as e:
+                if after_plan:
+                    # The tick right after a plan runs before the state messages that queued while it planned
+                    # (the executor thread plans): their age is the plan's, not the robot's. Plan at the next
+                    # tick, once they are in.
+                    return []
                 return self._not_planning(e, now)
+            self._after_plan = True
             committed = self.committed(now, state)
             predicted = self.predicted(now, committed)
             preparation = time.perf_counter() - tic
@@ -244,6 +252,11 @@ class Coordinator:
             self._executing_until = now + h.prediction * dt
             self._next_replan = now + h.execution * dt
             return self.sent(plan_response(result, self.world, start=now)["chunks"], now + elapsed)
+
+    @property
+    def planned(self) -> bool:
+        """Whether the last tick planned (the next plan is due as soon as the states queued meanwhile are in)."""
+        return self._after_plan
 
     def _not_planning(self, e: Exception, now: float) -> list[dict]:
         """No plan (stale or NaN state, a refused state): log it once; arms still moving on an old plan stop."""
