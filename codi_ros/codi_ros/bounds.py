@@ -3,10 +3,12 @@ values are checked here, against one table, with one message format (the field, 
 
 A plan's cost grows with candidates x M x steps (joint chunks sampled per plan x guidance samples per
 denoising step x denoising steps): :data:`PLAN_BUDGET` caps that product. The shipped planner
-(8 x 64 x 12 = 6,144) plans in about 0.26 s on one core, so the budget (about 16x that, ~4 s) still lets a
-study sweep M or the steps, but no request can hold the coordinator, and the safety stop queued behind
-it, for longer than an episode lasts, or allocate more memory than a laptop has (M = 10^8 asked for
-716 GB).
+(8 x 64 x 12 = 6,144) plans in about 0.26 s on one core; the budget (about 5x that: 64 steps at the
+shipped M and candidates, or M = 256 at 16 steps) still lets a study sweep M or the steps, and keeps
+the time one request holds the single-threaded coordinator, and the /codi/stop queued behind it, to
+about 1.5 s (the budget's 64-step plan took 1.0-1.4 s in the simulated graph,
+experiments/stop_latency.py), and no request allocates more memory than a laptop has (M = 10^8 asked
+for 716 GB).
 """
 
 from __future__ import annotations
@@ -14,7 +16,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
-PLAN_BUDGET = 100_000    # candidates x M x steps per plan
+PLAN_BUDGET = 32_768     # candidates x M x steps per plan
 
 
 class BoundsError(ValueError):

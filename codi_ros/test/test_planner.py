@@ -252,7 +252,7 @@ def test_planner_yaml_loads_and_is_validated(tmp_path):
                         ("cost_simulator: isaac\n", "cost_simulator"), ("candidates: 0\n", "candidates"),
                         ("coherence: -1\n", "coherence"), ("warm_start: 0\n", "warm_start"),
                         ("guidance: {num_samples: 100000000}\n", r"planner\.guidance\.num_samples: M"),
-                        ("candidates: 64\nsteps: 100\n", "exceeds the budget of 100,000"),
+                        ("candidates: 64\nsteps: 100\n", "exceeds the budget of 32,768"),
                         ("seed: -1\n", r"planner\.seed")]:
         p.write_text(text)
         with pytest.raises(ConfigError, match=field):

@@ -84,7 +84,7 @@ def test_codi_eval_refuses_a_plan_over_the_compute_budget_with_the_budget_in_the
     args = parser.parse_args(["--method", "codi", "--out", str(out), "--num-samples", "16000", "--sample-steps", "100"])
     assert evaluate.run(args) == 2
     err = capsys.readouterr().err
-    assert "8 x 16000 x 100 = 12,800,000 sample evaluations per plan exceeds the budget of 100,000" in err
+    assert "8 x 16000 x 100 = 12,800,000 sample evaluations per plan exceeds the budget of 32,768" in err
     assert not out.exists()
 
 

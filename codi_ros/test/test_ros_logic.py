@@ -374,7 +374,7 @@ def test_a_plan_request_over_the_compute_budget_is_refused_without_planning():
     t0 = time.perf_counter()
     resp, publish = coord.handle_plan({"state": state_msg(), "num_samples": 16384, "steps": 1000}, now=1.0)
     assert not resp["success"] and not publish and time.perf_counter() - t0 < 0.5
-    assert "8 x 16384 x 1000 = 131,072,000 sample evaluations per plan exceeds the budget of 100,000" in resp["message"]
+    assert "8 x 16384 x 1000 = 131,072,000 sample evaluations per plan exceeds the budget of 32,768" in resp["message"]
     assert coord.handle_plan({"state": state_msg(), "num_samples": 64, "steps": 12}, now=2.0)[0]["success"]
 
 
