@@ -48,19 +48,22 @@ def sim_graph(tmp_path_factory):
     """The simulated two-arm graph with the true cube pose (launch defaults: no cameras, in-process
     cost), plus a second coordinator whose guidance evaluates the cost over /codi/evaluate_cost."""
     graph = LocalGraph(tmp_path_factory.mktemp("ros_graph"), _domain_id(0))
-    graph.start("sim_node", publish_images=False, publish_true_cube_pose=True)
-    graph.start("cost_service_node")
-    graph.start("coordinator_node", autonomous=False, cost_backend="in_process")
-    graph.start("coordinator_node", namespace="via_service", cost_backend="service",
-                remap={"/codi/plan": "/codi/via_service/plan", "/codi/stop": "/codi/via_service/stop",
-                       "/codi/start": "/codi/via_service/start", "/codi/cube_pose": "/codi/via_service/cube_pose"})
-    for arm in ARMS:
-        graph.start("arm_state_node", namespace=arm, arm=arm)
-        graph.start("action_node", namespace=arm, arm=arm)
-    graph.plan_when_ready()
-    graph.check_alive()
-    yield graph
-    graph.close()
+    try:   # closed also when the set-up fails: a graph left running skews every later timing on these cores
+        graph.start("sim_node", publish_images=False, publish_true_cube_pose=True)
+        graph.start("cost_service_node")
+        graph.start("coordinator_node", autonomous=False, cost_backend="in_process")
+        graph.start("coordinator_node", namespace="via_service", cost_backend="service",
+                    remap={"/codi/plan": "/codi/via_service/plan", "/codi/stop": "/codi/via_service/stop",
+                           "/codi/start": "/codi/via_service/start",
+                           "/codi/cube_pose": "/codi/via_service/cube_pose"})
+        for arm in ARMS:
+            graph.start("arm_state_node", namespace=arm, arm=arm)
+            graph.start("action_node", namespace=arm, arm=arm)
+        graph.plan_when_ready()
+        graph.check_alive()
+        yield graph
+    finally:
+        graph.close()
 
 
 def stamp_of(msg) -> float:
