@@ -21,6 +21,10 @@ from rclpy.qos import DurabilityPolicy, HistoryPolicy, QoSProfile, ReliabilityPo
 from codi_ros.config import WorldConfig, load_world_config
 
 SENSOR_QOS = qos_profile_sensor_data                         # best effort, keep last 5: joint states, images, poses
+# best effort, keep only the newest: for a state read by a node that is busy for a while (the planning
+# coordinator). rclpy takes one message per subscription per executor cycle, so after a 0.3 s plan a keep-last-5
+# queue of 25 Hz arm states handed over first a state 0.2 s old: the tick saw it stale and stopped the arms
+LATEST_QOS = QoSProfile(depth=1, reliability=ReliabilityPolicy.BEST_EFFORT, history=HistoryPolicy.KEEP_LAST)
 COMMAND_QOS = QoSProfile(depth=10, reliability=ReliabilityPolicy.RELIABLE, history=HistoryPolicy.KEEP_LAST)
 LATCHED_QOS = QoSProfile(depth=1, reliability=ReliabilityPolicy.RELIABLE, history=HistoryPolicy.KEEP_LAST,
                          durability=DurabilityPolicy.TRANSIENT_LOCAL)   # the goal: late joiners get the last one

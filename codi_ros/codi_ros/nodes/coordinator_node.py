@@ -28,6 +28,7 @@ from codi_ros.core.planner import Planner, PlanningError
 from codi_ros.nodes._ros import (
     COMMAND_QOS,
     LATCHED_QOS,
+    LATEST_QOS,
     SENSOR_QOS,
     describe,
     log_lines,
@@ -94,9 +95,10 @@ class CoordinatorNode(Node):
         self.cube_pub = self.create_publisher(PoseStamped, "/codi/cube_pose", SENSOR_QOS)
         for a in world.arm_names:
             self.create_subscription(ArmState, f"/{a}/arm_state", lambda m: self.logic.on_arm_state(to_dict(m)),
-                                     SENSOR_QOS)
+                                     LATEST_QOS)   # the newest state first after a plan
         self.create_subscription(CubeDetection, "/codi/cube_detections",
-                                 lambda m: self.logic.on_cube_detection(to_dict(m)), SENSOR_QOS)
+                                 lambda m: self.logic.on_cube_detection(to_dict(m)),
+                                 LATEST_QOS)   # the newest pose first after a plan, as for the arms
         self.create_subscription(PointStamped, "/codi/goal",
                                  lambda m: self.logic.on_goal(np.array([m.point.x, m.point.y, m.point.z])),
                                  LATCHED_QOS)
