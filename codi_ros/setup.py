@@ -64,6 +64,7 @@ setup(
         "torch==2.13.0",
         "numpy>=1.26,<3",          # 1.26 is Ubuntu 24.04's (ROS 2 Jazzy) system numpy
         "mujoco>=4.0,<5",
+        "numba>=0.61,<1",                      # the kinematic cost simulator's compiled loop (core/kinematic_model)
         "safetensors>=0.8,<1",
         "pyyaml>=6.0,<7",
         "tqdm>=4.66,<5",

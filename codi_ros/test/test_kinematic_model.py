@@ -135,3 +135,57 @@ def test_sim_state_from_world_state():
     assert s.ee_pos[:, 0].tolist() == pytest.approx([-0.3, 0.3])      # config order, not dict order
     assert s.base_yaw.tolist() == pytest.approx([0.0, math.pi])
     assert s.ee_pos.dtype == torch.float32
+
+
+def test_the_kinematic_model_is_a_black_box_and_the_planner_says_so_at_construction():
+    chunks = chunk().requires_grad_(True)
+    with pytest.raises(ValueError, match="black box"):
+        MODEL.rollout(state(), chunks)
+    with torch.no_grad():                   # what the score-function estimator does
+        assert MODEL.rollout(state(), chunks).ee_pos.shape == (1, 2, 16, 3)
+    from dataclasses import replace
+
+    from codi_ros.config import ConfigError
+    from codi_ros.core.guidance import GuidanceConfig
+    from codi_ros.core.planner import Planner, PlannerConfig
+    from codi_ros.core.policy import DiffusionPolicy, PolicyConfig
+
+    config = replace(PlannerConfig(), guidance=GuidanceConfig(estimator="reparameterized"))
+    with pytest.raises(ConfigError, match="estimator 'reparameterized' needs a differentiable cost"):
+        Planner(DiffusionPolicy(PolicyConfig(horizon=16)), WORLD, config)
+
+
+def test_rollouts_of_random_candidates_follow_the_rules_step_by_step():
+    """Replays each candidate's rollout with the rules written out per step (positions, reach, grasp, carry)."""
+    g = torch.Generator().manual_seed(3)
+    s = state(left_ee=(-0.35, 0.0, HALF + 0.01), cube=(-0.34, 0.0, HALF), widths=(0.02, OPEN))
+    chunks = torch.randn(32, 2, 16, 7, generator=g, dtype=torch.float64) * 0.2
+    chunks[..., 6] = torch.rand(32, 2, 16, generator=g, dtype=torch.float64) * 0.1 - 0.01
+    traj = MODEL.rollout(s, chunks)
+    assert traj.ee_pos.dtype == torch.float64
+    cfg, dt, size = MODEL.config, WORLD.control.dt, WORLD.cube.size
+    base = s.base_xy.double()
+    rot = [torch.tensor([[math.cos(y), -math.sin(y)], [math.sin(y), math.cos(y)]], dtype=torch.float64)
+           for y in s.base_yaw.tolist()]
+    lo = torch.tensor([-WORLD.table.size[0] / 2, -WORLD.table.size[1] / 2, cfg.ee_min_height], dtype=torch.float64)
+    hi = torch.tensor([WORLD.table.size[0] / 2, WORLD.table.size[1] / 2, cfg.ee_max_height], dtype=torch.float64)
+    for m in range(32):
+        ee, cube, holder = s.ee_pos.double().clone(), s.cube_pos.double().clone(), int(MODEL.initial_holder(s))
+        for k in range(16):
+            a = clip_to_limits(chunks[m, :, k], WORLD.control)
+            new = torch.stack([torch.cat([rot[n] @ a[n, :2], a[n, 2:3]]) for n in range(2)]) * dt + ee
+            new = torch.minimum(torch.maximum(new, lo), hi)
+            rel = new[:, :2] - base
+            new[:, :2] = base + rel * (WORLD.reach.max_radius / rel.norm(dim=-1, keepdim=True).clamp_min(
+                WORLD.reach.max_radius))
+            if not (holder >= 0 and a[holder, 6] <= size + cfg.hold_width_margin):
+                dist = (ee - cube).norm(dim=-1)
+                can = (a[:, 6] < size) & (dist < cfg.grasp_radius)
+                holder = int(torch.where(can, dist, math.inf).argmin()) if can.any() else -1
+            cube = cube + new[holder] - ee[holder] if holder >= 0 else torch.cat([cube[:2], cube.new_zeros(1)])
+            cube[2] = max(float(cube[2]), HALF)
+            ee = new
+            assert int(traj.holder[m, k]) == holder, (m, k)
+            torch.testing.assert_close(traj.ee_pos[m, :, k], ee, atol=1e-9, rtol=0)
+            torch.testing.assert_close(traj.cube_pos[m, k], cube, atol=1e-9, rtol=0)
+    assert (traj.holder >= 0).any() and (traj.holder == -1).any()      # both grasps and free cubes occurred

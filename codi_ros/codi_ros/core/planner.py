@@ -151,6 +151,10 @@ class Planner:
                     raise ConfigError("planner.cost_simulator is 'physics': pass simulator="
                                       "codi_ros.sim.physics_model.PhysicsModel(world) (core does not import sim)")
                 simulator = KinematicModel(world, cost_config.kinematic_model)
+            if self.config.guidance.estimator == "reparameterized":
+                raise ConfigError("planner.guidance.estimator 'reparameterized' needs a differentiable cost, and the "
+                                  "cost simulators are black boxes (as the paper's): use 'score_function' or "
+                                  "inject a differentiable cost")
             cost = HandoverCost(cost_config, simulator, world.arm_names, independent=self.config.method == "codi-indep")
         elif self.config.method == "codi-indep":
             raise ConfigError("planner.method is 'codi-indep', which builds its own per-arm cost; "
