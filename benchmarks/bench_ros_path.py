@@ -21,16 +21,16 @@ Writes benchmarks/results/ros_path.json (in-process) and ros_path_service.json w
 
 from __future__ import annotations
 
+import argparse
 import json
 import time
 from pathlib import Path
 
 import torch
-from bench_plan import scene  # benchmarks/*.py (scripts run from benchmarks/)
-from timing import bench_args
 
 from codi_ros.config import WorldConfig, load_world_config
 from codi_ros.core.planner import Planner
+from codi_ros.evaluation.bench import scene
 from codi_ros.evaluation.rollout import latency_summary
 from codi_ros.frames import WorldState
 from codi_ros.nodes.logic.coordinator import Coordinator
@@ -84,7 +84,11 @@ def tick(coordinator: Coordinator, state: WorldState, now: float) -> float:
 
 
 def main() -> None:
-    args = bench_args(__doc__, 30, "timed ticks per cost backend")
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--repeats", type=int, default=30, help="timed ticks per cost backend (default %(default)s)")
+    p.add_argument("--threads", type=int, default=1, help="torch CPU threads (default %(default)s)")
+    args = p.parse_args()
+    torch.set_num_threads(args.threads)
     world = load_world_config()
     service = InMemoryCostService(world)
     planners = {"in_process": TimedPlanner(Planner.load(world)),

@@ -47,6 +47,8 @@ BOUNDS: dict[str, Bound] = {
     "latency": Bound(0, 10, False, "injected planning latency, s"),
     "workers": Bound(1, 256, True, "worker processes"),
     "threads": Bound(1, 256, True, "torch threads"),
+    "repeats": Bound(1, 100_000, True, "timed calls"),
+    "check_episodes": Bound(0, 10_000, True, "episodes of the closed-loop check"),
 }
 
 

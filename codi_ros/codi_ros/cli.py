@@ -18,10 +18,11 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "train": ("codi_ros.training.train", "train the single-arm diffusion policy on a demonstration data set"),
     "demo": ("codi_ros.evaluation.demo", "one two-arm CoDi handover in simulation, with video and plots"),
     "eval": ("codi_ros.evaluation.evaluate", "closed-loop evaluation in simulation (single-arm, CoDi, baselines)"),
+    "bench": ("codi_ros.evaluation.bench", "time the planner, policy or data generator, beside a closed-loop check"),
 }
 # subcommands that run torch in this process: their --threads sets torch's thread count (two torch
 # processes with default threads on 2 cores ran ~20x slower than with one thread each)
-TORCH_THREADS = {"demo": 1, "eval": 1}
+TORCH_THREADS = {"demo": 1, "eval": 1, "bench": 1}
 
 
 def build_parser() -> argparse.ArgumentParser:

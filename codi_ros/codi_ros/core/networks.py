@@ -5,7 +5,7 @@ modulated by FiLM (a per-channel scale and bias) computed from the condition: an
 of the noise level and the normalised observation. ``down_dims`` sets the depth: one entry per
 resolution level, the chunk halved between levels (Chi et al. use (256, 512, 1024)).
 
-Sized for 2 CPU cores (benchmarks/bench_policy.py): the default is one level of 64 channels,
+Sized for 2 CPU cores (`codi bench policy`): the default is one level of 64 channels,
 kernel 5, i.e. four FiLM residual blocks at full resolution (receptive field 37 > 16 steps); it
 trains in under 30 minutes on 2 cores. The previous default, 32 channels, takes a third of the time;
 trained without the ``cube_yaw_rel4`` observation it missed the grasp in 40 % of the episodes where
