@@ -431,7 +431,7 @@ class FakePlanner:
     def reset(self) -> None:
         self.resets += 1
 
-    def plan(self, state, overrides=None, committed=None, predicted=None) -> PlanResult:
+    def plan(self, state, overrides=None, committed=None, predicted=None, cancelled=None) -> PlanResult:
         self.states.append((state, overrides))
         self.committed.append(committed)
         self.predicted.append(predicted)
@@ -466,9 +466,9 @@ def test_latency_aware_coordinator_commits_what_the_arms_run_while_it_plans():
     planner = FakePlanner(latency=0.25, ramp=True)
     coord = Coordinator(WORLD, planner, realtime=RealtimeConfig(initial_latency=0.25))
     coord.start()
-    assert planner.resets == 1
     observe(coord, 1.0)
     first = coord.tick(1.0)
+    assert planner.resets == 1                                           # before its first plan
     assert planner.committed[0]["left"].shape == (3, 7) and not np.any(planner.committed[0]["left"][:, :6])  # holding
     observe(coord, 1.4)
     second = coord.tick(1.4)
@@ -529,6 +529,32 @@ def test_a_plan_slower_than_its_commitment_is_dropped_by_the_coordinator_and_its
     np.testing.assert_allclose(planner.committed[2]["left"][:, 0], [0.05] * 5)   # plan 1's, not plan 2's
 
 
+def test_states_and_stops_are_taken_while_the_planner_runs():
+    """While a plan runs, another thread (the node's services thread) serves /codi/stop without waiting for it
+    and may feed states (the lock is not held while the planner runs); a stop during the plan drops it."""
+    import threading
+
+    coord = Coordinator(WORLD, FakePlanner(latency=0.3))
+    served = []
+
+    def executor_thread():
+        observe(coord, 1.2)
+        served.append(coord.stop(1.2))
+
+    def during():
+        other = threading.Thread(target=executor_thread)
+        other.start()
+        other.join(timeout=2.0)
+        assert not other.is_alive(), "the executor thread waited for the plan"
+
+    coord.planner.during = during
+    coord.start()
+    observe(coord, 1.0)
+    assert coord.tick(1.0) == [] and not coord.autonomous             # stopped while planning: dropped
+    assert served and all(len(c["twists"]) == 0 for c in served[0])   # the stop itself went out at once
+    assert coord.observed_state(1.25).stamp == pytest.approx(1.2)     # the state taken during the plan
+
+
 def test_states_queued_behind_a_long_plan_are_not_mistaken_for_stale_ones():
     """One thread: a 0.45 s plan holds back the state messages, so the tick right after it sees 0.45 s old
     states. It waits for them instead of stopping the arms (in the ROS graph this stopped the arms after
@@ -545,6 +571,22 @@ def test_states_queued_behind_a_long_plan_are_not_mistaken_for_stale_ones():
     stop = coord.tick(2.05)                                 # ... then the states really are stale: stop
     assert stop and all(len(c["twists"]) == 0 for c in stop)
     assert any("not planning" in t for t in texts(coord.pop_log()))
+
+
+
+def test_the_next_tick_is_asked_for_at_once_only_after_a_plan_as_long_as_the_execution_horizon():
+    """The node re-ticks right after a plan only when the next one is already due; after a quicker plan the
+    timer's due tick plans (re-ticking until then kept the coordinator's core busy between plans)."""
+    horizon = WORLD.horizon.execution * DT
+    for latency, again in ((0.3 * horizon, False), (1.1 * horizon, True)):
+        coord = Coordinator(WORLD, FakePlanner(latency=latency))
+        coord.start()
+        observe(coord, 1.0)
+        assert coord.tick(1.0)
+        assert coord.replan_now(1.0 + latency) is again
+        assert coord.replan_now(1.0 + horizon)                  # the due time: the plan is due either way
+    idle = Coordinator(WORLD, FakePlanner())
+    assert not idle.replan_now(1.0)                        # not autonomous: never
 
 
 def test_plan_service_fails_cleanly_without_a_state_and_keeps_serving():
@@ -643,6 +685,22 @@ def test_stop_during_planning_drops_the_plan():
     assert coord.tick(1.0) == [] and not coord.autonomous
     resp, publish = coord.handle_plan({"state": state_msg(), "execute": True}, now=2.0)
     assert resp["success"] and not publish and "not executed" in resp["message"]
+
+
+def test_a_stop_cancels_a_running_plan_within_a_network_call():
+    """A plan of 1000 denoising steps (seconds) is cancelled by /codi/stop from another thread: the planner
+    asks before every score evaluation, so the planning thread is free again within milliseconds."""
+    import threading
+
+    torch.set_num_threads(1)
+    planner = Planner(GaussianPolicy(), WORLD, PlannerConfig(steps=1000, guidance=GuidanceConfig(num_samples=8)))
+    coord = Coordinator(WORLD, planner)
+    observe(coord, 1.0)
+    threading.Timer(0.2, lambda: coord.stop(1.2)).start()
+    t0 = time.perf_counter()
+    resp, publish = coord.handle_plan({"execute": True}, now=1.05)
+    assert time.perf_counter() - t0 < 0.5 and not publish
+    assert not resp["success"] and resp["message"].startswith("cancelled: /codi/stop")
 
 
 def test_stop_sends_empty_chunks_to_every_arm():

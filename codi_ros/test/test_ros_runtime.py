@@ -25,6 +25,7 @@ from codi_msgs.srv import EvaluateCost, Plan  # noqa: E402
 from std_msgs.msg import Float64MultiArray  # noqa: E402
 from std_srvs.srv import Trigger  # noqa: E402
 
+from codi_ros.bounds import PLAN_BUDGET  # noqa: E402
 from codi_ros.config import load_world_config  # noqa: E402
 from codi_ros.frames import WorldState  # noqa: E402
 from codi_ros.nodes._ros import COMMAND_QOS, SENSOR_QOS  # noqa: E402
@@ -117,6 +118,29 @@ def test_plan_from_the_latest_state_is_executed_then_stop_zeroes_both_arms(sim_g
         late = [np.abs(m.data).max() for t, m in received if t > stopped_at + 0.2]   # 100 ms ramp + delivery
         assert late and max(late) == 0.0, f"{arm}: still commanding {max(late, default=None)} rad/s after stop"
     sim_graph.check_alive()
+
+
+def test_stop_is_answered_at_once_mid_plan_and_cancels_the_plan_and_plan_meanwhile_is_busy(sim_graph):
+    """The longest plan the compute budget allows (M = 64, PLAN_BUDGET / (8 x 64) steps, about 1 s) runs in the
+    coordinator's own thread; a second /codi/plan meanwhile is answered "busy", /codi/stop is answered at once
+    (its own node and thread), and the long plan ends "cancelled" (the 50 ms bar: experiments/stop_latency.py)."""
+    node = sim_graph.node
+    plan, stop = node.create_client(Plan, "/codi/plan"), node.create_client(Trigger, "/codi/stop")
+    assert plan.wait_for_service(timeout_sec=STARTUP_S) and stop.wait_for_service(timeout_sec=STARTUP_S)
+    long_plan = plan.call_async(Plan.Request(num_samples=64, steps=PLAN_BUDGET // (8 * 64)))
+    sim_graph.spin_for(0.1)
+    second = plan.call_async(Plan.Request())
+    assert sim_graph.spin_until(second.done, 2.0) and second.result().message.startswith("busy: ")
+    asked = time.monotonic()
+    stopped = stop.call_async(Trigger.Request())
+    assert sim_graph.spin_until(stopped.done, 1.0)
+    answered = time.monotonic() - asked
+    assert sim_graph.spin_until(long_plan.done, 1.0), "the long plan was not cancelled"
+    assert long_plan.result().message.startswith("cancelled: /codi/stop"), long_plan.result().message
+    assert answered < 0.2, f"/codi/stop took {answered * 1e3:.0f} ms mid-plan"
+    assert sim_graph.call(Plan, "/codi/plan", Plan.Request()).success        # free again
+    node.destroy_client(plan)
+    node.destroy_client(stop)
 
 
 def explicit_state() -> WorldState:

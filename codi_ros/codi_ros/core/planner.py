@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import math
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Literal
@@ -194,8 +195,11 @@ class Planner:
 
     def plan(self, state: WorldState, overrides: PlanOverrides | None = None,
              committed: dict[str, np.ndarray] | None = None,
-             predicted: dict[str, ArmState] | None = None) -> PlanResult:
-        """One joint chunk for ``state``. Raises :class:`PlanningError` naming the bad field.
+             predicted: dict[str, ArmState] | None = None,
+             cancelled: Callable[[], bool] | None = None) -> PlanResult:
+        """One joint chunk for ``state``. Raises :class:`PlanningError` naming the bad field, and
+        :class:`~codi_ros.core.sampler.SamplingCancelled` once ``cancelled()`` is true (asked before every
+        score evaluation: a stop interrupts a plan within one network call).
 
         ``committed``: per arm, the d raw actions (d, 7) the arm executes from ``state.stamp`` on while
         this plan is computed (core/realtime.py); the chunk then starts with exactly these, and the rest
@@ -225,7 +229,7 @@ class Planner:
         obs_batch = torch.as_tensor(obs)[None].expand(self.config.candidates, *obs.shape)
         cost_state = state if self._injected_cost else SimState.from_world(state, self.world)
         result = sampler.sample(obs_batch, cost_state, prefix=prefix[1] if d and not predict else None,
-                                warm=self._warm(state.stamp, self.config.candidates))
+                                warm=self._warm(state.stamp, self.config.candidates), cancelled=cancelled)
         best = int(self.choice_scores(state.stamp, result.actions, result.cost.total).argmin())
         planned = clip_to_limits(result.actions[best], self.world.control)
         if not torch.isfinite(planned).all():

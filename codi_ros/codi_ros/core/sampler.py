@@ -9,6 +9,7 @@ the cost model predicts for it.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -42,6 +43,10 @@ class SampleResult:
     cost: CostValue | None       # the cost model's prediction for ``actions`` (None without a cost)
 
 
+class SamplingCancelled(Exception):
+    """The caller's ``cancelled()`` turned true: sampling stopped before its next score evaluation."""
+
+
 class CoDiSampler:
     """Samples joint chunks from pi ∝ exp(-J/lambda) prod_i p^(i) (eq. 7) by the guided reverse SDE."""
 
@@ -55,7 +60,8 @@ class CoDiSampler:
 
     @torch.no_grad()
     def sample(self, obs: Tensor, state: Any = None, generator: torch.Generator | None = None,
-               prefix: Tensor | None = None, warm: tuple[Tensor, float] | None = None) -> SampleResult:
+               prefix: Tensor | None = None, warm: tuple[Tensor, float] | None = None,
+               cancelled: Callable[[], bool] | None = None) -> SampleResult:
         """obs (B, N, OBS_DIM): B independent joint samples for the same (or per-row) observations.
         ``state`` is handed to the cost; ``generator`` defaults to one seeded with ``config.seed``.
 
@@ -66,7 +72,10 @@ class CoDiSampler:
         returned samples start with the prefix exactly.
 
         ``warm = (guess, t_w)``: start from ``guess`` (B, N, *event) normalised, noised to t_w, instead of
-        pure noise (:func:`codi_ros.core.diffusion.sample`)."""
+        pure noise (:func:`codi_ros.core.diffusion.sample`).
+
+        ``cancelled``: asked before every score evaluation (a few ms apart); True raises
+        :class:`SamplingCancelled` (a /codi/stop need not wait for the plan)."""
         cfg, gcfg = self.config, self.config.guidance
         if generator is None:
             generator = torch.Generator().manual_seed(cfg.seed)
@@ -86,6 +95,8 @@ class CoDiSampler:
                 return samples
 
         def score_fn(a: Tensor, t: float) -> Tensor:  # s^(1:N) (eq. 13) + g^J (eq. 17)
+            if cancelled is not None and cancelled():
+                raise SamplingCancelled(f"cancelled at noise level t = {t:.3g}")
             t_b = torch.full((B,), t, dtype=a.dtype)
             if self.guidance is None or not gcfg.active(t):
                 return self.product.score(a, t_b, obs)

@@ -8,13 +8,12 @@ node destroyed and ``rclpy.try_shutdown()`` called (ROS_NOTES.md).
 
 from __future__ import annotations
 
-import os
 from collections.abc import Callable, Iterable
 from typing import Any
 
 import rclpy
 from rcl_interfaces.msg import ParameterDescriptor
-from rclpy.executors import ExternalShutdownException, MultiThreadedExecutor, SingleThreadedExecutor
+from rclpy.executors import ExternalShutdownException, SingleThreadedExecutor
 from rclpy.node import Node
 from rclpy.qos import DurabilityPolicy, HistoryPolicy, QoSProfile, ReliabilityPolicy, qos_profile_sensor_data
 
@@ -79,18 +78,15 @@ def torch_threads(node: Node) -> int:
 def run(make_node: Callable[[], Node], args: list[str] | None = None) -> None:
     """Init, spin until Ctrl-C / shutdown, then destroy the node and shut down cleanly.
 
-    A node with a true ``multithreaded`` attribute is spun by a MultiThreadedExecutor (at least 2
-    threads: a callback waiting on a service answer needs another thread to receive it); every
-    other node by a SingleThreadedExecutor. rclpy's MultiThreadedExecutor costs a busy main thread
-    that competes for the GIL: a coordinator spun by it planned about 3x slower in the simulated
-    graph on 2 cores (one-off check), so only nodes that need it use it.
+    Every node is spun by a SingleThreadedExecutor. (rclpy's MultiThreadedExecutor costs a busy main
+    thread that competes for the GIL: a coordinator spun by it planned about 3x slower in the simulated
+    graph on 2 cores, one-off check; the coordinator plans in a thread of its own instead.)
     """
     rclpy.init(args=args)
     node, executor = None, None
     try:
         node = make_node()
-        threads = max(2, os.cpu_count() or 1)
-        executor = MultiThreadedExecutor(threads) if getattr(node, "multithreaded", False) else SingleThreadedExecutor()
+        executor = SingleThreadedExecutor()
         executor.add_node(node)
         executor.spin()
     except (KeyboardInterrupt, ExternalShutdownException):

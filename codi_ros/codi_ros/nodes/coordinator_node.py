@@ -1,25 +1,38 @@
 """coordinator_node: holds the CoDi planner; serves /codi/plan, /codi/stop, /codi/start; runs the
-receding-horizon loop in autonomous mode (ticks at the control rate, and right after each plan once the
-states queued during it are in) and publishes one action chunk per arm.
+receding-horizon loop in autonomous mode and publishes one action chunk per arm.
 
 Subscribes ``/<arm>/arm_state``, ``/codi/cube_detections`` (fused, see perception/fusion.py) and
 ``/codi/goal`` (latched); publishes ``/<arm>/action_chunk`` and the fused ``/codi/cube_pose``.
-With the in-process cost (the default) one thread serves everything: /codi/stop and the state
-subscriptions wait for a running plan (one plan latency), and plans run about 3x faster than beside
-rclpy's busy multi-threaded executor (_ros.run). ``cost_backend: service`` has the planner's guidance
-evaluate the cost J through ``/codi/evaluate_cost`` (cost_service_node): then planning runs in its own
-callback group of a multi-threaded executor, the client in another, so its answers arrive while the
-planning callback waits, and /codi/stop is served during a plan.
+
+Two threads, each with rclpy's single-threaded executor. The node's own plans (the receding-horizon
+ticks at the control rate, also right after a plan that took the execution horizon or longer, and the
+/codi/plan requests) and takes the states between plans. A second node, ``coordinator_services`` (no
+parameters; the process's topic and service remaps apply to it, its name and namespace are its own),
+serves /codi/stop, /codi/start and /codi/plan in a thread of its own at any moment: /codi/stop stops
+the arms and cancels a running plan at once, also mid-plan; /codi/plan hands its request to the
+planning thread and answers "busy" while a plan runs (autonomous mode, another request, the
+warm-up). That thread sleeps in rclpy's wait until a request comes, so the planner never competes
+with it for the GIL (states taken by a second thread during plans made them about 2x slower in the
+simulated graph on 2 cores; rclpy's multi-threaded executor about 3x). ``cost_backend: service`` has
+the guidance evaluate the cost J through ``/codi/evaluate_cost`` (cost_service_node); its client is
+on the services node, whose thread receives the answers while the planning thread waits for them.
 """
 
 from __future__ import annotations
 
+import queue
+import sys
+import threading
+
 import numpy as np
+import rclpy
 from codi_msgs.msg import ActionChunk, ArmState, CubeDetection
 from codi_msgs.srv import EvaluateCost, Plan
 from geometry_msgs.msg import PointStamped, PoseStamped
-from rclpy.callback_groups import MutuallyExclusiveCallbackGroup, ReentrantCallbackGroup
+from rclpy.callback_groups import ReentrantCallbackGroup
+from rclpy.executors import SingleThreadedExecutor
 from rclpy.node import Node
+from rclpy.task import Future
 from std_srvs.srv import Trigger
 
 from codi_ros.config import ConfigError, WorldConfig
@@ -48,6 +61,7 @@ from codi_ros.nodes.logic.remote_cost import (
     RemoteCost,
     wait_for_answer,
 )
+from codi_ros.nodes.logic.services import failure
 from codi_ros.perception.fusion import FusionConfig
 
 SERVICE_WAIT_S = 10.0   # how long start-up waits for /codi/evaluate_cost before going on without it
@@ -80,13 +94,9 @@ class CoordinatorNode(Node):
         fusion = FusionConfig(max_age=config.cube_timeout, max_reprojection_error=param(self, "max_reprojection_error"),
                               max_position_gap=param(self, "max_position_gap"),
                               max_angle_gap=param(self, "max_angle_gap"))
+        self.service_node = Node("coordinator_services", context=self.context, start_parameter_services=False,
+                                 use_global_arguments=False, cli_args=remap_args(sys.argv))
         planner = load_planner(world, param(self, "planner_config"), param(self, "checkpoint"), self.cost_client())
-        # cost_backend service: a plan waits on /codi/evaluate_cost answers, which other executor threads receive;
-        # they also answer /codi/stop during a plan. In process, one thread plans faster (_ros.run) and
-        # /codi/stop is answered between plans, i.e. within one plan latency.
-        self.multithreaded = param(self, "cost_backend") == "service"
-        if not self.multithreaded:       # (the service's answers need this node spinning: warm_up_once)
-            self.get_logger().info(f"planner warmed up in {planner.warm_up():.2f} s")
         self.logic = Coordinator(world, planner, config, fusion, planner.config.realtime)
         if param(self, "autonomous"):
             self.logic.start()
@@ -102,24 +112,40 @@ class CoordinatorNode(Node):
         self.create_subscription(PointStamped, "/codi/goal",
                                  lambda m: self.logic.on_goal(np.array([m.point.x, m.point.y, m.point.z])),
                                  LATCHED_QOS)
-        planning = MutuallyExclusiveCallbackGroup()
-        if self.multithreaded:   # warm up through the cost service once spinning (its answers need the executor)
-            self._warm_up = self.create_timer(0.01, lambda: self.warm_up_once(planner), callback_group=planning)
-        self.create_service(Plan, "/codi/plan", self.on_plan, callback_group=planning)
-        self.create_timer(world.control.dt, self.on_tick, callback_group=planning)
-        # after a plan, tick again as soon as the states that queued meanwhile are taken (the executor runs ready
-        # timers, then subscriptions, then guard conditions), not up to a control period later on the timer
-        self.tick_again = self.create_guard_condition(self.on_tick, callback_group=planning)
-        self.create_service(Trigger, "/codi/stop", self.on_stop)
-        self.create_service(Trigger, "/codi/start", self.on_start)
+        self.busy = threading.Lock()            # held while a plan runs (a tick, a request, the warm-up)
+        self.requests: queue.Queue = queue.Queue()   # (/codi/plan request dict, its time, future of the response)
+        self.create_timer(world.control.dt, self.on_tick)
+        # after a plan that leaves the next one due, tick again as soon as the states that queued meanwhile are taken
+        # (the executor runs ready timers, then subscriptions, then guard conditions), not a control period later
+        self.tick_again = self.create_guard_condition(self.on_tick)
+        self.plan_requested = self.create_guard_condition(self.on_plan_request)
+        # its own reentrant group: a request awaiting the planning thread must not hold the services node's
+        # default group (in which /codi/stop and the cost client's answers are taken), nor keep a second request
+        # from being answered "busy"
+        self.service_node.create_service(Plan, "/codi/plan", self.on_plan, callback_group=ReentrantCallbackGroup())
+        self.service_node.create_service(Trigger, "/codi/stop", self.on_stop)
+        self.service_node.create_service(Trigger, "/codi/start", self.on_start)
+        self.services_executor = SingleThreadedExecutor(context=self.context)
+        self.services_executor.add_node(self.service_node)
+        threading.Thread(target=self.serve, daemon=True).start()
+        self.warm_up(planner)
 
-    def warm_up_once(self, planner: Planner) -> None:
-        """cost_backend service: the start-up plan, before any request or tick is served (same callback group)."""
-        self._warm_up.cancel()
+    def serve(self) -> None:
+        """The services thread: spin the services node until shutdown (Ctrl-C ends it quietly)."""
         try:
-            self.get_logger().info(f"planner warmed up in {planner.warm_up():.2f} s (through {EVALUATE_COST})")
-        except PlanningError as e:   # e.g. the service is not up yet: the first plans then pay the one-off costs
-            self.get_logger().warning(f"planner warm-up through {EVALUATE_COST} failed: {e}")
+            self.services_executor.spin()
+        except Exception:
+            if rclpy.ok():
+                raise
+
+    def warm_up(self, planner: Planner) -> None:
+        """The start-up plan (a process's first plan pays one-off costs), before any tick; /codi/plan answers
+        "busy" meanwhile, /codi/stop is served (the services thread, which also takes a cost service's answers)."""
+        with self.busy:
+            try:
+                self.get_logger().info(f"planner warmed up in {planner.warm_up():.2f} s")
+            except PlanningError as e:   # e.g. the cost service is not up yet: the first plans pay the one-off costs
+                self.get_logger().warning(f"planner warm-up failed: {e}")
 
     def cost_client(self) -> Cost | None:
         """None for the in-process cost; for ``cost_backend: service`` the /codi/evaluate_cost client."""
@@ -128,7 +154,7 @@ class CoordinatorNode(Node):
             raise ConfigError(f"cost_backend: must be one of {', '.join(COST_BACKENDS)}, got {backend!r}")
         if backend == "in_process":
             return None
-        transport = CostServiceTransport(self)
+        transport = CostServiceTransport(self.service_node)
         self.get_logger().info(f"cost_backend service: waiting up to {SERVICE_WAIT_S:.0f} s for {EVALUATE_COST}")
         if not transport.client.wait_for_service(timeout_sec=SERVICE_WAIT_S):
             self.get_logger().warning(f"{EVALUATE_COST} is not available; plans fail until it is")
@@ -138,21 +164,45 @@ class CoordinatorNode(Node):
         for chunk in chunks:
             self.chunk_pubs[chunk["arm"]].publish(fill(ActionChunk(), chunk))
 
-    def on_plan(self, request: Plan.Request, response: Plan.Response) -> Plan.Response:
-        result, chunks = self.logic.handle_plan(to_dict(request), now_sec(self))
-        self.publish_chunks(chunks)
-        log_lines(self, self.logic.pop_log())
-        return fill(response, result)
+    async def on_plan(self, request: Plan.Request, response: Plan.Response) -> Plan.Response:
+        """(services thread) Hand the request to the planning thread and wait for it without blocking this
+        thread; "busy" at once while a plan runs."""
+        if not self.busy.acquire(blocking=False):
+            mode = "autonomous mode is on (/codi/stop first)" if self.logic.autonomous else "another plan or warm-up"
+            return fill(response, failure(f"busy: the coordinator is planning ({mode}); try again"))
+        done = Future(executor=self.services_executor)
+        done.add_done_callback(lambda _: None)   # wakes the services executor when the planning thread answers
+        self.requests.put((to_dict(request), now_sec(self), done))
+        self.plan_requested.trigger()
+        return fill(response, await done)
+
+    def on_plan_request(self) -> None:
+        """(planning thread) Plan the queued /codi/plan request; ``busy`` was taken for it by on_plan."""
+        request, now, done = self.requests.get()
+        result = failure("the coordinator failed on this request (see its log)")
+        try:
+            result, chunks = self.logic.handle_plan(request, now)
+            self.publish_chunks(chunks)
+        finally:
+            self.busy.release()
+            done.set_result(result)
+            log_lines(self, self.logic.pop_log())
 
     def on_tick(self) -> None:
+        """(planning thread) The fused cube pose, and the receding-horizon tick when one is due, unless a
+        /codi/plan request holds the planner (``busy`` is taken only then: a request meanwhile is not refused)."""
         now = now_sec(self)
-        self.publish_chunks(self.logic.tick(now))
-        if self.logic.planned:
-            self.tick_again.trigger()
         cube = self.logic.cube_pose(now)
         if cube is not None:
             self.cube_pub.publish(fill(PoseStamped(), {"header": header(cube.stamp, "world"),
                                                        "pose": pose_msg(cube.pos, cube.quat)}))
+        if self.logic.due(now) and self.busy.acquire(blocking=False):
+            try:
+                self.publish_chunks(self.logic.tick(now))
+            finally:
+                self.busy.release()
+            if self.logic.replan_now(now_sec(self)):
+                self.tick_again.trigger()
         log_lines(self, self.logic.pop_log())
 
     def on_stop(self, request: Trigger.Request, response: Trigger.Response) -> Trigger.Response:
@@ -167,22 +217,45 @@ class CoordinatorNode(Node):
         response.success, response.message = True, "autonomous mode on"
         return response
 
+    def destroy_node(self) -> None:
+        self.logic.stop(now_sec(self))          # cancels a running plan
+        self.services_executor.shutdown()
+        self.service_node.destroy_node()
+        super().destroy_node()
+
 
 class CostServiceTransport:
     """RemoteCost's transport over an rclpy client of /codi/evaluate_cost.
 
-    The client is in a reentrant callback group of its own: the executor completes its futures in another
-    thread while the planning callback (a mutually exclusive group) blocks in :func:`wait_for_answer`.
+    The executor thread completes its futures while the planning thread blocks in :func:`wait_for_answer`.
     """
 
     def __init__(self, node: Node):
-        self.client = node.create_client(EvaluateCost, EVALUATE_COST, callback_group=ReentrantCallbackGroup())
+        self.client = node.create_client(EvaluateCost, EVALUATE_COST)
 
     def __call__(self, request: dict, timeout_s: float) -> Msg:
         if not self.client.service_is_ready():
             raise ConnectionError("not available (is cost_service_node running?)")
         future = self.client.call_async(fill(EvaluateCost.Request(), request))
         return to_dict(wait_for_answer(future, timeout_s))
+
+
+def remap_args(argv: list[str]) -> list[str]:
+    """The topic and service remaps (``-r from:=to``) among ``argv``'s --ros-args, as --ros-args of their own,
+    without the node name and namespace ones (``__node``, ``__ns``: the launch's, meant for the main node)."""
+    rules, ros, i = [], False, 0
+    while i < len(argv):
+        arg = argv[i]
+        if arg == "--ros-args":
+            ros = True
+        elif arg == "--":
+            ros = False
+        elif ros and arg in ("-r", "--remap") and i + 1 < len(argv):
+            i += 1
+            if not argv[i].split(":=")[0].split(":")[-1].startswith("__"):
+                rules += ["-r", argv[i]]
+        i += 1
+    return ["--ros-args", *rules] if rules else []
 
 
 def load_planner(world: WorldConfig, planner_config: str, checkpoint: str, cost: Cost | None = None) -> Planner:

@@ -13,12 +13,19 @@ action nodes skip what the planning latency used up. Planning slower than the re
 chunk is reported as an overrun (the arms hold once their chunk runs out).
 No plan is made from an arm state older than ``arm_timeout``, a cube pose older than
 ``cube_timeout`` or any NaN; while moving, the arms are then told to stop (an empty chunk).
+
+Two threads use a Coordinator (coordinator_node): the node's executor thread, which feeds it states
+and plans (:meth:`tick`, :meth:`handle_plan`), and a services thread, which serves /codi/stop and
+/codi/start at any moment. One lock guards the state and is never held while the planner runs; a stop
+cancels a running plan (the planner asks ``cancelled`` before every score evaluation).
 """
 
 from __future__ import annotations
 
 import math
+import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -29,6 +36,7 @@ from codi_ros.control.executor import ArmExecutor
 from codi_ros.control.kinematics import ArmKinematics
 from codi_ros.core.planner import PlanningError, PlanOverrides, PlanResult
 from codi_ros.core.realtime import LatencyEstimate, RealtimeConfig
+from codi_ros.core.sampler import SamplingCancelled
 from codi_ros.frames import ArmState, CubeState, WorldState, state_is_finite
 from codi_ros.nodes.logic.messages import Msg, parse_arm_joints, parse_arm_state, parse_chunk, parse_detection, stop_msg
 from codi_ros.nodes.logic.services import RequestError, failure, parse_plan_request, plan_response
@@ -39,7 +47,8 @@ from codi_ros.perception.fusion import CubePoseFusion, FusedPose, FusionConfig
 class SupportsPlan(Protocol):
     def plan(self, state: WorldState, overrides: PlanOverrides | None = None,
              committed: dict[str, np.ndarray] | None = None,
-             predicted: dict[str, ArmState] | None = None) -> PlanResult: ...
+             predicted: dict[str, ArmState] | None = None,
+             cancelled: Callable[[], bool] | None = None) -> PlanResult: ...
 
     def reset(self) -> None: ...
 
@@ -65,6 +74,7 @@ class Coordinator:
     def __init__(self, world: WorldConfig, planner: SupportsPlan, config: CoordinatorConfig | None = None,
                  fusion: FusionConfig | None = None, realtime: RealtimeConfig | None = None):
         self.world, self.planner = world, planner
+        self.lock = threading.RLock()          # the state below; never held while the planner runs
         self.latency = LatencyEstimate(realtime or RealtimeConfig(commit=False), world.control.dt)
         kinematics = ArmKinematics(world)
         self._running = {a: ArmExecutor(world, a, kinematics)
@@ -79,6 +89,7 @@ class Coordinator:
         self._joints: dict[str, tuple[np.ndarray, np.ndarray] | None] = {}   # (q, qdot) of the latest arm state
         self._cube: FusedPose | None = None
         self._next_replan = -math.inf
+        self._reset_planner = False            # /codi/start asked for a new episode: reset before the next plan
         self._after_plan = False               # the last tick planned (states may still be queued)
         self._executing_until = -math.inf     # end of the last chunk sent to the arms
         self._stops = 0                        # /codi/stop count: a plan started before a stop is not sent
@@ -89,43 +100,63 @@ class Coordinator:
     # ------------------------------------------------------------------ inputs
     def on_arm_state(self, msg: Msg) -> None:
         arm, state, stamp = parse_arm_state(msg)
-        if arm not in self.world.arm_names:
-            if arm not in self._unknown_arms:
-                self._unknown_arms.add(arm)
-                self._lines.append(("warn", f"ignoring arm states of unknown arm {arm!r}"))
-            return
-        self._arms[arm] = (state, stamp)
-        self._joints[arm] = parse_arm_joints(msg)
-        self.monitor.update(arm_key(arm), stamp, state_is_finite(state))
+        joints = parse_arm_joints(msg)
+        with self.lock:
+            if arm not in self.world.arm_names:
+                if arm not in self._unknown_arms:
+                    self._unknown_arms.add(arm)
+                    self._lines.append(("warn", f"ignoring arm states of unknown arm {arm!r}"))
+                return
+            self._arms[arm] = (state, stamp)
+            self._joints[arm] = joints
+            self.monitor.update(arm_key(arm), stamp, state_is_finite(state))
 
     def on_cube_detection(self, msg: Msg) -> None:
-        self.fusion.add(parse_detection(msg))
+        detection = parse_detection(msg)
+        with self.lock:
+            self.fusion.add(detection)
 
     def on_goal(self, goal: np.ndarray) -> None:
         goal = np.asarray(goal, dtype=float)
-        if goal.shape == (3,) and np.all(np.isfinite(goal)):
-            self.goal = goal
-        else:
-            self._lines.append(("warn", f"ignoring a goal that is not 3 finite numbers: {goal}"))
+        with self.lock:
+            if goal.shape == (3,) and np.all(np.isfinite(goal)):
+                self.goal = goal
+            else:
+                self._lines.append(("warn", f"ignoring a goal that is not 3 finite numbers: {goal}"))
 
     def cube_pose(self, now: float) -> FusedPose | None:
         """The fused cube pose (also logs, once each, which detections were left out and why)."""
-        fused = self.fusion.fuse(now)
-        self._lines += self._cube_log.update(self.fusion.rejected, context="cube detection left out: ")
-        if fused is not None:
-            self.monitor.update(CUBE, fused.stamp, True)
-        self._cube = fused
-        return fused
+        with self.lock:
+            fused = self.fusion.fuse(now)
+            self._lines += self._cube_log.update(self.fusion.rejected, context="cube detection left out: ")
+            if fused is not None:
+                self.monitor.update(CUBE, fused.stamp, True)
+            self._cube = fused
+            return fused
 
     def observed_state(self, now: float) -> WorldState:
         """The latest observed state; RequestError says what is stale, missing or NaN."""
-        self.cube_pose(now)
-        problems = self.monitor.problems(now)
-        if problems:
-            raise RequestError("no usable observed state: " + "; ".join(problems.values()))
-        arms = {a: self._arms[a] for a in self.world.arm_names}
-        return WorldState(arms={a: s for a, (s, _) in arms.items()}, cube=CubeState(self._cube.pos, self._cube.quat),
-                          goal=self.goal.copy(), stamp=min([t for _, t in arms.values()] + [self._cube.stamp]))
+        with self.lock:
+            self.cube_pose(now)
+            problems = self.monitor.problems(now)
+            if problems:
+                raise RequestError("no usable observed state: " + "; ".join(problems.values()))
+            arms = {a: self._arms[a] for a in self.world.arm_names}
+            return WorldState(arms={a: s for a, (s, _) in arms.items()},
+                              cube=CubeState(self._cube.pos, self._cube.quat), goal=self.goal.copy(),
+                              stamp=min([t for _, t in arms.values()] + [self._cube.stamp]))
+
+    def _cancelled(self, stops: int) -> Callable[[], bool]:
+        """For the planner: whether /codi/stop was called since ``stops`` stops (then the plan is not needed)."""
+        return lambda: self._stops != stops
+
+    def _plan(self, state: WorldState, stops: int, **kwargs) -> PlanResult:
+        """The planner's plan, outside the lock (a new episode's reset first)."""
+        with self.lock:
+            if self._reset_planner:
+                self.planner.reset()
+                self._reset_planner = False
+        return self.planner.plan(state, cancelled=self._cancelled(stops), **kwargs)
 
     # ------------------------------------------------------------------ services
     def handle_plan(self, req: Msg, now: float) -> tuple[dict, list[dict]]:
@@ -134,82 +165,107 @@ class Coordinator:
         try:
             explicit, overrides = parse_plan_request(req, self.world)
             state = explicit if explicit is not None else self.observed_state(now)
-            result = self.planner.plan(state, overrides)
+            result = self._plan(state, stops, overrides=overrides)
         except (RequestError, PlanningError) as e:
             return failure(str(e)), []
+        except SamplingCancelled:
+            return failure("cancelled: /codi/stop was called while planning"), []
         response = plan_response(result, self.world, start=now)
         if not req.get("execute", False):
             return response, []
-        if stops != self._stops:
-            response["message"] += "; not executed: /codi/stop was called while planning"
-            return response, []
-        self._executing_until = now + self.world.horizon.prediction * self.world.control.dt
-        return response, self.sent(response["chunks"], now + result.latency_s)
+        with self.lock:
+            if stops != self._stops:
+                response["message"] += "; not executed: /codi/stop was called while planning"
+                return response, []
+            self._executing_until = now + self.world.horizon.prediction * self.world.control.dt
+            return response, self.sent(response["chunks"], now + result.latency_s)
 
     def stop(self, now: float) -> list[dict]:
-        """/codi/stop: leave autonomous mode; the empty chunks that stop every arm."""
-        self.autonomous = False
-        self._stops += 1
-        self._executing_until = -math.inf
-        self._lines.append(("info", "stop: autonomous mode off, arms stopping"))
-        return self.sent([stop_msg(a, now, self.world.control.dt) for a in self.world.arm_names], now)
+        """/codi/stop: leave autonomous mode, cancel a running plan; the empty chunks that stop every arm."""
+        with self.lock:
+            self.autonomous = False
+            self._stops += 1
+            self._executing_until = -math.inf
+            self._lines.append(("info", "stop: autonomous mode off, arms stopping"))
+            return self.sent([stop_msg(a, now, self.world.control.dt) for a in self.world.arm_names], now)
 
     def start(self) -> None:
         """/codi/start: autonomous mode on, a new episode for the planner (its seed sequence restarts and
-        the previous plan is forgotten, as codi eval resets it per episode); the next tick plans."""
-        self.planner.reset()
-        self.autonomous, self._next_replan = True, -math.inf
-        self._lines.append(("info", "start: autonomous mode on"))
+        the previous plan is forgotten, as codi eval resets it per episode: before the next plan); the next
+        tick plans."""
+        with self.lock:
+            self._reset_planner = True
+            self.autonomous, self._next_replan = True, -math.inf
+            self._lines.append(("info", "start: autonomous mode on"))
+
+    def due(self, now: float) -> bool:
+        """Whether :meth:`tick` would plan now (autonomous, at the tick nearest the replanning time)."""
+        return self.autonomous and now >= self._next_replan - self.world.control.dt / 2
 
     # ------------------------------------------------------------------ receding-horizon loop
     def tick(self, now: float) -> list[dict]:
-        """One cycle of the loop (call at the control rate): the chunks to publish, if any."""
-        if not self.autonomous or now < self._next_replan - self.world.control.dt / 2:   # the tick nearest the due time
-            return []
-        after_plan, self._after_plan = self._after_plan, False
-        stops, tic = self._stops, time.perf_counter()
-        try:
-            state = self.observed_state(now)
+        """One cycle of the loop (call at the control rate, and again right after a plan): the chunks to
+        publish, if any."""
+        with self.lock:
+            if not self.due(now):
+                return []
+            after_plan, self._after_plan = self._after_plan, False
+            stops, tic = self._stops, time.perf_counter()
+            try:
+                state = self.observed_state(now)
+            except RequestError as e:
+                if after_plan:
+                    # The tick right after a plan runs before the state messages that queued while it planned
+                    # (the executor thread plans): their age is the plan's, not the robot's. Plan at the next
+                    # tick, once they are in.
+                    return []
+                return self._not_planning(e, now)
             self._after_plan = True
             committed = self.committed(now, state)
             predicted = self.predicted(now, committed)
             preparation = time.perf_counter() - tic
-            result = self.planner.plan(state, committed=committed, predicted=predicted)
-        except (RequestError, PlanningError) as e:
-            if isinstance(e, RequestError) and after_plan:
-                # The tick right after a plan runs before the state messages that queued while it planned
-                # (one thread): their age is the plan's, not the robot's. Plan at the next tick, once they are in.
+        try:
+            result = self._plan(state, stops, committed=committed, predicted=predicted)
+        except SamplingCancelled:
+            return []                                 # stopped while planning: the stop has told the arms
+        except PlanningError as e:
+            with self.lock:
+                return self._not_planning(e, now)
+        with self.lock:
+            if stops != self._stops:                  # stopped while planning: drop the plan
                 return []
-            self._lines += self._state_log.update({"state": f"not planning: {e}"})
-            if self._executing_until > now:            # arms still moving on an old plan: stop them
-                self._executing_until = -math.inf
-                return self.sent([stop_msg(a, now, self.world.control.dt) for a in self.world.arm_names], now)
-            return []
-        self._lines += self._state_log.update({})
-        if stops != self._stops:                      # stopped while planning (another thread): drop the plan
-            return []
-        elapsed = preparation + result.latency_s   # state, prediction and plan: what d must cover
-        self.latency.update(elapsed)
-        h, dt = self.world.horizon, self.world.control.dt
-        d = 0 if committed is None else len(next(iter(committed.values())))
-        if d and elapsed > d * dt:
-            # Its committed actions are over before it could be sent: the action nodes would drop it too (their
-            # late_tolerance is left for the delivery), so it is dropped here, where the mirrors see it.
-            self._lines.append(("warn", f"dropped a late plan: it took {elapsed:.3f} s, its {d} committed steps "
-                                        f"cover {d * dt:.3f} s; the arms run on"))
-            return []
-        left = self._executing_until - now
-        if left > 0 and elapsed > left:
-            self._lines.append(("warn", f"planning overrun: {elapsed:.3f} s, but only {left:.3f} s of the "
-                                        f"previous chunk were left; the arms held for {elapsed - left:.3f} s"))
-        self._executing_until = now + h.prediction * dt
-        self._next_replan = now + h.execution * dt
-        return self.sent(plan_response(result, self.world, start=now)["chunks"], now + elapsed)
+            self._lines += self._state_log.update({})
+            elapsed = preparation + result.latency_s   # state, prediction and plan: what d must cover
+            self.latency.update(elapsed)
+            h, dt = self.world.horizon, self.world.control.dt
+            d = 0 if committed is None else len(next(iter(committed.values())))
+            if d and elapsed > d * dt:
+                # Its committed actions are over before it could be sent: the action nodes would drop it too (their
+                # late_tolerance is left for the delivery), so it is dropped here, where the mirrors see it.
+                self._lines.append(("warn", f"dropped a late plan: it took {elapsed:.3f} s, its {d} committed "
+                                            f"steps cover {d * dt:.3f} s; the arms run on"))
+                return []
+            left = self._executing_until - now
+            if left > 0 and elapsed > left:
+                self._lines.append(("warn", f"planning overrun: {elapsed:.3f} s, but only {left:.3f} s of the "
+                                            f"previous chunk were left; the arms held for {elapsed - left:.3f} s"))
+            self._executing_until = now + h.prediction * dt
+            self._next_replan = now + h.execution * dt
+            return self.sent(plan_response(result, self.world, start=now)["chunks"], now + elapsed)
 
-    @property
-    def planned(self) -> bool:
-        """Whether the last tick planned (the next plan is due as soon as the states queued meanwhile are in)."""
-        return self._after_plan
+    def replan_now(self, now: float) -> bool:
+        """Whether the last tick planned and the next plan is already due (the plan took about the execution
+        horizon or longer): then tick again as soon as the states queued meanwhile are in, not on the next
+        timer tick. After a quicker plan the timer's due tick plans; re-ticking until then spun a core."""
+        return self._after_plan and self.due(now)
+
+    def _not_planning(self, e: Exception, now: float) -> list[dict]:
+        """No plan (stale or NaN state, a refused state): log it once; arms still moving on an old plan stop."""
+        self._lines += self._state_log.update({"state": f"not planning: {e}"})
+        if self._executing_until > now:
+            self._executing_until = -math.inf
+            return self.sent([stop_msg(a, now, self.world.control.dt) for a in self.world.arm_names], now)
+        return []
 
     def committed(self, now: float, state: WorldState) -> dict[str, np.ndarray] | None:
         """The d actions each arm runs from ``now`` while the next plan is computed (None: naive, d = 0);
@@ -243,5 +299,6 @@ class Coordinator:
 
     def pop_log(self) -> list[tuple[str, str]]:
         """(level, text) lines to log since the last call."""
-        lines, self._lines = self._lines, []
-        return lines
+        with self.lock:
+            lines, self._lines = self._lines, []
+            return lines
