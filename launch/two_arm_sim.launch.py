@@ -6,6 +6,12 @@ service and the CoDi coordinator. Parameters: share/codi_ros/config/ros_sim.yaml
   ros2 launch codi_ros two_arm_sim.launch.py autonomous:=true   # start the receding-horizon loop right away
   ros2 launch codi_ros two_arm_sim.launch.py cost_backend:=service   # guidance cost via /codi/evaluate_cost
 
+Who may call it: every node discovers only this machine (ROS_AUTOMATIC_DISCOVERY_RANGE, ``discovery_range``,
+default LOCALHOST) on its own domain (ROS_DOMAIN_ID, ``domain_id``: the shell's, else 42), so set the same
+ROS_DOMAIN_ID in the terminal that calls /codi/plan. ``enclave:=/codi`` runs every node in that SROS2 enclave
+(ROS_SECURITY_ENCLAVE_OVERRIDE; with ROS_SECURITY_ENABLE=true, ROS_SECURITY_STRATEGY=Enforce and
+ROS_SECURITY_KEYSTORE set, see README "Who may call the graph").
+
 cameras:=true needs offscreen rendering (MUJOCO_GL=egl or osmesa); the images are rendered in the sim's own
 rendering thread at camera_rate_hz (a CPU-only EGL takes ~80 ms per 640x480 image: lower camera_rate_hz without
 a GPU), never in the physics loop. At 320x240 the cube's markers are too small to decode from the home pose.
@@ -16,9 +22,9 @@ import os
 import yaml
 from ament_index_python.packages import get_package_share_directory
 from launch import LaunchDescription
-from launch.actions import DeclareLaunchArgument
+from launch.actions import DeclareLaunchArgument, SetEnvironmentVariable
 from launch.conditions import IfCondition
-from launch.substitutions import LaunchConfiguration, PythonExpression
+from launch.substitutions import EnvironmentVariable, LaunchConfiguration, PythonExpression
 from launch_ros.actions import Node
 from launch_ros.parameter_descriptions import ParameterValue
 
@@ -34,8 +40,22 @@ def generate_launch_description():
     camera_rate = defaults["/sim_node"]["ros__parameters"]["camera_rate_hz"]
     cameras = LaunchConfiguration("cameras")
     no_cameras = PythonExpression(["'", cameras, "'.lower() not in ('true', '1')"])
+    enclave = LaunchConfiguration("enclave")
 
     actions = [
+        DeclareLaunchArgument("discovery_range", default_value="LOCALHOST",
+                              description="ROS_AUTOMATIC_DISCOVERY_RANGE of every node (Jazzy): LOCALHOST (nothing "
+                                          "off this machine sees or calls the graph) | SUBNET | SYSTEM_DEFAULT | OFF"),
+        DeclareLaunchArgument("domain_id", default_value=EnvironmentVariable("ROS_DOMAIN_ID", default_value="42"),
+                              description="ROS_DOMAIN_ID of every node (default: the shell's, else 42); callers of "
+                                          "/codi/plan need the same"),
+        DeclareLaunchArgument("enclave", default_value="",
+                              description="SROS2 enclave of every node, e.g. /codi (ROS_SECURITY_ENCLAVE_OVERRIDE; "
+                                          "empty: none)"),
+        SetEnvironmentVariable("ROS_AUTOMATIC_DISCOVERY_RANGE", LaunchConfiguration("discovery_range")),
+        SetEnvironmentVariable("ROS_DOMAIN_ID", LaunchConfiguration("domain_id")),
+        SetEnvironmentVariable("ROS_SECURITY_ENCLAVE_OVERRIDE", enclave,
+                               condition=IfCondition(PythonExpression(["'", enclave, "' != ''"]))),
         DeclareLaunchArgument("cameras", default_value="false",
                               description="render the wrist cameras and run ArUco (false: the sim publishes "
                                           "the true cube pose)"),

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ast
 import shutil
 import subprocess
 import sys
@@ -80,3 +81,17 @@ def test_interfaces_parse_with_rosidl(tmp_path):
     edit(broken / "msg/ArmState.msg", "geometry_msgs/Twist ee_twist", "geometry_msgs/Twists ee_twist")
     result = run_interface_check(broken)
     assert result.returncode == 1 and "no message geometry_msgs/Twists" in result.stdout
+
+
+def test_the_simulated_graph_is_reachable_only_from_this_machine_unless_asked_and_takes_an_enclave():
+    """Who may call /codi/plan: discovery on localhost and a domain of its own by default; an SROS2 enclave
+    on request (the launch files cannot run here: no launch wheels; this reads what they declare and set)."""
+    tree = ast.parse((REPO / LAUNCH).read_text())
+    calls = [n for n in ast.walk(tree) if isinstance(n, ast.Call) and isinstance(n.func, ast.Name)]
+    declared = {ast.literal_eval(c.args[0]): c for c in calls if c.func.id == "DeclareLaunchArgument"}
+    env = {ast.literal_eval(c.args[0]): c for c in calls if c.func.id == "SetEnvironmentVariable"}
+    assert {"discovery_range", "domain_id", "enclave"} <= set(declared)
+    default = {k.arg: k.value for k in declared["discovery_range"].keywords}["default_value"]
+    assert ast.literal_eval(default) == "LOCALHOST"
+    assert {"ROS_AUTOMATIC_DISCOVERY_RANGE", "ROS_DOMAIN_ID", "ROS_SECURITY_ENCLAVE_OVERRIDE"} <= set(env)
+    assert "condition" in {k.arg for k in env["ROS_SECURITY_ENCLAVE_OVERRIDE"].keywords}   # none by default
