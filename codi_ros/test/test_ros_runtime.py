@@ -172,6 +172,23 @@ def test_malformed_plan_requests_are_refused_naming_the_field_and_the_node_keeps
     sim_graph.check_alive()
 
 
+def test_a_coordinator_called_from_its_start_answers_busy_while_warming_up_then_plans(tmp_path):
+    """/codi/plan called in a loop from the moment the service appears (as plan_when_ready does): every answer
+    until the first plan is "busy: ...", and the plan comes. (A request that came before the warm-up took the
+    busy lock could deadlock the start-up: rare, not reproduced on demand; the lock is now taken first.)"""
+    graph = LocalGraph(tmp_path, _domain_id(1))
+    try:
+        graph.start("coordinator_node", autonomous=False, cost_backend="in_process")
+        answers, end = [], time.monotonic() + STARTUP_S
+        while time.monotonic() < end and not (answers and answers[-1].success):
+            answers.append(graph.call(Plan, "/codi/plan", plan_request(), timeout=30.0))
+        assert answers[-1].success, answers[-1].message
+        assert all(a.message.startswith("busy: ") for a in answers[:-1]), [a.message for a in answers]
+        graph.check_alive()
+    finally:
+        graph.close()
+
+
 def test_cost_service_scores_a_batch_and_the_coordinator_can_plan_through_it(sim_graph):
     candidates = np.zeros((3, len(ARMS), H, 7))
     candidates[..., 6] = 0.08

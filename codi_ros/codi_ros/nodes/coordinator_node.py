@@ -127,8 +127,15 @@ class CoordinatorNode(Node):
         self.service_node.create_service(Trigger, "/codi/start", self.on_start)
         self.services_executor = SingleThreadedExecutor(context=self.context)
         self.services_executor.add_node(self.service_node)
+        # busy from before the services thread starts: a /codi/plan queued meanwhile is answered "busy". Taken after
+        # it, a request could take it first and wait for this thread's executor, which spins only after the warm-up
+        # that waits for the lock: a start-up that never ends (seen twice in graphs polled from the start).
+        self.busy.acquire()
         threading.Thread(target=self.serve, daemon=True).start()
-        self.warm_up(planner)
+        try:
+            self.warm_up(planner)
+        finally:
+            self.busy.release()
 
     def serve(self) -> None:
         """The services thread: spin the services node until shutdown (Ctrl-C ends it quietly)."""
@@ -139,13 +146,13 @@ class CoordinatorNode(Node):
                 raise
 
     def warm_up(self, planner: Planner) -> None:
-        """The start-up plan (a process's first plan pays one-off costs), before any tick; /codi/plan answers
-        "busy" meanwhile, /codi/stop is served (the services thread, which also takes a cost service's answers)."""
-        with self.busy:
-            try:
-                self.get_logger().info(f"planner warmed up in {planner.warm_up():.2f} s")
-            except PlanningError as e:   # e.g. the cost service is not up yet: the first plans pay the one-off costs
-                self.get_logger().warning(f"planner warm-up failed: {e}")
+        """The start-up plan (a process's first plan pays one-off costs), before any tick, ``busy`` held; /codi/plan
+        answers "busy" meanwhile, /codi/stop is served (the services thread, which also takes a cost service's
+        answers)."""
+        try:
+            self.get_logger().info(f"planner warmed up in {planner.warm_up():.2f} s")
+        except PlanningError as e:   # e.g. the cost service is not up yet: the first plans pay the one-off costs
+            self.get_logger().warning(f"planner warm-up failed: {e}")
 
     def cost_client(self) -> Cost | None:
         """None for the in-process cost; for ``cost_backend: service`` the /codi/evaluate_cost client."""
