@@ -183,3 +183,35 @@ def test_codi_eval_writes_step_traces_that_summarize_traces_reads(tmp_path):
     out = subprocess.run([sys.executable, str(script), str(trace)], capture_output=True, text=True, check=True).stdout
     assert "left[0-1s]->(-0.30,+0.00) d=0.60" in out and "episodes: 2" in out
     assert "backward carry: 1" in out and "handed over: 1" in out
+
+
+def test_fuzzed_codi_eval_options_are_refused_in_one_line_naming_the_option_before_any_work(tmp_path, capsys):
+    """Random and extreme values for every numeric option of ``codi eval``: exit 2 with one line naming the
+    option, or (all in bounds) the refusal of the unwritable --out; nothing runs, nothing raises."""
+    from hypothesis import HealthCheck, given, settings
+    from hypothesis import strategies as st
+
+    blocker = tmp_path / "file"
+    blocker.write_text("")
+    values = st.sampled_from(["nan", "inf", "-inf", "-1", "0", "1", "1e308", "4294967296", "0.5", "30", "64"])
+
+    @settings(max_examples=300, deadline=None, derandomize=True, database=None,
+              suppress_health_check=list(HealthCheck))
+    @given(st.dictionaries(st.sampled_from(sorted(evaluate.OPTION_BOUNDS)), values, min_size=1, max_size=3))
+    def check(options):
+        parser = argparse.ArgumentParser()
+        evaluate.add_arguments(parser)
+        argv = ["--method", "codi", "--out", str(blocker / "r.json")]
+        for name, value in options.items():
+            argv += [f"--{name.replace('_', '-')}", value]
+        try:
+            args = parser.parse_args(argv)
+        except SystemExit as e:                        # argparse: not a number of the option's type
+            assert e.code == 2
+            capsys.readouterr()
+            return
+        assert evaluate.run(args) == 2
+        err = capsys.readouterr().err.strip()
+        assert len(err.splitlines()) == 1 and err.startswith("codi eval: error: --"), err
+
+    check()

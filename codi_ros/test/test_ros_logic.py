@@ -956,3 +956,38 @@ def test_fuzzed_cost_requests_get_an_answer_or_a_refusal_naming_a_field():
 
     check()
     assert svc.handle(base)["success"]
+
+
+def test_fuzzed_state_and_chunk_messages_never_raise_and_never_command_non_finite_motion(world):
+    """The topics too: arm states and cube detections (coordinator) and action chunks (action node) with
+    extreme numbers, cut or emptied sequences. No callback raises (a raise kills the node's executor), a
+    plan from such a state is planned or refused, and the arm is never commanded a non-finite velocity."""
+    from hypothesis import given
+    from hypothesis import strategies as st
+
+    coord = Coordinator(WORLD, FakePlanner())
+    q = world.joint_positions("left")
+    state = arm_state_from_joints(ArmKinematics(WORLD), WORLD.base_frame("left"), q, np.zeros(7), 0.08)
+    arm_base = arm_state_msg("left", state, 1.0, joints=(q, np.zeros(7)))
+    cube_base = detection_msg(Detection("sim_truth", 1.0, np.array([-0.3, 0.1, 0.025]), np.array([1.0, 0, 0, 0])))
+    actions = np.zeros((H, 7))
+    actions[:, 0], actions[:, 6] = 0.05, 0.08
+    chunk_base = chunk_msg("left", Chunk(1.0, DT, actions))
+    arm = controller(ArmKinematics(WORLD))
+
+    @_fuzz_settings()
+    @given(st.data())
+    def check(data):
+        observe(coord, 1.0)
+        coord.on_arm_state(_mutated(arm_base, data))
+        coord.on_cube_detection(_mutated(cube_base, data))
+        resp, _ = coord.handle_plan({}, now=1.05)
+        assert resp["success"] or resp["message"].startswith("no usable observed state"), resp["message"]
+        arm.on_joint_positions(q, 1.0)
+        arm.on_chunk(_mutated(chunk_base, data), now=1.0)
+        qdot, width = arm.step(1.01)
+        assert np.all(np.isfinite(qdot)) and (width is None or math.isfinite(width))
+
+    check()
+    observe(coord, 2.0)
+    assert coord.handle_plan({}, now=2.05)[0]["success"]                        # still serving
