@@ -86,6 +86,7 @@ def run(args: argparse.Namespace) -> int:
     if problem is not None:
         print(f"codi demo: error: --out {args.out}: {problem}", file=sys.stderr)
         return 2
+    print(f"codi demo: planner warmed up in {planner.warm_up():.1f} s (one-off costs, before the clock runs)")
     world = TwoArmWorld(cfg)
     cube = HANDOVER.reset(world, args.seed, 0)
     print(f"codi demo: {args.method}, cube at ({cube[0]:+.2f}, {cube[1]:+.2f}), goal at "

@@ -91,6 +91,7 @@ def make_planner(args: argparse.Namespace, world_cfg):
     planner = Planner(load_policy(args.model), world_cfg, config, cost_config, simulator)
     overrides = PlanOverrides(num_samples=args.num_samples, temperature=args.temperature, steps=args.sample_steps)
     check_overrides(overrides, config)   # a bad override is refused before the run, not met by every plan of it
+    planner.warm_up()   # one-off costs (first calls, the cost simulator compile) before the clock runs, like the nodes
     return planner, overrides, config, cost_config
 
 

@@ -85,9 +85,11 @@ class CubePoseFusion:
                 rejected[d.source] = "NaN or zero quaternion"
             elif now - d.stamp > cfg.max_age:
                 rejected[d.source] = f"stale ({now - d.stamp:.2f} s old, limit {cfg.max_age} s)"
-            elif d.reprojection_error > cfg.max_reprojection_error:
+            elif d.stamp - now > cfg.max_age:
+                rejected[d.source] = f"stamped {d.stamp - now:.2f} s in the future (limit {cfg.max_age} s)"
+            elif not 0 <= d.reprojection_error <= cfg.max_reprojection_error:
                 rejected[d.source] = (f"reprojection error {d.reprojection_error:.2f} px "
-                                      f"> {cfg.max_reprojection_error} px")
+                                      f"not in [0, {cfg.max_reprojection_error}] px")
             else:
                 usable.append(d)
         if not usable:

@@ -130,15 +130,18 @@ class Coordinator:
             fused = self.fusion.fuse(now)
             self._lines += self._cube_log.update(self.fusion.rejected, context="cube detection left out: ")
             if fused is not None:
-                self.monitor.update(CUBE, fused.stamp, True)
+                self.monitor.update(CUBE, fused.stamp, bool(np.all(np.isfinite(fused.pos))))
             self._cube = fused
             return fused
 
     def observed_state(self, now: float) -> WorldState:
         """The latest observed state; RequestError says what is stale, missing or NaN."""
         with self.lock:
-            self.cube_pose(now)
+            fused = self.cube_pose(now)
             problems = self.monitor.problems(now)
+            if fused is None and (self.fusion.rejected or CUBE not in problems):   # (an earlier pose may be fresh)
+                left_out = "; ".join(f"{source}: {why}" for source, why in self.fusion.rejected.items())
+                problems[CUBE] = f"no cube pose now (detections left out: {left_out or 'none'})"
             if problems:
                 raise RequestError("no usable observed state: " + "; ".join(problems.values()))
             arms = {a: self._arms[a] for a in self.world.arm_names}

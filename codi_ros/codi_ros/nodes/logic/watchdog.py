@@ -34,6 +34,8 @@ class StateMonitor:
                 out[name] = f"{name} has NaN or inf"
             elif now - self._stamp[name] > limit:
                 out[name] = f"{name} is {now - self._stamp[name]:.2f} s old (limit {limit:.2f} s)"
+            elif self._stamp[name] - now > limit:   # a clock or stamp gone wrong: it would never go stale
+                out[name] = f"{name} is stamped {self._stamp[name] - now:.2f} s in the future (limit {limit:.2f} s)"
         return out
 
 
