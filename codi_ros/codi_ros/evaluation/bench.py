@@ -49,18 +49,18 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def timed(fn: Callable[[], object], repeats: int, warmup: int = 2) -> dict[str, float]:
-    """p50 / p95 / max milliseconds of ``repeats`` calls of ``fn`` after ``warmup`` untimed ones."""
-    import numpy as np
+    """p50 / p95 / max milliseconds of ``repeats`` calls of ``fn`` after ``warmup`` untimed ones (the summary
+    ``codi eval`` gives its plan latencies)."""
+    from codi_ros.evaluation.rollout import latency_summary
 
     for _ in range(warmup):
         fn()
-    ms = []
+    seconds = []
     for _ in range(repeats):
         t0 = time.perf_counter()
         fn()
-        ms.append(1e3 * (time.perf_counter() - t0))
-    return {"p50_ms": round(float(np.percentile(ms, 50)), 2), "p95_ms": round(float(np.percentile(ms, 95)), 2),
-            "max_ms": round(max(ms), 2), "repeats": repeats}
+        seconds.append(time.perf_counter() - t0)
+    return latency_summary(seconds)
 
 
 # ------------------------------------------------------------------------------------------------- plan
