@@ -10,9 +10,10 @@ episode.max_seconds of wall time, /codi/stop. Success as in `codi eval`: the cub
 goal.tolerance of the goal at the end. Every node, the simulator and the planner share this machine's
 cores, and the simulator runs in real time, as in `codi eval --timing realtime`. Records the delay from
 each plan's start to its chunk's arrival (the latency the graph really has), the committed steps of
-the chunks, the plans dropped as late (by the coordinator or an action node), and the intervals between the first arm's
-joint states and between its joint velocity commands (as this process receives them; the executor
-assumes one command per IK period). Writes experiments/results/ros_handover.json.
+the chunks, the plans dropped as late (by the coordinator or an action node), the intervals between the first
+arm's joint states (as this process receives them), and the slack of its joint trajectories: the time from a
+trajectory's arrival here to its first point (negative: it arrived after the point was due; the sim's
+controller then starts it part-way). Writes experiments/results/ros_handover.json.
 """
 
 from __future__ import annotations
@@ -30,11 +31,11 @@ import numpy as np
 from codi_msgs.msg import ActionChunk, ArmState, CubeDetection
 from geometry_msgs.msg import PointStamped
 from sensor_msgs.msg import JointState
-from std_msgs.msg import Float64MultiArray
 from std_srvs.srv import Trigger
+from trajectory_msgs.msg import JointTrajectory
 
 from codi_ros.config import load_world_config
-from codi_ros.nodes._ros import COMMAND_QOS, LATCHED_QOS, SENSOR_QOS
+from codi_ros.nodes._ros import COMMAND_QOS, LATCHED_QOS, SENSOR_QOS, stamp_sec
 from codi_ros.nodes.local_graph import LocalGraph
 from codi_ros.version import code_version, machine_description
 
@@ -58,15 +59,15 @@ def latency_histogram(seconds: list[float], bin_ms: int = 50) -> dict:
             "histogram": {f"{b}-{b + bin_ms}": n for b, n in sorted(bins.items())}}
 
 
-def interval_summary(times: list[float], nominal_ms: float) -> dict:
-    """Intervals between successive messages (ms): percentiles and the share longer than 1.5x nominal."""
+def interval_summary(times: list[float]) -> dict:
+    """Intervals between successive messages (ms): percentiles and the share longer than 1.5x the median."""
     ms = np.diff(np.asarray(times)) * 1e3
     ms = ms[ms < 1000]                                   # between episodes the arms are stopped, not silent
     if ms.size == 0:
         return {}
     return {"p50": round(float(np.percentile(ms, 50)), 2), "p95": round(float(np.percentile(ms, 95)), 2),
             "max": round(float(ms.max()), 2), "count": int(ms.size),
-            "share_over_1.5x_nominal": round(float(np.mean(ms > 1.5 * nominal_ms)), 3)}
+            "share_over_1.5x_median": round(float(np.mean(ms > 1.5 * np.median(ms))), 3)}
 
 
 def write_trace(path: Path, start: float, goal: np.ndarray, cubes: list, arm_states: dict[str, list]) -> None:
@@ -107,11 +108,13 @@ def main() -> None:
         delays: list[tuple[float, int]] = []   # per chunk: wall time from its plan's start to its arrival, committed
         graph.node.create_subscription(
             ActionChunk, f"/{world.arm_names[0]}/action_chunk",
-            lambda m: delays.append((time.time() - (m.header.stamp.sec + 1e-9 * m.header.stamp.nanosec), m.committed)),
+            lambda m: delays.append((time.time() - stamp_sec(m.header.stamp), m.committed)),
             COMMAND_QOS)
         goals = graph.record(PointStamped, "/codi/goal", LATCHED_QOS)
-        commands = graph.record(Float64MultiArray, f"/{world.arm_names[0]}/velocity_controller/commands",
-                                COMMAND_QOS, raw=True)
+        slack: list[float] = []   # s from a trajectory's arrival to its first point
+        graph.node.create_subscription(
+            JointTrajectory, f"/{world.arm_names[0]}/joint_trajectory_controller/joint_trajectory",
+            lambda m: slack.append(stamp_sec(m.header.stamp) - time.time()), COMMAND_QOS)
         joint_states = graph.record(JointState, f"/{world.arm_names[0]}/joint_states", SENSOR_QOS, raw=True)
         arm_states = {a: graph.record(ArmState, f"/{a}/arm_state", SENSOR_QOS) for a in world.arm_names}
         latency = [graph.plan_when_ready().latency for _ in range(5)]
@@ -151,9 +154,8 @@ def main() -> None:
         "chunk_delay_ms": latency_histogram([d for d, _ in delays]),   # plan start -> chunk received: latency
         "committed_steps": {str(c): n for c, n in sorted(Counter(c for _, c in delays).items())},
         "plans_dropped": dropped,   # late plans, dropped by the coordinator (before sending) or an action node
-        # the action node's joint velocity commands (one per IK period is what its executor assumes)
-        "command_interval_ms": interval_summary([t for t, _ in commands], 1e3 / world.control.ik_rate_hz),
-        "joint_state_interval_ms": interval_summary([t for t, _ in joint_states], 1e3 / world.control.ik_rate_hz),
+        "trajectory_slack_ms": latency_histogram(slack, bin_ms=10),   # arrival -> first point (< 0: late)
+        "joint_state_interval_ms": interval_summary([t for t, _ in joint_states]),
         "per_episode": episodes, "logs": str(logs), "machine": machine_description(), "code_version": code_version(),
     }
     args.out.parent.mkdir(parents=True, exist_ok=True)

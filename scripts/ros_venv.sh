@@ -20,7 +20,7 @@ python=${2:-python3}
 TORCH_VERSION=2.13.0
 ROS_PACKAGES=(
   "ros-jazzy-rclpy[fastrtps]==7.1.6" ros-jazzy-std-msgs==5.3.6 ros-jazzy-std-srvs==5.3.6
-  ros-jazzy-geometry-msgs==5.3.6 ros-jazzy-sensor-msgs==5.3.6
+  ros-jazzy-geometry-msgs==5.3.6 ros-jazzy-sensor-msgs==5.3.6 ros-jazzy-trajectory-msgs==5.3.6
   # building codi_msgs: CMake packages and the generators rosidl_generate_interfaces() asks for
   ros-jazzy-ament-cmake==2.5.4 ros-jazzy-ament-cmake-python==2.5.4 ros-jazzy-ament-cmake-ros==0.12.0
   ros-jazzy-ament-cmake-include-directories==2.5.4 ros-jazzy-ament-cmake-gmock==2.5.4

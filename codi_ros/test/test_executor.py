@@ -90,6 +90,16 @@ def test_executor_rejects_late_and_out_of_order_chunks():
     assert len(events) == 2 and "ended 3.40 s ago" in events[0] and "older" in events[1]
 
 
+@pytest.mark.parametrize("chunk", [Chunk(5.0, 1e300, np.zeros((4, 7))), Chunk(1e9, DT, np.zeros((4, 7)))],
+                         ids=["huge dt", "far future start"])
+def test_a_chunk_ending_far_ahead_is_refused_before_any_trajectory_is_built(chunk):
+    """(Found by the topic fuzz test: a fuzzed dt made the action node compute a trajectory without end.)"""
+    ex = ArmExecutor(WORLD, "left", ArmKinematics(WORLD))
+    assert not ex.accept(chunk, now=5.0)
+    assert "wrong dt or start stamp" in texts(ex.pop_events())[0]
+    assert len(ex.trajectory(5.0, np.array(WORLD.home_qpos)).times) == 1      # at rest: one point
+
+
 @pytest.mark.parametrize("kwargs, field_name", [
     ({"actions": np.zeros((4, 6))}, "actions"), ({"actions": np.full((4, 7), np.nan)}, "actions"),
     ({"dt": 0.0}, "dt"), ({"start": math.nan}, "start")])
@@ -223,8 +233,9 @@ def test_world_apply_action_is_a_one_step_chunk_through_the_executor():
 
 def test_predict_runs_a_copy_ahead_with_the_limits_lag_and_leaves_the_executor_alone():
     """ArmExecutor.predict from rest under 0.3 m/s along base x for 0.3 s: the tool where the same executor
-    takes it with joints that follow its commands with the tracking lag (behind the first-order 9 cm: the
-    joint limits and the lag ramp the speed up); the executor's own next commands are unchanged by it."""
+    takes it (IK at its commanded joints) with joints that follow its commands with the tracking lag (behind
+    the first-order 9 cm: the joint limits and the lag ramp the speed up); the executor's own next commands
+    are unchanged by it."""
     kin = ArmKinematics(WORLD)
     ex, twin = ArmExecutor(WORLD, "left", kin), ArmExecutor(WORLD, "left", kin)
     q0 = np.array(WORLD.home_qpos)
@@ -233,7 +244,7 @@ def test_predict_runs_a_copy_ahead_with_the_limits_lag_and_leaves_the_executor_a
     predicted = ex.predict(0.0, q0, np.zeros(7), 0.3, gripper_width=0.08)
     q, qdot, dt = q0.copy(), np.zeros(7), 1 / WORLD.control.ik_rate_hz
     for k in range(round(0.3 * WORLD.control.ik_rate_hz)):
-        command, _ = twin.step(k * dt, q)
+        command = twin.step(k * dt, q0 if k == 0 else None).qdot   # IK at its commanded joints
         qdot += dt / (WORLD.control.tracking_time_constant + dt) * (command - qdot)   # the arm's tracking lag
         q = q + qdot * dt
     frame = WORLD.base_frame("left")
@@ -244,4 +255,4 @@ def test_predict_runs_a_copy_ahead_with_the_limits_lag_and_leaves_the_executor_a
     assert 0.03 < moved < 0.07                                     # behind first order (0.09 m)
     fresh = ArmExecutor(WORLD, "left", kin)
     fresh.accept(chunk_of([0.3, 0, 0, 0, 0, 0]), now=0.0)
-    np.testing.assert_array_equal(ex.step(0.0, q0)[0], fresh.step(0.0, q0)[0])
+    np.testing.assert_array_equal(ex.step(0.0, q0).qdot, fresh.step(0.0, q0).qdot)

@@ -19,13 +19,14 @@ import torch
 import yaml
 
 from codi_ros.config import load_world_config
-from codi_ros.control.executor import Chunk, ChunkError
+from codi_ros.control.executor import MAX_TARGET_LEAD, Chunk, ChunkError
 from codi_ros.control.kinematics import ArmKinematics, arm_state_from_joints
 from codi_ros.core.guidance import GuidanceConfig
 from codi_ros.core.planner import Planner, PlannerConfig, PlanningError, PlanOverrides, PlanResult
 from codi_ros.frames import ArmState, mat_to_quat, quat_to_mat, rot_z
 from codi_ros.nodes.logic.arm_control import (
     ARM_JOINTS,
+    DELIVERY_MARGIN_S,
     FINGER_JOINTS,
     ArmController,
     JointStateReader,
@@ -35,10 +36,12 @@ from codi_ros.nodes.logic.messages import (
     arm_state_msg,
     chunk_msg,
     detection_msg,
+    header,
     parse_arm_state,
     parse_chunk,
     parse_detection,
     pose_msg,
+    trajectory_msg,
 )
 from codi_ros.nodes.logic.msg_dict import fill, to_dict
 from codi_ros.nodes.logic.services import (
@@ -145,7 +148,7 @@ def test_arm_state_from_joint_states_matches_the_simulator(world, kinematics):
     world.reset()
     rng = np.random.default_rng(3)
     for arm in WORLD.arm_names:
-        world.set_joint_velocity_command(arm, rng.uniform(-0.3, 0.3, 7))
+        world.execute(arm, Chunk(world.time, DT, np.tile(np.r_[rng.uniform(-0.1, 0.1, 6), 0.05], (5, 1))))
     world.step(0.2)
     mujoco.mj_forward(world.model, world.data)            # site poses of the current qpos (mj_step leaves the last)
     for arm in WORLD.arm_names:
@@ -174,78 +177,132 @@ def controller(kinematics, world=WORLD) -> ArmController:
     return ArmController(world, "left", kinematics)
 
 
+def drive(world, ctl, seconds, chunks=(), states=True, state_period=0.04, watchdog_period=0.05):
+    """The action node's loop on the simulated arm: joint states every ``state_period`` (unless ``states`` is
+    False; "nan": NaN joints), chunk messages at their (arrival time, message), the watchdog every
+    ``watchdog_period``; each trajectory the controller returns goes to the world's trajectory follower.
+    Returns the trajectories sent and the arm's measured joint velocities every IK period."""
+    chunks, sent, qdots = sorted(chunks, key=lambda c: c[0]), [], []
+    t0, dt = world.time, world.cfg.control.dt / 10
+    next_state, next_check = t0, t0
+    while world.time < t0 + seconds - 1e-9:
+        t = world.time
+        if t >= next_state - 1e-9 and states:
+            ctl.on_joint_positions(world.joint_positions("left") if states is True else np.full(7, np.nan), t)
+            next_state += state_period
+        out = []
+        while chunks and chunks[0][0] <= t + 1e-9:
+            out.append(ctl.on_chunk(chunks.pop(0)[1], t))
+        if t >= next_check - 1e-9:
+            out.append(ctl.check(t))
+            next_check += watchdog_period
+        for trajectory in filter(None, out):
+            world.follow("left", trajectory)
+            sent.append(trajectory)
+        world.step(dt)
+        qdots.append(world.joint_velocities("left"))
+    return sent, np.array(qdots)
+
+
 def test_action_node_tracks_a_chunk_on_the_simulated_arm_then_stops(world, kinematics):
-    """Closed loop on the MuJoCo arm: 0.1 m/s along the base x axis for 1.6 s, then the chunk runs out."""
+    """Closed loop on the MuJoCo arm: 0.1 m/s along the base x axis for 1.6 s, then the chunk runs out. One
+    trajectory for the whole chunk, ending at rest."""
     world.reset()
     ctl = controller(kinematics)
     start = world.arm_state("left").ee_pos
-    ctl.on_chunk(chunk_msg("left", chunk_of([0.1, 0, 0, 0, 0, 0], start=0.0, width=0.05)), now=0.0)
-    qdots = []
-    for k in range(200):                                   # 2 s at 100 Hz
-        t = k * 0.01
-        ctl.on_joint_positions(world.joint_positions("left"), t)
-        qdot, width = ctl.step(t)
-        if width is not None:
-            world.set_gripper("left", width)
-        world.set_joint_velocity_command("left", qdot)
-        world.step(0.01)
-        qdots.append(np.abs(qdot).max())
+    msg = chunk_msg("left", chunk_of([0.1, 0, 0, 0, 0, 0], start=world.time, width=0.05))
+    sent, qdots = drive(world, ctl, 2.5, chunks=[(world.time + 0.01, msg)])
     moved = WORLD.base_frame("left").vec_to_base(world.arm_state("left").ee_pos - start)
     assert 0.14 < moved[0] < 0.165 and abs(moved[1]) < 0.01 and abs(moved[2]) < 0.01, moved
+    assert len(sent) == 1 and np.all(sent[0].widths == 0.05) and not np.any(sent[0].velocities[-1])
     end = round(H * DT / 0.01)                             # the chunk ends at 1.6 s
-    assert qdots[end - 1] > 0.05 and max(qdots[end + 10:]) == 0.0  # zero within 100 ms after the end
-    assert any("ran out" in t for t in texts(ctl.pop_log()))
+    assert sent[0].end - (world.time - 2.5 + H * DT) <= 2 * ctl.executor.limiter.stop_time + 1e-9  # commanded to rest
+    speed = np.abs(qdots).max(axis=1)
+    assert speed[end - 1] > 0.05 and speed[end + 40:].max() < 0.01   # at rest within 0.4 s of the end
 
 
 @pytest.mark.parametrize("fault", ["stale", "nan"])
-def test_action_node_ramps_to_zero_on_stale_or_nan_joint_states_and_logs_once(kinematics, fault):
-    world_q = np.array(WORLD.home_qpos)
+def test_action_node_stops_the_arm_on_stale_or_nan_joint_states_and_logs_once(world, kinematics, fault):
+    world.reset()
     ctl = controller(kinematics)
-    ctl.on_chunk(chunk_msg("left", chunk_of([0.2, 0, 0, 0, 0, 0], n=50, start=0.0)), now=0.0)
-    for k in range(50):                                    # 0.5 s of normal operation
-        ctl.on_joint_positions(world_q, k * 0.01)
-        moving, _ = ctl.step(k * 0.01)
-    assert np.abs(moving).max() > 0.05
-    outs = []
-    for k in range(50, 150):                               # the fault lasts 1 s
-        if fault == "nan":
-            ctl.on_joint_positions(np.full(7, np.nan), k * 0.01)
-        outs.append(ctl.step(k * 0.01)[0])
-    first_zero = next(i for i, o in enumerate(outs) if not np.any(o))
-    detect = 21 if fault == "stale" else 0                 # stale: detected once older than 0.2 s
-    assert first_zero <= detect + 10 and all(not np.any(o) for o in outs[first_zero:])
-    warnings = [t for lvl, t in ctl.pop_log() if lvl == "warn" and "joint states" in t]
-    assert len(warnings) == 1
+    msg = chunk_msg("left", chunk_of([0.2, 0, 0, 0, 0, 0], n=50, start=world.time))
+    sent, moving = drive(world, ctl, 0.5, chunks=[(world.time, msg)])      # 0.5 s of normal operation
+    assert np.abs(moving[-1]).max() > 0.05 and len(sent) == 1
+    late = chunk_msg("left", chunk_of([0.2, 0, 0, 0, 0, 0], n=50, start=world.time + 0.3))
+    sent, outs = drive(world, ctl, 1.0, chunks=[(world.time + 0.3, late)], states=fault == "nan" and "nan")
+    detect = 0.2 if fault == "stale" else 0.0              # stale: detected once older than 0.2 s
+    assert len(sent) == 1 and not np.any(sent[0].velocities[-1]) and sent[0].start <= world.time - 1.0 + detect + 0.1
+    stopped = round((detect + 0.1 + 2 * ctl.executor.limiter.stop_time + 0.3) / 0.01)
+    assert np.abs(outs[stopped:]).max() < 0.01             # at rest, and no new plan moves it while the fault lasts
+    log = ctl.pop_log()
+    assert len([t for lvl, t in log if lvl == "warn" and "joint states" in t and "arm left" in t]) == 1
+    assert any("rejected a chunk: the joint states are stale or NaN" in t for t in texts(log))
 
 
 def test_workspace_box_stops_the_tool_above_the_table(world, kinematics):
     world.reset()
     ctl = controller(kinematics, replace(WORLD, workspace=replace(WORLD.workspace, lower=(-0.9, -0.6, 0.30))))
-    ctl.on_chunk(chunk_msg("left", chunk_of([0, 0, -0.3, 0, 0, 0], n=30)), now=0.0)
-    for k in range(300):
-        ctl.on_joint_positions(world.joint_positions("left"), k * 0.01)
-        world.set_joint_velocity_command("left", ctl.step(k * 0.01)[0])
-        world.step(0.01)
+    drive(world, ctl, 3.0, chunks=[(world.time, chunk_msg("left", chunk_of([0, 0, -0.3, 0, 0, 0], n=30,
+                                                                          start=world.time)))])
     assert 0.298 < world.arm_state("left").ee_pos[2] < 0.31
 
 
-def test_action_node_commands_once_per_ik_period_of_the_joint_stamps_whatever_their_arrival(kinematics):
-    """Joint states stamped every 10 ms (the sim's IK period) with 2 ms of jitter, one repeated: a command for
-    each new period, none for a repeat or a stamp less than half a period after the last commanded one."""
-    ctl, q = controller(kinematics), np.array(WORLD.home_qpos)
-    stamps = [0.0, 0.0118, 0.0199, 0.0199, 0.0302, 0.0321, 0.0405, 0.0498]
-    due = [ctl.on_joint_positions(q, t) for t in stamps]
-    assert due == [True, True, True, False, True, False, True, True]
-
-
-def test_action_node_rejects_chunks_for_another_arm_and_sends_gripper_changes_only(kinematics):
+def test_a_new_trajectory_continues_the_one_sent_before_it(world, kinematics):
+    """Smooth chunk joins: a chunk arriving mid-motion makes a trajectory that starts where the previous one
+    is at that time (the executor ran exactly what it had sent), and the joint accelerations across the join
+    stay within the limiter's."""
+    world.reset()
     ctl = controller(kinematics)
+    t0 = world.time
+    first = chunk_msg("left", chunk_of([0.1, 0, 0, 0, 0, 0], start=t0))
+    second = chunk_msg("left", chunk_of([0, 0.1, 0.05, 0, 0, 0], start=t0 + 0.5))
+    sent, _ = drive(world, ctl, 1.0, chunks=[(t0, first), (t0 + 0.5, second)])
+    a, b = sent
+    k = int(np.argmin(np.abs(a.times - b.start)))
+    assert a.times[k] == pytest.approx(b.start)
+    np.testing.assert_allclose(b.positions[0], a.positions[k], atol=1e-12)
+    joined = np.vstack([a.velocities[:k], b.velocities])
+    acc = np.abs(np.diff(joined, axis=0)).max(axis=0) / ctl.executor.dt
+    assert np.all(acc <= np.asarray(ctl.executor.limiter.a_max) + 1e-6), acc
+
+
+def test_trajectories_run_the_same_motion_as_the_executor_in_lockstep(kinematics):
+    """One execution path: the chunks sent as trajectories (action node -> trajectory controller) move the
+    arm as the world's own executor stepped in lockstep does (codi eval), a latency-aware join included."""
+    lockstep, graph = TwoArmWorld(WORLD), TwoArmWorld(WORLD)
+    for w in (lockstep, graph):
+        HANDOVER.reset(w, 0, 0)
+    t0, d = lockstep.time, 3
+    actions = np.tile(np.r_[0.1, 0, -0.05, 0, 0, 0.2, 0.05], (H, 1))
+    later = actions.copy()
+    later[d:, :3] = [0.0, 0.08, 0.02]
+    chunks = [Chunk(t0, DT, actions), Chunk(t0 + 0.4, DT, later, committed=d)]
+    arrival = [t0, t0 + 0.4 - DELIVERY_MARGIN_S]     # the second reaches the arm at its stamp
+    ctl, start_q = controller(kinematics), graph.joint_positions("left")
+    messages = [(t, chunk_msg("left", c)) for t, c in zip(arrival, chunks, strict=True)]
+    drive(graph, ctl, 1.2, chunks=messages, state_period=0.01)
+    for t, c in zip(arrival, chunks, strict=True):
+        lockstep.step(t + DELIVERY_MARGIN_S - lockstep.time)
+        assert lockstep.execute("left", c)
+    lockstep.step(graph.time - lockstep.time)
+    graph_q = graph.joint_positions("left")
+    np.testing.assert_allclose(graph_q, lockstep.joint_positions("left"), atol=1e-6)
+    assert np.abs(graph_q - start_q).max() > 0.05          # it did move
+
+
+def test_action_node_rejects_chunks_for_another_arm_or_without_joint_states_and_clamps_the_gripper(kinematics):
+    ctl = controller(kinematics)
+    assert ctl.on_chunk(chunk_msg("left", chunk_of(np.zeros(6))), now=0.0) is None
+    assert any("no joint states yet" in t for t in texts(ctl.pop_log()))
     ctl.on_joint_positions(np.array(WORLD.home_qpos), 0.0)
-    ctl.on_chunk(chunk_msg("right", chunk_of(np.zeros(6))), now=0.0)
-    assert ctl.step(0.0)[1] is None and any("rejected" in t for t in texts(ctl.pop_log()))
-    ctl.on_chunk(chunk_msg("left", chunk_of(np.zeros(6), width=0.5)), now=0.0)
-    widths = [ctl.step(0.01 * k)[1] for k in range(5)]
-    assert widths == [WORLD.control.gripper_max_width, None, None, None, None]   # clamped, sent once
+    assert ctl.on_chunk(chunk_msg("right", chunk_of(np.zeros(6))), now=0.0) is None
+    assert any("rejected" in t for t in texts(ctl.pop_log()))
+    trajectory = ctl.on_chunk(chunk_msg("left", chunk_of(np.zeros(6), width=0.5)), now=0.0)
+    assert np.all(trajectory.widths == WORLD.control.gripper_max_width)
+    malformed = chunk_msg("left", chunk_of(np.zeros(6)))
+    malformed["gripper_widths"] = malformed["gripper_widths"][:3]
+    assert ctl.on_chunk(malformed, now=0.1) is None
+    assert any("malformed" in t for t in texts(ctl.pop_log()))
 
 
 # ---------------------------------------------------------------------------------------------- messages
@@ -760,25 +817,35 @@ def test_plan_service_with_the_real_planner():
 
 # ---------------------------------------------------------------------------------------------- simulator bridge
 
-def test_sim_bridge_steps_in_real_time_and_zeroes_stale_commands(world):
-    bridge = SimBridge(world, command_timeout=0.2, max_lag=0.1)
+def test_sim_bridge_steps_in_real_time_and_follows_trajectories_in_the_wall_clock(world, kinematics):
+    bridge = SimBridge(world, max_lag=0.1)
     bridge.reset(HANDOVER, seed=0, index=0)
     t0 = world.time
     assert bridge.advance(100.0) == 0.0                   # first call syncs the clocks
     assert bridge.advance(100.034) == pytest.approx(0.03)  # whole 10 ms periods only
     assert bridge.advance(100.05) == pytest.approx(0.02)
     assert world.time - t0 == pytest.approx(0.05)
-    bridge.command_joint_velocities("left", np.full(7, 0.1), now=100.05)
-    bridge.advance(100.14)
-    bridge.advance(100.23)                                 # the command is 0.18 s old: still applied
-    assert np.all(world.arms["left"].qdot_cmd == 0.1)
-    bridge.advance(100.3)                                  # the command is now 0.25 s old
-    assert np.all(world.arms["left"].qdot_cmd == 0.0)
-    assert bridge.advance(101.0) == pytest.approx(0.01)    # 0.7 s behind: skip ahead, one period
-    warnings = [t for level, t in bridge.pop_log() if level == "warn"]
-    assert sum("commanding zero" in t for t in warnings) == 1 and sum("behind real time" in t for t in warnings) == 1
-    bridge.command_joint_velocities("left", [0.1] * 6, now=101.0)
-    assert any("not 7 finite" in t for t in texts(bridge.pop_log()))
+    ctl = ArmController(WORLD, "left", kinematics)         # the action node, in the wall clock
+    ctl.on_joint_positions(world.joint_positions("left"), 100.05)
+    trajectory = ctl.on_chunk(chunk_msg("left", chunk_of([0.1, 0, 0, 0, 0, 0], start=100.05, width=0.03)), 100.05)
+    bridge.command_trajectory("left", trajectory_msg(trajectory, ARM_JOINTS, FINGER_JOINTS))
+    for k in range(1, 31):
+        bridge.advance(100.05 + 0.01 * k)
+    q_due, _, width = trajectory.sample(100.35)
+    np.testing.assert_allclose(world.arms["left"].q_target, q_due, atol=1e-9)   # the servos' targets: on time
+    assert width == pytest.approx(0.03) and world.gripper_width("left") < 0.05
+    q = world.joint_positions("left")
+    assert bridge.advance(101.0) == pytest.approx(0.01)    # 0.64 s behind: skip ahead one period, the
+    q_due, _, _ = trajectory.sample(101.0)                  # trajectory kept to the wall clock, as on an arm,
+    np.testing.assert_allclose(world.arms["left"].q_target,  # the targets' jump within MAX_TARGET_LEAD
+                               np.clip(q_due, q - MAX_TARGET_LEAD, q + MAX_TARGET_LEAD), atol=1e-9)
+    assert sum("behind real time" in t for lvl, t in bridge.pop_log() if lvl == "warn") == 1
+    bad = trajectory_msg(trajectory, ARM_JOINTS, FINGER_JOINTS)
+    bad["points"][3]["positions"] = bad["points"][3]["positions"][:5]
+    bridge.command_trajectory("left", bad)
+    bridge.command_trajectory("left", {**bad, "joint_names": ["fr3_joint1"]})
+    log = texts(bridge.pop_log())
+    assert any("points[3]" in t for t in log) and any("joint_names: missing" in t for t in log)
 
 
 def test_sim_bridge_reports_a_recurring_lag_once_and_its_end_after_a_quiet_spell(world):
@@ -827,8 +894,8 @@ def test_sim_hand_eye_matches_the_aruco_parameters(world):
 
 def test_sim_graph_wired_like_the_launch_file_moves_both_arms_and_stops(world, kinematics):
     """The nodes' logic wired as two_arm_sim.launch.py wires the nodes (messages as dicts, one clock):
-    sim -> joint states -> arm states -> coordinator (true cube pose, fake planner) -> chunks -> action
-    nodes -> joint velocity commands -> sim. Each arm follows its plan (0.05 m/s along its base x); /codi/stop
+    sim -> joint states (25 Hz) -> arm states -> coordinator (true cube pose, fake planner) -> chunks -> action
+    nodes -> joint trajectories -> sim. Each arm follows its plan (0.05 m/s along its base x); /codi/stop
     stops both."""
     bridge = SimBridge(world)
     bridge.reset(HANDOVER, seed=1, index=0)
@@ -838,11 +905,18 @@ def test_sim_graph_wired_like_the_launch_file_moves_both_arms_and_stops(world, k
     actions = {a: ArmController(WORLD, a, kinematics) for a in WORLD.arm_names}
     start = {a: world.arm_state(a).ee_pos for a in WORLD.arm_names}
 
+    def send(chunk: dict, t: float) -> None:
+        trajectory = actions[chunk["arm"]].on_chunk(chunk, t)
+        if trajectory is not None:
+            bridge.command_trajectory(chunk["arm"], trajectory_msg(trajectory, ARM_JOINTS, FINGER_JOINTS))
+
     def run(k0: int, steps: int) -> None:
         for k in range(k0, k0 + steps):                   # 100 Hz
             t = 50.0 + k * 0.01
             bridge.advance(t)
             for arm in WORLD.arm_names:
+                if k % 4:
+                    continue
                 r = readers[arm]
                 r.update(*bridge.joint_state(arm), t)
                 actions[arm].on_joint_positions(r.q, t)
@@ -851,12 +925,7 @@ def test_sim_graph_wired_like_the_launch_file_moves_both_arms_and_stops(world, k
             if k % 10 == 0:                                # 10 Hz: true cube pose, receding-horizon tick
                 coord.on_cube_detection(bridge.truth_detection(t))
                 for chunk in coord.tick(t):
-                    actions[chunk["arm"]].on_chunk(chunk, t)
-            for arm in WORLD.arm_names:
-                qdot, width = actions[arm].step(t)
-                bridge.command_joint_velocities(arm, qdot, t)
-                if width is not None:
-                    bridge.command_gripper(arm, [width])
+                    send(chunk, t)
 
     run(0, 300)
     for arm in WORLD.arm_names:
@@ -864,7 +933,7 @@ def test_sim_graph_wired_like_the_launch_file_moves_both_arms_and_stops(world, k
         assert 0.12 < moved[0] < 0.16 and np.abs(moved[1:]).max() < 0.01, (arm, moved)
     assert [t for lvl, t in coord.pop_log() if lvl == "warn"] == []
     for chunk in coord.stop(50.0 + 300 * 0.01):
-        actions[chunk["arm"]].on_chunk(chunk, 50.0 + 300 * 0.01)
+        send(chunk, 50.0 + 300 * 0.01)
     run(300, 30)                                           # the jerk-limited ramp, then the servos settle
     assert all(np.abs(world.joint_velocities(a)).max() < 0.02 for a in WORLD.arm_names)
 
@@ -972,9 +1041,10 @@ def test_fuzzed_cost_requests_get_an_answer_or_a_refusal_naming_a_field():
 
 
 def test_fuzzed_state_and_chunk_messages_never_raise_and_never_command_non_finite_motion(world):
-    """The topics too: arm states and cube detections (coordinator) and action chunks (action node) with
-    extreme numbers, cut or emptied sequences. No callback raises (a raise kills the node's executor), a
-    plan from such a state is planned or refused, and the arm is never commanded a non-finite velocity.
+    """The topics too: arm states and cube detections (coordinator), action chunks (action node) and joint
+    trajectories (the simulated controller) with extreme numbers, cut or emptied sequences. No callback
+    raises (a raise kills the node's executor), a plan from such a state is planned or refused, and the arm
+    is never commanded a non-finite motion.
     (Found: a cube detection that fusion leaves out, after a good one, made the next plan raise.)"""
     from hypothesis import given
     from hypothesis import strategies as st
@@ -985,8 +1055,14 @@ def test_fuzzed_state_and_chunk_messages_never_raise_and_never_command_non_finit
     cube_base = detection_msg(Detection("sim_truth", 1.0, np.array([-0.3, 0.1, 0.025]), np.array([1.0, 0, 0, 0])))
     actions = np.zeros((H, 7))
     actions[:, 0], actions[:, 6] = 0.05, 0.08
-    chunk_base = chunk_msg("left", Chunk(1.0, DT, actions))
+    chunk_base = chunk_msg("left", Chunk(1.0, DT, actions[:4]))
     arm = controller(ArmKinematics(WORLD))
+    arm.on_joint_positions(q, 1.0)
+    trajectory_base = trajectory_msg(arm.on_chunk(chunk_base, now=1.0), ARM_JOINTS, FINGER_JOINTS)
+    bridge = SimBridge(world)
+    bridge.reset(HANDOVER, seed=0, index=0)
+    bridge.advance(1.0)
+    clock = [1.0]
 
     @_fuzz_settings()
     @given(st.data())
@@ -999,8 +1075,12 @@ def test_fuzzed_state_and_chunk_messages_never_raise_and_never_command_non_finit
         resp, _ = coord.handle_plan({}, now=1.05)
         assert resp["success"] or resp["message"].startswith("no usable observed state"), resp["message"]
         arm.on_joint_positions(q, 1.0)
-        arm.on_chunk(_mutated(chunk_base, data), now=1.0)
-        qdot, width = arm.step(1.01)
-        assert np.all(np.isfinite(qdot)) and (width is None or math.isfinite(width))
+        trajectory = arm.on_chunk(_mutated(chunk_base, data), now=1.0)
+        if trajectory is not None:
+            assert np.all(np.isfinite(trajectory.positions)) and np.all(np.isfinite(trajectory.velocities))
+        clock[0] += 0.01                                               # the world steps on each trajectory
+        bridge.command_trajectory("left", _mutated({**trajectory_base, "header": header(clock[0], "")}, data))
+        bridge.advance(clock[0])
+        assert np.all(np.isfinite(world.arms["left"].q_target))
 
     check()

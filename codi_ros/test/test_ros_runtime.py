@@ -22,14 +22,16 @@ pytest.importorskip("codi_msgs", reason="needs codi_msgs built (scripts/ros_venv
 
 from codi_msgs.msg import ActionChunk, ArmState, CubeDetection  # noqa: E402
 from codi_msgs.srv import EvaluateCost, Plan  # noqa: E402
-from std_msgs.msg import Float64MultiArray  # noqa: E402
+from sensor_msgs.msg import JointState  # noqa: E402
 from std_srvs.srv import Trigger  # noqa: E402
+from trajectory_msgs.msg import JointTrajectory  # noqa: E402
 
 from codi_ros.bounds import PLAN_BUDGET  # noqa: E402
 from codi_ros.config import load_world_config  # noqa: E402
 from codi_ros.frames import WorldState  # noqa: E402
 from codi_ros.nodes._ros import COMMAND_QOS, SENSOR_QOS  # noqa: E402
 from codi_ros.nodes.local_graph import STARTUP_S, LocalGraph  # noqa: E402
+from codi_ros.nodes.logic.arm_control import ARM_JOINTS  # noqa: E402
 from codi_ros.nodes.logic.messages import pose_msg  # noqa: E402
 from codi_ros.nodes.logic.msg_dict import fill  # noqa: E402
 from codi_ros.nodes.logic.services import cost_request, world_state_msg  # noqa: E402
@@ -95,9 +97,19 @@ def test_arm_states_and_the_true_cube_pose_come_at_one_rate_with_the_same_stamps
         assert math.isclose(np.linalg.norm([q.w, q.x, q.y, q.z]), 1.0, rel_tol=1e-6)
 
 
-def test_plan_from_the_latest_state_is_executed_then_stop_zeroes_both_arms(sim_graph):
-    commands = {arm: sim_graph.record(Float64MultiArray, f"/{arm}/velocity_controller/commands", COMMAND_QOS)
-                for arm in ARMS}
+def trajectories(graph) -> dict[str, list]:
+    """What the action nodes send the arms' trajectory controllers, per arm."""
+    return {arm: graph.record(JointTrajectory, f"/{arm}/joint_trajectory_controller/joint_trajectory", COMMAND_QOS)
+            for arm in ARMS}
+
+
+def ends_at_rest(trajectory) -> bool:
+    return not np.any(trajectory.points[-1].velocities[:7])
+
+
+def test_plan_from_the_latest_state_is_executed_then_stop_brings_both_arms_to_rest(sim_graph):
+    commands = trajectories(sim_graph)
+    joints = {arm: sim_graph.record(JointState, f"/{arm}/joint_states", SENSOR_QOS) for arm in ARMS}
     chunks = {arm: sim_graph.record(ActionChunk, f"/{arm}/action_chunk", COMMAND_QOS) for arm in ARMS}
     response = sim_graph.call(Plan, "/codi/plan", Plan.Request(execute=True))
     assert response.success, response.message
@@ -106,17 +118,23 @@ def test_plan_from_the_latest_state_is_executed_then_stop_zeroes_both_arms(sim_g
     assert math.isfinite(response.cost) and response.latency > 0.0
     assert sim_graph.spin_until(lambda: all(chunks.values()), 5.0), "the executed plan was not published"
     sim_graph.spin_for(0.5)
-    moving = {arm: max(np.abs(m.data).max() for _, m in received) for arm, received in commands.items()}
+    moving = {arm: max(np.abs(p.velocities[:7]).max() for _, m in received for p in m.points)
+              for arm, received in commands.items()}
     assert all(v > 1e-3 for v in moving.values()), (f"largest joint velocity commands: {moving}, plan latency "
                                                     f"{response.latency:.2f} s\n" + sim_graph.log("left/action_node"))
+    assert all(list(m.joint_names[:7]) == list(ARM_JOINTS) and len(m.points) > H
+               for r in commands.values() for _, m in r)
 
     stop = sim_graph.call(Trigger, "/codi/stop", Trigger.Request(), timeout=5.0)
     stopped_at = time.monotonic()
     assert stop.success
-    sim_graph.spin_for(0.6)
+    sim_graph.spin_for(0.8)
     for arm, received in commands.items():
-        late = [np.abs(m.data).max() for t, m in received if t > stopped_at + 0.2]   # 100 ms ramp + delivery
-        assert late and max(late) == 0.0, f"{arm}: still commanding {max(late, default=None)} rad/s after stop"
+        after = [m for t, m in received if t > stopped_at - 0.1]
+        assert after and ends_at_rest(after[-1]), f"{arm}: no trajectory to rest after the stop"
+        assert after[-1].points[-1].time_from_start.sec < 1, f"{arm}: the stop takes {after[-1].points[-1]}"
+        still = [np.abs(m.velocity[:7]).max() for t, m in joints[arm] if t > stopped_at + 0.6]
+        assert still and max(still) < 0.02, f"{arm}: moving at {max(still, default=None)} rad/s 0.6 s after stop"
     sim_graph.check_alive()
 
 
@@ -207,16 +225,15 @@ def test_cost_service_scores_a_batch_and_the_coordinator_can_plan_through_it(sim
 
 
 def test_stale_joint_states_stop_planning_and_the_nodes_shut_down_cleanly_on_ctrl_c(sim_graph):
-    commands = {arm: sim_graph.record(Float64MultiArray, f"/{arm}/velocity_controller/commands", COMMAND_QOS)
-                for arm in ARMS}
+    commands = trajectories(sim_graph)
     assert sim_graph.interrupt("sim_node") == 0, sim_graph.log("sim_node")[-3000:]
     gone = time.monotonic()
     sim_graph.spin_for(1.0)
     response = sim_graph.call(Plan, "/codi/plan", Plan.Request())
     assert not response.success and "arm" in response.message and "old" in response.message, response.message
-    for arm, received in commands.items():
-        late = [np.abs(m.data).max() for t, m in received if t > gone + 0.3]
-        assert late and max(late) == 0.0, f"{arm}: no hold on stale joint states"
+    for arm, received in commands.items():   # the action nodes' watchdog: a trajectory to rest, once
+        late = [m for t, m in received if t > gone + 0.1]
+        assert len(late) == 1 and ends_at_rest(late[0]), f"{arm}: {len(late)} trajectories on stale joint states"
     for key in list(sim_graph.procs):
         if sim_graph.procs[key].poll() is None:
             status = sim_graph.interrupt(key)

@@ -1,12 +1,17 @@
-"""The one executor from plan to joints: a time-stamped twist chunk -> joint velocity commands.
+"""The one executor from plan to joints: a time-stamped twist chunk -> joint position and velocity setpoints.
 
 ``codi eval``, ``codi demo``, the data generator, the physics cost simulator (through
 :class:`codi_ros.sim.world.TwoArmWorld`) and the ROS action nodes all run an :class:`ArmExecutor`
 at the IK rate (``control.ik_rate_hz``), with the settings of ``world.yaml`` (``executor``,
 ``workspace``, ``control``). Per cycle:
 
-    chunk (ChunkExecutor: the action due now) -> workspace box -> damped least-squares IK
-          -> joint velocity and acceleration limits (JointCommandLimiter) -> qdot
+    chunk (ChunkExecutor: the action due now) -> workspace box -> damped least-squares IK at the
+          commanded joints -> joint velocity, acceleration and jerk limits (JointCommandLimiter)
+          -> qdot, integrated into the commanded joint positions q
+
+The world steps it in lockstep with its physics; an action node runs it ahead once per plan
+(:meth:`ArmExecutor.trajectory`) and sends the setpoints as a joint trajectory
+(:mod:`codi_ros.control.trajectory`): the same setpoints either way.
 
 Timing (receding horizon, paper Sec. V; real-time chunking, Black et al. 2025). Action k of a
 chunk holds over [start + k dt, start + (k+1) dt) (zero-order hold, as in training); actions are
@@ -35,16 +40,21 @@ from __future__ import annotations
 import copy
 import math
 from dataclasses import dataclass
-from typing import Protocol
+from typing import NamedTuple, Protocol
 
 import numpy as np
 
 from codi_ros.config import WorldConfig
 from codi_ros.control.ik import DifferentialIK
 from codi_ros.control.kinematics import arm_state_from_joints
+from codi_ros.control.trajectory import JointTrajectory
 from codi_ros.control.workspace import WorkspaceBounds
 from codi_ros.frames import ACT_DIM, ArmState
 
+MAX_TARGET_LEAD = 0.2   # rad: commanded joint positions never run further ahead of the measured joints
+MAX_CATCH_UP_S = 5.0    # s: ArmExecutor.trajectory() re-runs at most this much of what it handed out
+MAX_CHUNK_AHEAD_S = 10.0  # s: a chunk must end within this of its arrival (a plan spans ~1.6 s; a wrong dt or
+                          # stamp would otherwise make a trajectory of millions of points)
 Events = list[tuple[str, str]]   # (level "warn" | "info", text) lines worth logging once each
 
 
@@ -131,6 +141,21 @@ class ChunkExecutor:
         """The chunk being executed (None while holding)."""
         return self._chunk
 
+    @property
+    def pending(self) -> Chunk | None:
+        """A latency-aware chunk waiting for its takeover time."""
+        return self._pending
+
+    @property
+    def idle(self) -> bool:
+        """No chunk to execute, none waiting."""
+        return self._chunk is None and self._pending is None
+
+    @property
+    def gripper(self) -> float | None:
+        """The gripper width commanded last (None before any chunk)."""
+        return self._gripper
+
     def accept(self, chunk: Chunk, now: float) -> bool:
         """Take a new chunk (True), or reject it with a logged reason (False). No actions means stop
         (as of the chunk's stamp: chunks are compared in the planner's clock)."""
@@ -143,6 +168,9 @@ class ChunkExecutor:
         elif chunk.committed and self._chunk is not None and now > chunk.takeover + self.late_tolerance:
             reason = (f"dropped a late plan: it arrived {now - chunk.takeover:.3f} s after its first new action was "
                       f"due ({chunk.committed} committed steps were planned for); finishing the current chunk")
+        elif chunk.end > now + MAX_CHUNK_AHEAD_S:
+            reason = (f"rejected a chunk that ends {chunk.end - now:.3g} s from now (more than "
+                      f"{MAX_CHUNK_AHEAD_S:g} s: a wrong dt or start stamp?)")
         elif chunk.start < self._stopped_at:
             reason = "rejected a chunk planned before the last stop"
         elif self._chunk is not None and chunk.start < self._chunk.start:
@@ -278,8 +306,22 @@ class Kinematics(Protocol):
         """Tool position (3,), orientation (3, 3) and (6, 7) Jacobian, base frame."""
 
 
+class Setpoint(NamedTuple):
+    """One IK period's command: joint positions and velocities (7,) and the gripper width (None before any
+    chunk gave one)."""
+
+    q: np.ndarray
+    qdot: np.ndarray
+    width: float | None
+
+
 class ArmExecutor:
-    """One arm: chunks in, joint velocity commands out, once every ``1 / control.ik_rate_hz`` seconds."""
+    """One arm: chunks in, joint setpoints out, once every ``1 / control.ik_rate_hz`` seconds.
+
+    The executor integrates its own commanded joint positions (the position targets a trajectory
+    controller or the simulated servos track) and runs the IK there, so its setpoints depend on the
+    chunks alone and can be computed ahead (:meth:`trajectory`); a measured ``q`` only keeps them within
+    ``MAX_TARGET_LEAD`` of the arm (:meth:`sync`: an arm blocked by a contact does not wind them up)."""
 
     def __init__(self, world: WorldConfig, arm: str, kinematics: Kinematics):
         cfg, ex = world.control, world.executor
@@ -295,6 +337,8 @@ class ArmExecutor:
                                            servo_hz=cfg.servo_rate_hz)
         ws = world.workspace
         self.bounds = WorkspaceBounds(ws.lower, ws.upper, ws.lookahead)
+        self.q_cmd: np.ndarray | None = None       # commanded joint positions (None until a measurement)
+        self._next: float | None = None            # trajectory(): time of the first step not yet run
         self.trace: list[tuple[float, np.ndarray, float]] | None = None   # set to a list: (t, qdot, switched_at)
 
     def accept(self, chunk: Chunk, now: float) -> bool:
@@ -307,24 +351,87 @@ class ArmExecutor:
         """Forget every chunk and command (a new episode)."""
         self.chunks = ChunkExecutor(self.chunks.blend_time, self.chunks.late_tolerance)
         self.limiter.reset()
+        self.q_cmd, self._next = None, None
 
-    def step(self, now: float, q: np.ndarray | None, hold: bool = False) -> tuple[np.ndarray, float | None]:
-        """(joint velocities (7,) to command now, the gripper width to command or None before any chunk).
-        ``q``: the measured joint positions (None or NaN: hold); ``hold``: the caller's own reason to hold
-        (e.g. stale joint states)."""
+    @property
+    def at_rest(self) -> bool:
+        """Nothing to execute and every joint commanded to zero."""
+        return self.chunks.idle and not np.any(self.limiter.last)
+
+    def sync(self, q: np.ndarray) -> bool:
+        """Take measured joint positions: the first ones seed the commanded positions, later ones keep them
+        within ``MAX_TARGET_LEAD``. False (nothing taken) for NaN or inf."""
+        q = np.asarray(q, dtype=float)
+        if q.shape != (7,) or not np.all(np.isfinite(q)):
+            return False
+        self.q_cmd = q.copy() if self.q_cmd is None else np.clip(self.q_cmd, q - MAX_TARGET_LEAD, q + MAX_TARGET_LEAD)
+        return True
+
+    def step(self, now: float, q: np.ndarray | None = None, hold: bool = False) -> Setpoint:
+        """The setpoint for the IK period starting at ``now``. ``q``: measured joint positions (:meth:`sync`;
+        NaN: hold) or None to run on the commanded ones; ``hold``: the caller's own reason to hold (e.g.
+        stale joint states). Needs one measurement first."""
+        if q is not None and not self.sync(q):
+            hold = True
+        if self.q_cmd is None:
+            raise ValueError(f"arm {self.arm}: no joint positions measured yet")
         cmd = self.chunks.command(now)
-        hold = hold or cmd.hold or q is None or not np.all(np.isfinite(q))
+        hold = hold or cmd.hold
         qdot = np.zeros(7)
         if not hold:
-            pos, _, jacobian = self.kinematics.forward_and_jacobian(q)
+            pos, _, jacobian = self.kinematics.forward_and_jacobian(self.q_cmd)
             v_world = self.bounds.limit(self.frame.point_to_world(pos), self.frame.vec_to_world(cmd.twist[:3]))
             twist = np.concatenate([self.frame.vec_to_base(v_world), cmd.twist[3:]])
-            qdot = self.ik.joint_velocities(jacobian, q, twist)
+            qdot = self.ik.joint_velocities(jacobian, self.q_cmd, twist)
         width = None if cmd.gripper_width is None else float(np.clip(cmd.gripper_width, 0.0, self.gripper_max))
         qdot = self.limiter.limit(qdot, hold=hold)
+        self.q_cmd = self.ik.clip_positions(self.q_cmd + qdot * self.dt)
         if self.trace is not None:
             self.trace.append((now, qdot, self.chunks.switched_at))
-        return qdot, width
+        return Setpoint(self.q_cmd, qdot, width)
+
+    def advance_to(self, t: float) -> None:
+        """Run the steps up to time t that :meth:`trajectory` already handed out (the same inputs give the
+        same setpoints), so that a chunk accepted now joins them at t."""
+        if self._next is None or self.at_rest or t - self._next > MAX_CATCH_UP_S:
+            self._next = t           # at rest (or never run) nothing changes while it waits: no catch-up
+        while self._next < t - 1e-9:
+            self.step(self._next)
+            self._next += self.dt
+
+    def trajectory(self, start: float, q: np.ndarray | None = None) -> JointTrajectory:
+        """The setpoints from ``start`` until the arm is at rest after what it has to execute: what a
+        trajectory controller gets once per plan (the ROS action nodes).
+
+        The executor first catches up to ``start`` (:meth:`advance_to`; call that before accepting the chunk
+        that makes a new trajectory, so the steps before ``start`` stay as handed out), takes the measurement
+        ``q`` (:meth:`sync`), then a copy of it runs ahead. The trajectory starts at the first IK period at
+        or after ``start``."""
+        self.advance_to(start)
+        if q is not None:
+            self.sync(q)
+        ghost = self._copy()
+        ends = [c.end for c in (ghost.chunks.chunk, ghost.chunks.pending) if c is not None]
+        steps = int(math.ceil((max(max(ends, default=start) - start, 0.0) + 2 * ghost.limiter.stop_time) / self.dt))
+        qs, vs, widths = [ghost.q_cmd.copy()], [], []
+        t = self._next
+        for _ in range(0 if ghost.at_rest else steps):     # point k: position at t_k, velocity over [t_k, t_k+1)
+            sp = ghost.step(t)
+            t += self.dt
+            qs.append(sp.q.copy())
+            vs.append(sp.qdot)
+            widths.append(sp.width)
+            if ghost.at_rest:
+                break
+        vs.append(ghost.limiter.last.copy())
+        widths.append(widths[-1] if widths else ghost.chunks.gripper)
+        return JointTrajectory(self._next + self.dt * np.arange(len(qs)), np.array(qs), np.array(vs),
+                               np.array([math.nan if w is None else w for w in widths]))
+
+    def _copy(self) -> ArmExecutor:
+        ghost = copy.copy(self)
+        ghost.chunks, ghost.limiter, ghost.trace = copy.deepcopy(self.chunks), copy.deepcopy(self.limiter), None
+        return ghost
 
     def predict(self, now: float, q: np.ndarray, qdot: np.ndarray, seconds: float, gripper_width: float,
                 mirror: bool = False) -> ArmState:
@@ -332,15 +439,17 @@ class ArmExecutor:
         measured joint positions and velocities ``q``, ``qdot``: the joints follow the commands with the
         first-order lag ``control.tracking_time_constant``. The executor itself is left as it is; the
         gripper keeps ``gripper_width``. ``mirror``: this executor only mirrors the chunks of the one
-        driving the arm (the coordinator's), so its commands start from ``qdot``, not its own last ones."""
-        ghost = copy.copy(self)
-        ghost.chunks, ghost.limiter, ghost.trace = copy.deepcopy(self.chunks), copy.deepcopy(self.limiter), None
+        driving the arm (the coordinator's), so its commands start from ``qdot`` and its commanded positions
+        from where that lag puts them (``q + tau qdot``), not from its own."""
+        ghost = self._copy()
         q, qdot = np.asarray(q, dtype=float).copy(), np.asarray(qdot, dtype=float).copy()
+        if mirror or ghost.q_cmd is None:
+            ghost.q_cmd = q + self.tracking_time_constant * qdot if mirror else q.copy()
         if mirror:
             ghost.limiter.last, ghost.limiter.acc = qdot.copy(), np.zeros_like(qdot)
         follow = self.dt / (self.tracking_time_constant + self.dt)
         for k in range(int(round(seconds / self.dt))):
-            command, _ = ghost.step(now + k * self.dt, q)
+            command = ghost.step(now + k * self.dt).qdot
             qdot = qdot + follow * (command - qdot)
             q = q + qdot * self.dt
         return arm_state_from_joints(self.kinematics, self.frame, q, qdot, float(gripper_width))

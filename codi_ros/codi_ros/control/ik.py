@@ -43,11 +43,11 @@ class DifferentialIK:
         if not (np.all(np.isfinite(jac)) and np.all(np.isfinite(q)) and np.all(np.isfinite(twist))):
             return np.zeros(7)                                     # bad input: hold still
         v = clamp_twist(twist, self.control.max_linear_speed, self.control.max_angular_speed)
-        lam2 = self.control.ik_damping ** 2
-        jjt = jac @ jac.T + lam2 * np.eye(6)
-        j_pinv = jac.T @ np.linalg.solve(jjt, np.eye(6))          # damped pseudo-inverse (7, 6)
-        qdot = j_pinv @ v
-        qdot += (np.eye(7) - j_pinv @ jac) @ (self.control.nullspace_gain * (self.home_q - q))
+        jjt = jac @ jac.T + self.control.ik_damping ** 2 * np.eye(6)
+        pull = self.control.nullspace_gain * (self.home_q - q)
+        # J^+ = J^T (J J^T + lambda^2 I)^-1 applied to v and to J pull, one solve: J^+ v + (I - J^+ J) pull
+        x = np.linalg.solve(jjt, np.column_stack([v, jac @ pull]))
+        qdot = jac.T @ (x[:, 0] - x[:, 1]) + pull
         blocked = ((q <= self.q_lower) & (qdot < 0)) | ((q >= self.q_upper) & (qdot > 0))
         qdot[blocked] = 0.0
         scale = np.max(np.abs(qdot) / self.qdot_max)

@@ -44,6 +44,11 @@ def now_sec(node: Node) -> float:
     return node.get_clock().now().nanoseconds * 1e-9
 
 
+def stamp_sec(stamp: Any) -> float:
+    """A builtin_interfaces/Time in seconds."""
+    return stamp.sec + 1e-9 * stamp.nanosec
+
+
 def log_lines(node: Node, lines: Iterable[tuple[str, str]]) -> None:
     """Log (level, text) pairs. One call site per severity: rclpy refuses a call site whose severity changes."""
     logger = node.get_logger()

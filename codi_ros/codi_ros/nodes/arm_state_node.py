@@ -15,7 +15,7 @@ from rclpy.node import Node
 from sensor_msgs.msg import JointState
 
 from codi_ros.control.kinematics import ArmKinematics, arm_state_from_joints
-from codi_ros.nodes._ros import SENSOR_QOS, describe, param, run, world_config
+from codi_ros.nodes._ros import SENSOR_QOS, describe, param, run, stamp_sec, world_config
 from codi_ros.nodes.logic.arm_control import ARM_JOINTS, FINGER_JOINTS, JointStateReader
 from codi_ros.nodes.logic.messages import arm_state_msg
 from codi_ros.nodes.logic.msg_dict import fill
@@ -41,7 +41,7 @@ class ArmStateNode(Node):
         self.grid = RateGrid(param(self, "publish_rate_hz"))
 
     def on_joint_state(self, msg: JointState) -> None:
-        stamp = msg.header.stamp.sec + 1e-9 * msg.header.stamp.nanosec
+        stamp = stamp_sec(msg.header.stamp)
         held = self.reader.update(list(msg.name), list(msg.position), list(msg.velocity), stamp)
         if held and self.grid.due(stamp):
             self.publish()

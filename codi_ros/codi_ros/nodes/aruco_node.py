@@ -10,7 +10,7 @@ from codi_msgs.msg import ArmState, CubeDetection
 from rclpy.node import Node
 from sensor_msgs.msg import CameraInfo, Image
 
-from codi_ros.nodes._ros import SENSOR_QOS, describe, log_lines, param, run, world_config
+from codi_ros.nodes._ros import SENSOR_QOS, describe, log_lines, param, run, stamp_sec, world_config
 from codi_ros.nodes.logic.msg_dict import fill, to_dict
 from codi_ros.nodes.logic.wrist_camera import WristCamera, hand_eye
 from codi_ros.perception.aruco import CubeMarkerLayout, CubePoseEstimator
@@ -41,7 +41,7 @@ class ArucoNode(Node):
         self.create_subscription(Image, "wrist_camera/image_raw", self.on_image, SENSOR_QOS)
 
     def on_image(self, msg: Image) -> None:
-        stamp = msg.header.stamp.sec + 1e-9 * msg.header.stamp.nanosec
+        stamp = stamp_sec(msg.header.stamp)
         detection = self.camera.on_image(msg.data, msg.height, msg.width, msg.step, msg.encoding, stamp)
         if detection is not None:
             self.pub.publish(fill(CubeDetection(), detection))

@@ -3,8 +3,10 @@
 Each arm is driven either by its :class:`~codi_ros.control.executor.ArmExecutor` (``execute`` a
 time-stamped chunk, or ``apply_action`` one action for one control period), the same executor the
 ROS action nodes run, stepped at ``ik_rate_hz``; or, as the simulated graph's driver, by joint
-velocity commands from outside (``set_joint_velocity_command``). Joint velocities are integrated
-into position targets for the menagerie position servos.
+trajectories from outside (``follow``: the simulated trajectory controller, which a new trajectory
+replaces from its start on). Either way each IK period's commanded joint positions (the position due
+at the period's end) are the targets of the menagerie position servos, never more than
+``MAX_TARGET_LEAD`` ahead of the measured joints.
 """
 
 from __future__ import annotations
@@ -15,12 +17,11 @@ import mujoco
 import numpy as np
 
 from codi_ros.config import WorldConfig
-from codi_ros.control.executor import ArmExecutor, Chunk, Events
+from codi_ros.control.executor import MAX_TARGET_LEAD, ArmExecutor, Chunk, Events
 from codi_ros.control.kinematics import ArmKinematics
+from codi_ros.control.trajectory import JointTrajectory, TrajectoryFollower
 from codi_ros.frames import ArmState, CubeState, observe
 from codi_ros.sim.scene import ARM_JOINTS, CUBE_FACES, FINGER_RANGE, build_scene_xml
-
-MAX_TARGET_LEAD = 0.2   # rad: joint targets never run further ahead of the measured joints
 
 
 def _png(image: np.ndarray) -> bytes:
@@ -44,8 +45,8 @@ class _Arm:
     finger_qadr: np.ndarray
     tcp: int
     geoms: set[int]
-    driven: bool = False                            # by its executor (else by qdot_cmd)
-    qdot_cmd: np.ndarray = field(default_factory=lambda: np.zeros(7))
+    driven: bool = False                            # by its executor (else by its follower, if active)
+    follower: TrajectoryFollower = field(default_factory=TrajectoryFollower)
     q_target: np.ndarray = field(default_factory=lambda: np.zeros(7))
 
 
@@ -104,8 +105,10 @@ class TwoArmWorld:
             self.data.qpos[arm.qadr] = q
             self.data.qpos[arm.finger_qadr] = finger
             arm.q_target = q.copy()
-            arm.driven, arm.qdot_cmd = False, np.zeros(7)
+            arm.driven = False
+            arm.follower.clear()
             self.executors[name].reset()
+            self.executors[name].sync(q)    # the commanded joints start at the servos' targets
             self.data.ctrl[arm.actuators] = q
             self.data.ctrl[arm.gripper_actuator] = finger
         self.set_cube_pose(cube_xy, cube_yaw, cube_z)
@@ -139,11 +142,12 @@ class TwoArmWorld:
         """One policy action (7,) in the arm's base frame (twist + gripper width) for one control period."""
         self.execute(arm, Chunk(self.time, self.cfg.control.dt, np.asarray(action, dtype=float)[None]))
 
-    def set_joint_velocity_command(self, arm: str, qdot: np.ndarray) -> None:
-        """Hardware-style joint velocity command (JointGroupVelocityController), held until the next."""
+    def follow(self, arm: str, trajectory: JointTrajectory) -> None:
+        """A joint trajectory (world clock) for the arm's simulated trajectory controller, replacing the
+        current one from its start on; the arm holds its last point after its end."""
         a = self.arms[arm]
         a.driven = False
-        a.qdot_cmd = np.where(np.isfinite(qdot), np.asarray(qdot, dtype=float), 0.0)
+        a.follower.replace(trajectory)
 
     def set_gripper(self, arm: str, width: float) -> None:
         w = float(width) if np.isfinite(width) else self.gripper_width(arm)
@@ -155,14 +159,16 @@ class TwoArmWorld:
         for _ in range(max(1, int(round(seconds / self._ik_dt)))):
             for arm in self.arms.values():
                 q = self.data.qpos[arm.qadr].copy()
-                qdot = arm.qdot_cmd
+                target, width = arm.q_target, None
                 if arm.driven:
                     executor = self.executors[arm.name]
-                    qdot, width = executor.step(self.time, q)
-                    if width is not None:
-                        self.set_gripper(arm.name, width)
+                    target, _, width = executor.step(self.time, q)
                     self.events = (self.events + executor.pop_events())[-100:]
-                target = arm.q_target + qdot * self._ik_dt
+                elif arm.follower.active:
+                    target, _, width = arm.follower.sample(self.time + self._ik_dt)
+                    width = width if np.isfinite(width) else None
+                if width is not None:
+                    self.set_gripper(arm.name, width)
                 arm.q_target = self.executors[arm.name].ik.clip_positions(
                     np.clip(target, q - MAX_TARGET_LEAD, q + MAX_TARGET_LEAD))
                 self.data.ctrl[arm.actuators] = arm.q_target

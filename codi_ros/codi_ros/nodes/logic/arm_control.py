@@ -1,4 +1,4 @@
-"""Per-arm behaviour: joint states -> arm state (arm_state_node); action chunk -> joint velocities (action_node).
+"""Per-arm behaviour: joint states -> arm state (arm_state_node); action chunk -> joint trajectory (action_node).
 
 The kinematics (:class:`codi_ros.control.kinematics.ArmKinematics`) and the executor
 (:class:`codi_ros.control.executor.ArmExecutor`: IK, limits, workspace) are the ones ``codi eval`` and
@@ -7,7 +7,6 @@ the simulator use, in the arm's base frame.
 
 from __future__ import annotations
 
-import math
 from collections.abc import Sequence
 
 import numpy as np
@@ -15,12 +14,13 @@ import numpy as np
 from codi_ros.config import WorldConfig
 from codi_ros.control.executor import ArmExecutor, ChunkError
 from codi_ros.control.kinematics import ArmKinematics
+from codi_ros.control.trajectory import JointTrajectory
 from codi_ros.nodes.logic.messages import Msg, parse_chunk
 from codi_ros.nodes.logic.watchdog import LogOnce, StateMonitor
 
 ARM_JOINTS = tuple(f"fr3_joint{i}" for i in range(1, 8))
 FINGER_JOINTS = ("fr3_finger_joint1", "fr3_finger_joint2")
-GRIPPER_RESOLUTION = 1e-4   # m: smaller width changes are not re-sent
+DELIVERY_MARGIN_S = 0.02    # s: a trajectory's first point is due this long after the chunk that made it arrived
 
 
 class JointStateReader:
@@ -60,9 +60,12 @@ class JointStateReader:
 
 
 class ArmController:
-    """action_node: a chunk message -> the arm's :class:`ArmExecutor` (the one eval and the simulator run),
-    with a watchdog on the joint states; ``step`` once per IK period (1 / ``control.ik_rate_hz``) of the
-    measured joints: :meth:`on_joint_positions` says when."""
+    """action_node: chunk messages -> the arm's :class:`ArmExecutor` (the one eval and the simulator run)
+    -> one joint trajectory per accepted chunk, for the arm's trajectory controller; with a watchdog on
+    the joint states (stale or NaN: stop, and a trajectory that brings the arm to rest).
+
+    A trajectory starts ``DELIVERY_MARGIN_S`` after the chunk arrived (it must reach the controller before
+    its first point is due); up to there the executor runs what it already sent."""
 
     def __init__(self, world: WorldConfig, arm: str, kinematics: ArmKinematics, state_timeout: float = 0.2):
         if not state_timeout > 0:
@@ -71,46 +74,61 @@ class ArmController:
         self.executor = ArmExecutor(world, arm, kinematics)
         self.monitor = StateMonitor({"joint states": state_timeout})
         self._q: np.ndarray | None = None
-        self._stepped_stamp = -math.inf
-        self._gripper_sent: float | None = None
+        self._stopped = False              # stopped for the joint states' sake (until they are fine again)
         self._log = LogOnce()
         self._lines: list[tuple[str, str]] = []
 
-    def on_joint_positions(self, q: np.ndarray, stamp: float) -> bool:
-        """Take measured joints; True when a command is due: their stamp is at least half an IK period past
-        the joints of the last command. Gated by the measurement's stamp, not its arrival: with a 0.9-period
-        gate on arrival times, jitter skipped 28 % of the commands in the simulated graph (the executor then
-        ran at ~80 Hz while its limits assume one command per period)."""
+    def on_joint_positions(self, q: np.ndarray, stamp: float) -> None:
         q = np.asarray(q, dtype=float)
-        self._q = q
-        self.monitor.update("joint states", stamp, bool(np.all(np.isfinite(q))))
-        if stamp - self._stepped_stamp < 0.5 * self.executor.dt:
-            return False
-        self._stepped_stamp = stamp
-        return True
+        finite = bool(np.all(np.isfinite(q)))
+        self.monitor.update("joint states", stamp, finite)
+        if finite:
+            self._q = q
 
-    def on_chunk(self, msg: Msg, now: float) -> None:
+    def on_chunk(self, msg: Msg, now: float) -> JointTrajectory | None:
+        """The trajectory to send for a chunk message, or None (refused, with a logged reason)."""
         try:
             arm, frame_id, chunk = parse_chunk(msg)
         except ChunkError as e:
             self._lines.append(("warn", f"rejected a malformed chunk: {e}"))
-            return
+            return None
         if arm != self.arm or frame_id not in ("", f"base_{self.arm}"):
             self._lines.append(("warn", f"rejected a chunk for arm {arm!r} in frame {frame_id!r} "
                                         f"(this is arm {self.arm!r}, frame 'base_{self.arm}')"))
-            return
-        self.executor.accept(chunk, now)
+            return None
+        if self._q is None:
+            self._lines.append(("warn", "rejected a chunk: no joint states yet"))
+            return None
+        if self.monitor.problems(now) and len(chunk.actions):
+            self._lines.append(("warn", "rejected a chunk: the joint states are stale or NaN (holding)"))
+            return None
+        start = now + DELIVERY_MARGIN_S   # the chunk reaches the arm then: the executor takes it as of then
+        self.executor.advance_to(start)
+        if not self.executor.accept(chunk, start):
+            self._lines += self.executor.pop_events()
+            return None
+        return self._trajectory(start)
 
-    def step(self, now: float) -> tuple[np.ndarray, float | None]:
-        """(joint velocities (7,) to command now, a new gripper width to command or None if unchanged)."""
+    def check(self, now: float) -> JointTrajectory | None:
+        """The watchdog, every few tens of ms: on stale or NaN joint states, stop and return the trajectory
+        that brings the arm to rest (once per fault); else None."""
         problems = self.monitor.problems(now)
-        qdot, width = self.executor.step(now, self._q, hold=bool(problems))
-        self._lines += self._log.update(problems, context=f"arm {self.arm}: ") + self.executor.pop_events()
-        if width is not None and (self._gripper_sent is None or abs(width - self._gripper_sent) > GRIPPER_RESOLUTION):
-            self._gripper_sent = width
-        else:
-            width = None
-        return qdot, width
+        self._lines += self._log.update(problems, context=f"arm {self.arm}: ")
+        if not problems:
+            self._stopped = False
+            return None
+        if self._stopped or self._q is None:
+            return None
+        self._stopped = True
+        start = now + DELIVERY_MARGIN_S
+        self.executor.advance_to(start)
+        self.executor.stop(start)
+        return self._trajectory(start)
+
+    def _trajectory(self, start: float) -> JointTrajectory:
+        trajectory = self.executor.trajectory(start, self._q)
+        self._lines += self.executor.pop_events()
+        return trajectory
 
     def pop_log(self) -> list[tuple[str, str]]:
         lines, self._lines = self._lines, []

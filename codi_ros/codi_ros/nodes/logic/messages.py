@@ -9,12 +9,13 @@ fields x, y, z, w in geometry_msgs.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import numpy as np
 
 from codi_ros.control.executor import Chunk, ChunkError
+from codi_ros.control.trajectory import JointTrajectory, TrajectoryError
 from codi_ros.frames import ArmState, mat_to_quat, quat_to_mat
 from codi_ros.perception.fusion import Detection
 
@@ -124,6 +125,54 @@ def parse_chunk(msg: Msg) -> tuple[str, str, Chunk]:
     hdr = msg.get("header", {})
     return (str(msg.get("arm", "")), str(hdr.get("frame_id", "")),
             Chunk(header_time(msg), float(msg.get("dt", 0.0)), actions, int(msg.get("committed", 0))))
+
+
+# --------------------------------------------------------------------------- trajectory_msgs/JointTrajectory
+
+def trajectory_msg(trajectory: JointTrajectory, joint_names: Sequence[str], finger_names: Sequence[str] = ()) -> dict:
+    """A JointTrajectory stamped with its first point's time. With ``finger_names`` (the simulated Franka's
+    controller takes the fingers too) each finger joint is at half the gripper width, from the first
+    commanded width on (points before it: that width; no finger joints if none is commanded)."""
+    widths = trajectory.widths
+    fingers = list(finger_names) if np.any(np.isfinite(widths)) else []
+    if fingers:
+        first = int(np.argmax(np.isfinite(widths)))
+        widths = np.where(np.arange(len(widths)) < first, widths[first], widths)
+    t0 = trajectory.start
+    points = []
+    for k, t in enumerate(trajectory.times):
+        half = [0.5 * float(widths[k])] * len(fingers)
+        points.append({"positions": [*trajectory.positions[k].tolist(), *half],
+                       "velocities": [*trajectory.velocities[k].tolist(), *[0.0] * len(fingers)],
+                       "time_from_start": sec_to_stamp(float(t) - t0)})
+    return {"header": header(t0, ""), "joint_names": [*joint_names, *fingers], "points": points}
+
+
+def parse_trajectory(msg: Msg, joint_names: Sequence[str], finger_names: Sequence[str] = ()) -> JointTrajectory:
+    """The arm's trajectory in a JointTrajectory dict (gripper width: the sum of the finger joints, NaN
+    without them); raises TrajectoryError naming the field. Joints may come in any order; velocities may be
+    left out (zero)."""
+    names = [str(n) for n in msg.get("joint_names", [])]
+    missing = [n for n in joint_names if n not in names]
+    if missing:
+        raise TrajectoryError(f"joint_names: missing {missing} (got {names})")
+    index = [names.index(n) for n in joint_names]
+    fingers = [names.index(n) for n in finger_names] if all(n in names for n in finger_names) and finger_names \
+        else []
+    t0, times, q, v, w = header_time(msg), [], [], [], []
+    for i, point in enumerate(msg.get("points", [])):
+        pos = np.asarray(point.get("positions", []), dtype=float)
+        vel = np.asarray(point.get("velocities", []) or np.zeros(len(names)), dtype=float)
+        if pos.shape != (len(names),) or vel.shape != (len(names),):
+            raise TrajectoryError(f"points[{i}]: {len(names)} positions and velocities (or none) needed, got "
+                                  f"{pos.size} and {vel.size}")
+        times.append(t0 + stamp_to_sec(point.get("time_from_start", {})))
+        q.append(pos[index])
+        v.append(vel[index])
+        w.append(float(pos[fingers].sum()) if fingers else float("nan"))
+    if not times:
+        raise TrajectoryError("points: empty")
+    return JointTrajectory(np.array(times), np.array(q), np.array(v), np.array(w))
 
 
 # --------------------------------------------------------------------------- codi_msgs/CubeDetection

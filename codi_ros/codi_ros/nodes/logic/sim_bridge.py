@@ -1,8 +1,10 @@
 """sim_node's behaviour: the MuJoCo world in real time behind the interfaces the real arms have.
 
-Commands arrive like a ros2_control JointGroupVelocityController's (7 joint velocities per arm) and
-a gripper width; joint states go out like a joint_state_broadcaster's. A command older than
-``command_timeout`` is replaced by zero (the sim's own safety net if an action node dies). Wrist
+Commands arrive like a ros2_control JointTrajectoryController's: a trajectory_msgs/JointTrajectory per
+arm, which replaces the current one from its first point on and is interpolated at the IK rate; the
+simulated controller takes the two finger joints too (their sum is the gripper width, held from each
+point on). Joint states go out like a joint_state_broadcaster's. Every trajectory the action nodes send
+ends at rest, so an arm whose action node dies stops at the end of what it was sent. Wrist
 images come with an ideal pinhole CameraInfo; the hand-eye calibration the aruco nodes need is
 :func:`camera_in_tcp`.
 """
@@ -14,10 +16,11 @@ import math
 import mujoco
 import numpy as np
 
+from codi_ros.control.trajectory import TrajectoryError
 from codi_ros.frames import mat_to_quat
 from codi_ros.nodes.logic.arm_control import ARM_JOINTS, FINGER_JOINTS
-from codi_ros.nodes.logic.messages import detection_msg, header
-from codi_ros.nodes.logic.watchdog import LogOnce, StateMonitor
+from codi_ros.nodes.logic.messages import Msg, detection_msg, header, parse_trajectory
+from codi_ros.nodes.logic.watchdog import LogOnce
 from codi_ros.perception.aruco import invert, make_transform
 from codi_ros.perception.fusion import Detection
 from codi_ros.sim.tasks import HandoverTask
@@ -28,13 +31,11 @@ MUJOCO_TO_OPTICAL = np.diag([1.0, -1.0, -1.0])   # MuJoCo cameras look along -z 
 
 
 class SimBridge:
-    def __init__(self, world: TwoArmWorld, command_timeout: float = 0.2, max_lag: float = 0.1):
+    def __init__(self, world: TwoArmWorld, max_lag: float = 0.1):
         self.world = world
         self.ik_dt = 1.0 / world.cfg.control.ik_rate_hz
         self.max_lag = max_lag
-        self.monitor = StateMonitor({a: command_timeout for a in world.cfg.arm_names})
         self._clock: float | None = None          # wall time at which the world's time was last synced
-        self._commanded: set[str] = set()          # arms that have been commanded at least once
         self._log = LogOnce()
         self._lines: list[tuple[str, str]] = []
         self._lag, self._lagging_until = 0.0, -math.inf   # the last skip ahead, and until when it is reported
@@ -44,38 +45,30 @@ class SimBridge:
         task.reset(self.world, seed, index)
         self._clock = None
 
-    def command_joint_velocities(self, arm: str, values, now: float) -> None:
-        qdot = np.asarray(values, dtype=float)
-        if arm not in self.world.arms or qdot.shape != (7,) or not np.all(np.isfinite(qdot)):
-            self._lines.append(("warn", f"arm {arm}: ignoring a joint velocity command that is not 7 finite values"))
+    def command_trajectory(self, arm: str, msg: Msg) -> None:
+        """A JointTrajectory message (wall clock) for the arm's simulated trajectory controller."""
+        try:
+            trajectory = parse_trajectory(msg, ARM_JOINTS, FINGER_JOINTS)
+        except TrajectoryError as e:
+            self._lines.append(("warn", f"arm {arm}: ignoring a joint trajectory: {e}"))
             return
-        self.world.set_joint_velocity_command(arm, qdot)
-        self.monitor.update(arm, now)
-        self._commanded.add(arm)
-
-    def command_gripper(self, arm: str, values) -> None:
-        w = np.asarray(values, dtype=float)
-        if arm not in self.world.arms or w.shape != (1,) or not np.isfinite(w[0]):
-            self._lines.append(("warn", f"arm {arm}: ignoring a gripper command that is not one finite width"))
-            return
-        self.world.set_gripper(arm, float(w[0]))
+        if self._clock is not None:
+            self.world.follow(arm, trajectory.shifted(self.world.time - self._clock))
 
     def advance(self, now: float) -> float:
         """Step the physics up to wall time ``now`` in whole IK periods; the simulated seconds stepped."""
         if self._clock is None:
             self._clock = now
             return 0.0
-        stale = {a: t for a, t in self.monitor.problems(now).items() if a in self._commanded}
-        for arm in stale:
-            self.world.set_joint_velocity_command(arm, np.zeros(7))
         lag = now - self._clock
         if lag > self.max_lag:
             self._lagging_until = now + LAG_REPORT_HOLD_S
             self._clock, lag, self._lag = now - self.ik_dt, self.ik_dt, lag
+            for arm in self.world.arms.values():   # the world's clock fell behind the wall's: so do their times
+                arm.follower.shift(self.ik_dt - self._lag)
         slow = ({"lag": f"simulation {self._lag:.2f} s behind real time: skipping ahead"}
                 if now <= self._lagging_until else {})
-        self._lines += self._log.update({**{f"cmd {a}": f"arm {a}: last command {t}: commanding zero"
-                                            for a, t in stale.items()}, **slow})
+        self._lines += self._log.update(slow)
         n = math.floor(lag / self.ik_dt + 1e-9)
         if n > 0:
             self.world.step(n * self.ik_dt)
