@@ -233,9 +233,8 @@ def test_world_apply_action_is_a_one_step_chunk_through_the_executor():
 
 def test_predict_runs_a_copy_ahead_with_the_limits_lag_and_leaves_the_executor_alone():
     """ArmExecutor.predict from rest under 0.3 m/s along base x for 0.3 s: the tool where the same executor
-    takes it (IK at its commanded joints) with joints that follow its commands with the tracking lag (behind
-    the first-order 9 cm: the joint limits and the lag ramp the speed up); the executor's own next commands
-    are unchanged by it."""
+    takes it with joints that follow its commands with the tracking lag (behind the first-order 9 cm: the
+    joint limits and the lag ramp the speed up); the executor's own next commands are unchanged by it."""
     kin = ArmKinematics(WORLD)
     ex, twin = ArmExecutor(WORLD, "left", kin), ArmExecutor(WORLD, "left", kin)
     q0 = np.array(WORLD.home_qpos)
@@ -244,7 +243,7 @@ def test_predict_runs_a_copy_ahead_with_the_limits_lag_and_leaves_the_executor_a
     predicted = ex.predict(0.0, q0, np.zeros(7), 0.3, gripper_width=0.08)
     q, qdot, dt = q0.copy(), np.zeros(7), 1 / WORLD.control.ik_rate_hz
     for k in range(round(0.3 * WORLD.control.ik_rate_hz)):
-        command = twin.step(k * dt, q0 if k == 0 else None).qdot   # IK at its commanded joints
+        command = twin.step(k * dt, q).qdot
         qdot += dt / (WORLD.control.tracking_time_constant + dt) * (command - qdot)   # the arm's tracking lag
         q = q + qdot * dt
     frame = WORLD.base_frame("left")

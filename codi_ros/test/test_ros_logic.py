@@ -188,7 +188,8 @@ def drive(world, ctl, seconds, chunks=(), states=True, state_period=0.04, watchd
     while world.time < t0 + seconds - 1e-9:
         t = world.time
         if t >= next_state - 1e-9 and states:
-            ctl.on_joint_positions(world.joint_positions("left") if states is True else np.full(7, np.nan), t)
+            q = world.joint_positions("left") if states is True else np.full(7, np.nan)
+            ctl.on_joint_positions(q, t, world.joint_velocities("left"))
             next_state += state_period
         out = []
         while chunks and chunks[0][0] <= t + 1e-9:
@@ -268,7 +269,8 @@ def test_a_new_trajectory_continues_the_one_sent_before_it(world, kinematics):
 
 def test_trajectories_run_the_same_motion_as_the_executor_in_lockstep(kinematics):
     """One execution path: the chunks sent as trajectories (action node -> trajectory controller) move the
-    arm as the world's own executor stepped in lockstep does (codi eval), a latency-aware join included."""
+    arm as the world's own executor stepped in lockstep does (codi eval), a latency-aware join included:
+    the same IK, limits and joins, the measured joints (closed loop in lockstep) predicted in a trajectory."""
     lockstep, graph = TwoArmWorld(WORLD), TwoArmWorld(WORLD)
     for w in (lockstep, graph):
         HANDOVER.reset(w, 0, 0)
@@ -286,7 +288,9 @@ def test_trajectories_run_the_same_motion_as_the_executor_in_lockstep(kinematics
         assert lockstep.execute("left", c)
     lockstep.step(graph.time - lockstep.time)
     graph_q = graph.joint_positions("left")
-    np.testing.assert_allclose(graph_q, lockstep.joint_positions("left"), atol=1e-6)
+    tool_gap = np.linalg.norm(graph.arm_state("left").ee_pos - lockstep.arm_state("left").ee_pos)
+    assert tool_gap < 1e-3, tool_gap                        # 0.3 mm after 1.2 s (the prediction's error)
+    np.testing.assert_allclose(graph_q, lockstep.joint_positions("left"), atol=2e-3)
     assert np.abs(graph_q - start_q).max() > 0.05          # it did move
 
 

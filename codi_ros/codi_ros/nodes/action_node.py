@@ -61,7 +61,7 @@ class ActionNode(Node):
     def on_joint_state(self, msg: JointState) -> None:
         stamp = stamp_sec(msg.header.stamp)
         if self.reader.update(msg.name, msg.position, msg.velocity, stamp):
-            self.controller.on_joint_positions(self.reader.q, stamp)
+            self.controller.on_joint_positions(self.reader.q, stamp, self.reader.qdot)
 
     def send(self, trajectory: Trajectory | None) -> None:
         if trajectory is not None:

@@ -74,16 +74,18 @@ class ArmController:
         self.executor = ArmExecutor(world, arm, kinematics)
         self.monitor = StateMonitor({"joint states": state_timeout})
         self._q: np.ndarray | None = None
+        self._qdot: np.ndarray | None = None
         self._stopped = False              # stopped for the joint states' sake (until they are fine again)
         self._log = LogOnce()
         self._lines: list[tuple[str, str]] = []
 
-    def on_joint_positions(self, q: np.ndarray, stamp: float) -> None:
+    def on_joint_positions(self, q: np.ndarray, stamp: float, velocities: np.ndarray | None = None) -> None:
+        """Measured joint positions (and velocities: a trajectory's prediction of the arm starts from them)."""
         q = np.asarray(q, dtype=float)
         finite = bool(np.all(np.isfinite(q)))
         self.monitor.update("joint states", stamp, finite)
         if finite:
-            self._q = q
+            self._q, self._qdot = q, None if velocities is None else np.asarray(velocities, dtype=float)
 
     def on_chunk(self, msg: Msg, now: float) -> JointTrajectory | None:
         """The trajectory to send for a chunk message, or None (refused, with a logged reason)."""
@@ -126,7 +128,7 @@ class ArmController:
         return self._trajectory(start)
 
     def _trajectory(self, start: float) -> JointTrajectory:
-        trajectory = self.executor.trajectory(start, self._q)
+        trajectory = self.executor.trajectory(start, self._q, self._qdot)
         self._lines += self.executor.pop_events()
         return trajectory
 
