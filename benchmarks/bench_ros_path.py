@@ -4,7 +4,7 @@
     python benchmarks/bench_ros_path.py --repeats 10   # quicker, noisier
 
 What coordinator_node does on each control tick, minus rclpy itself: the arm-state and cube
-messages (the dicts rosidl_runtime_py gives) go through ``Coordinator.on_arm_state`` /
+messages (the dicts nodes/logic/msg_dict.py gives) go through ``Coordinator.on_arm_state`` /
 ``on_cube_detection``, ``Coordinator.tick`` fuses the cube pose, checks staleness, plans with the
 configured planner (config/planner.yaml, the shipped policy) and turns the result into one
 ActionChunk dict per arm. The overhead is that total minus the planner's own latency

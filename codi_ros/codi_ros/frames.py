@@ -175,18 +175,3 @@ def observe(arm: ArmState, cube: CubeState, frame: BaseFrame) -> np.ndarray:
         cube_pos - ee_pos,
         [np.cos(4 * rel_yaw), np.sin(4 * rel_yaw)],
     ]).astype(np.float32)
-
-
-def actions_to_world(actions: np.ndarray, frame: BaseFrame) -> np.ndarray:
-    """Rotate (..., ACT_DIM) base-frame actions into the world frame (twists rotate, width stays)."""
-    a = np.array(actions, dtype=float, copy=True)
-    a[..., 0:3] = frame.vec_to_world(a[..., 0:3])
-    a[..., 3:6] = frame.vec_to_world(a[..., 3:6])
-    return a
-
-
-def actions_to_base(actions_world: np.ndarray, frame: BaseFrame) -> np.ndarray:
-    a = np.array(actions_world, dtype=float, copy=True)
-    a[..., 0:3] = frame.vec_to_base(a[..., 0:3])
-    a[..., 3:6] = frame.vec_to_base(a[..., 3:6])
-    return a

@@ -1,7 +1,7 @@
 """Guidance estimator and CoDi sampler against closed-form targets (paper eq. 7, 13-19).
 
 Base "policies" are Gaussians / Gaussian mixtures with exact noisy scores; with a quadratic cost
-the target pi ∝ exp(-J/lambda) p is known in closed form (GUIDANCE_NOTES.md).
+the target pi ∝ exp(-J/lambda) p is known in closed form (a Gaussian times a Gaussian).
 """
 
 from __future__ import annotations
@@ -172,7 +172,7 @@ def test_jacobian_covariance_sampler_matches_target():
 
 def test_isotropic_covariance_over_tilts_at_high_noise():
     """Sigma = t^2 I (Jacobian term dropped) over-estimates the posterior spread when t >> data spread,
-    which makes guidance too strong: the mean overshoots the target 1 (GUIDANCE_NOTES: ~1.27)."""
+    which makes guidance too strong: the mean overshoots the target 1 (to about 1.27)."""
     x = sample(MixturePolicy(), 1, quadratic_cost([1.0], 2.0), exact_guidance("isotropic"))[:, 0]
     assert x.mean() > 1.15
 

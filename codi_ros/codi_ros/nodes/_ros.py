@@ -3,7 +3,8 @@
 
 Written against rclpy of ROS 2 Humble (3.3) and Jazzy (7.1). Ctrl-C: ``spin`` returns through
 KeyboardInterrupt or, in Humble, rclpy.executors.ExternalShutdownException; both are caught, the
-node destroyed and ``rclpy.try_shutdown()`` called (ROS_NOTES.md).
+node destroyed and ``rclpy.try_shutdown()`` called. A node with services only can hang at shutdown
+(its executor never wakes to notice): keep a periodic timer in such a node.
 """
 
 from __future__ import annotations

@@ -21,8 +21,8 @@ class CostServiceNode(Node):
         torch_threads(self)
         self.service = CostService(world, kinematic_cost_evaluator(world))
         self.create_service(EvaluateCost, "/codi/evaluate_cost", self.on_request)
-        # A service-only node can miss Ctrl-C at shutdown (ROS_NOTES.md); a periodic timer keeps the
-        # executor waking up so that it notices.
+        # A node with services only can hang at shutdown when Ctrl-C reaches it (its executor never wakes);
+        # a periodic timer keeps the executor waking up so that it notices.
         self.create_timer(1.0, lambda: None)
 
     def on_request(self, request: EvaluateCost.Request, response: EvaluateCost.Response) -> EvaluateCost.Response:

@@ -3,7 +3,8 @@
 The cube carries one marker per face, centred, each with its own id (:class:`CubeMarkerLayout`).
 Every detected marker gives the two planar pose candidates of IPPE (``solvePnPGeneric`` with
 ``SOLVEPNP_IPPE_SQUARE``): the true pose and its mirror image ("flip"), which fit one marker's
-corners almost equally well when the marker faces the camera (SIM_NOTES: ~18% of views > 10 deg).
+corners almost equally well when the marker faces the camera (single-marker poses were more than 10 deg
+off in about 18 % of simulated views).
 Each candidate is turned into a cube pose and scored on the corners of *all* detected markers, so a
 second visible face rules the flip out; the best hypothesis is then refined on all corners (LM).
 With a single marker the lower-error candidate is kept and the result is flagged ``ambiguous`` (on

@@ -4,7 +4,7 @@ Implements :class:`codi_ros.core.kinematic_model.CostSimulator`. Each candidate 
 executed in a private copy of the world, starting from arm postures solved by IK for the state's
 end-effector positions (tool pointing down), the measured gripper widths and the cube position.
 About 50 ms of wall time per candidate on one core: use it to re-rank a few final candidates or
-to check the kinematic model, not inside every denoising step (SIM_NOTES.md).
+to check the kinematic model, not inside every denoising step.
 """
 
 from __future__ import annotations

@@ -3,7 +3,7 @@
 Robot data (kinematics, inertias, joint ranges, actuator gains, damping) are the FR3 arm and Panda
 hand of google-deepmind/mujoco_menagerie (Apache-2.0, see ../shared/reference/menagerie/); their
 meshes are not available, so collision shapes are primitives: capsules on the wrist, a box hand and
-box finger pads (SIM_NOTES.md: pads with friction 1.5, condim 4, priority 1 grasp reliably).
+box finger pads (pads with friction 1.5, condim 4, priority 1 grasp the cube reliably).
 Arm-arm contacts are not simulated (the collision metric is end-effector separation, as in the
 paper's cost); arm-table and arm-cube contacts are.
 """
