@@ -11,7 +11,7 @@ from codi_ros.config import ConfigError, load_world_config
 from codi_ros.core.cost import CostConfig, HandoverCost, load_cost_config
 from codi_ros.core.kinematic_model import KinematicModel, SimState
 
-torch.set_num_threads(1)
+pytestmark = pytest.mark.usefixtures("one_thread")
 WORLD = load_world_config()
 CFG = load_cost_config()
 HALF = 0.5 * WORLD.cube.size

@@ -7,10 +7,10 @@ the target pi ∝ exp(-J/lambda) p is known in closed form (a Gaussian times a G
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
 
 import pytest
 import torch
+from fakes import EDMGrid
 
 from codi_ros.core.composition import ProductPolicy
 from codi_ros.core.cost import CostValue
@@ -23,13 +23,7 @@ from codi_ros.core.guidance import (
 )
 from codi_ros.core.sampler import CoDiSampler, SamplerConfig
 
-torch.set_num_threads(1)
-
-
-@dataclass(frozen=True)
-class EDMGrid:
-    sigma_min: float = 0.002
-    sigma_max: float = 80.0
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 class MixturePolicy:

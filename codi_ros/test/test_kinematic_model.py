@@ -12,7 +12,7 @@ from codi_ros.config import load_world_config
 from codi_ros.core.kinematic_model import KinematicModel, SimState, clip_to_limits
 from codi_ros.frames import ArmState, CubeState, WorldState
 
-torch.set_num_threads(1)
+pytestmark = pytest.mark.usefixtures("one_thread")
 WORLD = load_world_config()
 HALF = 0.5 * WORLD.cube.size
 OPEN, CLOSED = WORLD.control.gripper_max_width, 0.0

@@ -2,56 +2,24 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, replace
+from dataclasses import replace
 
 import numpy as np
 import pytest
 import torch
+from fakes import GaussianPolicy
 
 from codi_ros.config import ConfigError, load_world_config
 from codi_ros.core.cost import load_cost_config
 from codi_ros.core.guidance import GuidanceConfig
 from codi_ros.core.kinematic_model import KinematicModel, SimState
 from codi_ros.core.planner import Planner, PlannerConfig, PlanningError, PlanOverrides, PlanResult, load_planner_config
-from codi_ros.frames import OBS_DIM, ArmState, CubeState, WorldState
+from codi_ros.frames import ArmState, CubeState, WorldState
 
-torch.set_num_threads(1)
+pytestmark = pytest.mark.usefixtures("one_thread")
 WORLD = load_world_config()
 HALF = 0.5 * WORLD.cube.size
 FAST = PlannerConfig(steps=8, guidance=GuidanceConfig(num_samples=16))
-
-
-@dataclass(frozen=True)
-class EDMGrid:
-    sigma_min: float = 0.002
-    sigma_max: float = 80.0
-
-
-class GaussianPolicy:
-    """Stand-in for the learned policy: normalised actions ~ N(0, I) whatever the observation,
-    raw = 0.1 * a (+0.04 m for the gripper width); ``score_value`` replaces the score (e.g. NaN)."""
-
-    config = EDMGrid()
-    scale = torch.tensor([0.1] * 6 + [0.04])
-    offset = torch.tensor([0.0] * 6 + [0.04])
-
-    def __init__(self, score_value: float | None = None):
-        self.score_value = score_value
-
-    def score(self, a_t, t, obs):
-        assert obs.shape == (a_t.shape[0], OBS_DIM)
-        if self.score_value is not None:
-            return torch.full_like(a_t, self.score_value)
-        return -a_t / (1 + t[:, None, None] ** 2)
-
-    def denoise(self, a_t, t, obs):
-        return a_t + t[:, None, None] ** 2 * self.score(a_t, t, obs)
-
-    def normalize_actions(self, a):
-        return (a - self.offset) / self.scale
-
-    def unnormalize_actions(self, a):
-        return a * self.scale + self.offset
 
 
 def arm(x, y=0.0, z=0.2, width=0.08):

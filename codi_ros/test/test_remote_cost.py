@@ -31,7 +31,7 @@ from codi_ros.nodes.logic.services import (
 )
 from codi_ros.perception.fusion import Detection
 
-torch.set_num_threads(1)
+pytestmark = pytest.mark.usefixtures("one_thread")
 WORLD = load_world_config()
 H = WORLD.horizon.prediction
 FAST = PlannerConfig(steps=4, guidance=GuidanceConfig(num_samples=16))

@@ -15,8 +15,8 @@ from types import SimpleNamespace
 import mujoco
 import numpy as np
 import pytest
-import torch
 import yaml
+from fakes import GaussianPolicy
 
 from codi_ros.config import load_world_config
 from codi_ros.control.executor import MAX_TARGET_LEAD, Chunk, ChunkError
@@ -761,12 +761,11 @@ def test_stop_during_planning_drops_the_plan():
     assert resp["success"] and not publish and "not executed" in resp["message"]
 
 
-def test_a_stop_cancels_a_running_plan_within_a_network_call():
+def test_a_stop_cancels_a_running_plan_within_a_network_call(one_thread):
     """A plan of 1000 denoising steps (seconds) is cancelled by /codi/stop from another thread: the planner
     asks before every score evaluation, so the planning thread is free again within milliseconds."""
     import threading
 
-    torch.set_num_threads(1)
     planner = Planner(GaussianPolicy(), WORLD, PlannerConfig(steps=1000, guidance=GuidanceConfig(num_samples=8)))
     coord = Coordinator(WORLD, planner)
     observe(coord, 1.0)
@@ -785,26 +784,7 @@ def test_stop_sends_empty_chunks_to_every_arm():
     assert not coord.autonomous
 
 
-class GaussianPolicy:
-    """Stand-in single-arm policy with an exact score: normalised actions ~ N(0, I) whatever the observation."""
-
-    config = SimpleNamespace(sigma_min=0.002, sigma_max=80.0)
-
-    def score(self, a_t, t, obs):
-        return -a_t / (1 + t.reshape(-1, *[1] * (a_t.ndim - 1)) ** 2)
-
-    def denoise(self, a_t, t, obs):
-        return a_t + t.reshape(-1, *[1] * (a_t.ndim - 1)) ** 2 * self.score(a_t, t, obs)
-
-    def normalize_actions(self, a):
-        return a / 0.05
-
-    def unnormalize_actions(self, a):
-        return a * 0.05
-
-
-def test_plan_service_with_the_real_planner():
-    torch.set_num_threads(1)
+def test_plan_service_with_the_real_planner(one_thread):
     planner = Planner(GaussianPolicy(), WORLD, PlannerConfig(steps=4, guidance=GuidanceConfig(num_samples=8)))
     coord = Coordinator(WORLD, planner)
     resp, publish = coord.handle_plan({"state": state_msg(), "seed": 3, "execute": True}, now=1.0)
@@ -996,11 +976,10 @@ def _fuzz_settings():
                     suppress_health_check=list(HealthCheck))
 
 
-def test_fuzzed_plan_requests_get_an_answer_or_a_refusal_naming_a_field():
+def test_fuzzed_plan_requests_get_an_answer_or_a_refusal_naming_a_field(one_thread):
     from hypothesis import given
     from hypothesis import strategies as st
 
-    torch.set_num_threads(1)
     planner = Planner(GaussianPolicy(), WORLD,
                       PlannerConfig(steps=1, candidates=1, guidance=GuidanceConfig(num_samples=2)))
     coord = Coordinator(WORLD, planner)
@@ -1021,11 +1000,10 @@ def test_fuzzed_plan_requests_get_an_answer_or_a_refusal_naming_a_field():
     assert coord.handle_plan({"state": state_msg()}, now=2.0)[0]["success"]     # still serving
 
 
-def test_fuzzed_cost_requests_get_an_answer_or_a_refusal_naming_a_field():
+def test_fuzzed_cost_requests_get_an_answer_or_a_refusal_naming_a_field(one_thread):
     from hypothesis import given
     from hypothesis import strategies as st
 
-    torch.set_num_threads(1)
     svc = CostService(WORLD, kinematic_cost_evaluator(WORLD))
     candidates = np.zeros((2, len(WORLD.arm_names), H, 7))
     candidates[..., 6] = 0.08
