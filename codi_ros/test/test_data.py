@@ -10,7 +10,7 @@ import pytest
 
 from codi_ros.config import load_world_config
 from codi_ros.data.dataset import DatasetError, load_dataset
-from codi_ros.data.generate import PLACE_TOLERANCE, generate
+from codi_ros.data.generate import ACTION_NOISE, NOISE_TIME_CONSTANT, PLACE_TOLERANCE, TwistNoise, generate
 from codi_ros.frames import ACT_DIM, OBS_DIM, OBS_FIELDS, field_slice
 
 REPO = Path(__file__).resolve().parents[2]
@@ -30,7 +30,7 @@ def test_single_arm_expert_picks_and_places_reliably(single):
     assert summary["expert_success_rate"] >= 0.9
     episodes = json.loads((out / "episodes.json").read_text())
     picks = [e for e in episodes if e["kind"] == "pick"]
-    assert np.mean([len(e["place_errors"]) > 0 for e in picks]) >= 0.8
+    assert np.mean([len(e["place_errors"]) > 0 for e in picks]) >= 0.7   # 0.78 of 500 with the DART noise
     errors = [x for e in episodes if e["kind"] == "pick" for x in e["place_errors"]]
     assert np.mean(np.asarray(errors) <= PLACE_TOLERANCE) >= 0.95
     assert sum(len(e.get("place_errors", [])) >= 2 for e in episodes) >= 5   # the arm leaves home again for the cube
@@ -56,6 +56,29 @@ def test_pick_episodes_go_home_while_the_cube_is_out_of_reach(single):
     assert checked > 0, "no pick episode ended with the cube out of reach"
 
 
+def test_action_noise_perturbs_open_gripper_twists_only_with_the_configured_spread():
+    """DART noise: an open-gripper twist gets correlated noise of std ACTION_NOISE x the twist limits;
+    a closing or closed gripper's action (grasp, carry, place) is executed as the expert gave it."""
+    cfg = load_world_config()
+    noise = TwistNoise(cfg, ACTION_NOISE, np.random.default_rng(0))
+    open_action, closed_action = np.r_[np.zeros(6), 0.08], np.r_[0.1, 0, 0, 0, 0, 0.2, 0.0]
+    executed = np.array([noise.perturb(open_action) for _ in range(20_000)])
+    np.testing.assert_array_equal(noise.perturb(closed_action), closed_action)
+    limits = np.r_[np.full(3, cfg.control.max_linear_speed), np.full(3, cfg.control.max_angular_speed)]
+    np.testing.assert_allclose(executed[:, :6].std(axis=0), ACTION_NOISE * limits, rtol=0.15)
+    assert np.all(executed[:, 6] == 0.08)
+    lag = round(NOISE_TIME_CONSTANT / cfg.control.dt)      # correlated over its time constant: about 1/e
+    corr = np.corrcoef(executed[:-lag, 0], executed[lag:, 0])[0, 1]
+    assert abs(corr - np.exp(-1)) < 0.1
+    silent = TwistNoise(cfg, 0.0, np.random.default_rng(0))
+    np.testing.assert_array_equal(silent.perturb(open_action), open_action)
+
+
+def test_data_set_records_its_action_noise(single):
+    out, _ = single
+    assert load_dataset(out).meta["action_noise"] == ACTION_NOISE
+
+
 def test_multi_arm_expert_completes_handovers(tmp_path):
     summary = generate("multi", 12, seed=5, out=tmp_path / "multi", workers=1, progress=False)
     assert summary["expert_success_rate"] >= 0.95
@@ -65,12 +88,17 @@ def test_multi_arm_expert_completes_handovers(tmp_path):
 
 
 def test_yield_demonstrations_end_at_home(single):
+    """Every yield demonstration ends with the tool at home (within 2 cm: the DART noise keeps nudging it,
+    the expert keeps correcting it at under 0.1 m/s) and the gripper open."""
     out, _ = single
     ds = load_dataset(out)
-    for _start, end, ep in zip(ds.episode_starts, ds.episode_ends, ds.episodes, strict=False):
-        if ep["kind"] == "yield":
-            assert np.linalg.norm(ds.actions[end - 1, 0, :3]) < 0.02     # came to rest
-            assert ds.actions[end - 1, 0, 6] > 0.07                      # gripper open
+    ee = field_slice(OBS_FIELDS, "ee_pos")
+    ends = [end for end, ep in zip(ds.episode_ends, ds.episodes, strict=True) if ep["kind"] == "yield"]
+    home = np.median([ds.obs[end - 1, 0, ee] for end in ends], axis=0)
+    for end in ends:
+        assert np.linalg.norm(ds.obs[end - 1, 0, ee] - home) < 0.02
+        assert np.linalg.norm(ds.actions[end - 1, 0, :3]) < 0.1
+        assert ds.actions[end - 1, 0, 6] > 0.07                      # gripper open
 
 
 def test_round_trip_segments_and_stats(single):
@@ -137,6 +165,8 @@ def _cli(*args, cwd=REPO):
     (["--mode", "single", "--episodes", "0"], "--episodes: episodes must be a whole number in [1, 100000]"),
     (["--mode", "single", "--episodes", "-3"], "--episodes: episodes must be"),
     (["--mode", "single", "--episodes", "2", "--seed", "-1"], "--seed: random seed must be"),   # a worker traceback
+    (["--mode", "single", "--episodes", "2", "--action-noise", "1.5"], "--action-noise must be in [0, 1]"),
+    (["--mode", "single", "--episodes", "2", "--action-noise", "nan"], "--action-noise must be in [0, 1]"),
 ])
 def test_cli_rejects_bad_arguments(tmp_path, args, message):
     r = _cli(*args, "--out", str(tmp_path / "out"))

@@ -5,10 +5,12 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+import torch
 
 from codi_ros.config import load_world_config
 from codi_ros.core.realtime import LatencyEstimate, RealtimeConfig, steps_for
 from codi_ros.evaluation.rollout import Plan, Timing, run_closed_loop
+from codi_ros.evaluation.single_arm import PolicyController
 from codi_ros.sim.world import TwoArmWorld
 
 WORLD = load_world_config()
@@ -90,6 +92,39 @@ def test_a_plan_as_slow_as_the_execution_horizon_is_still_executed():
     out, loop = executed(RampController(), Timing("realtime", latency=0.4), steps=13)
     assert loop.delays[:3] == [4, 4, 4]
     assert out[4:8] == [action_id(0, k) for k in (4, 5, 6, 7)] and out[8:12] == [action_id(1, k) for k in (4, 5, 6, 7)]
+
+
+class RampPolicy:
+    """Stand-in base policy: sample p is the chunk action_id(p, k), gripper open."""
+
+    def __init__(self):
+        self.samples = 0
+
+    def sample(self, obs, n, steps, generator, method):
+        chunk = torch.zeros(1, n, H, 7)
+        chunk[..., 0] = torch.tensor([action_id(self.samples, k) for k in range(H)], dtype=torch.float32)
+        chunk[..., 6] = 0.08
+        self.samples += 1
+        return chunk
+
+    def normalize_actions(self, a):
+        return a
+
+
+def test_the_latency_aware_single_arm_controller_runs_its_policy_first_action_when_the_chunk_takes_over():
+    """codi eval --method single-arm in real time: d = 3 committed steps, then the policy's chunk from its
+    first action (sampled for the state after the committed ones), on time; the committed steps are exactly
+    what the arm ran. Naive, the same latency skips the policy's first 3 actions."""
+    aware = PolicyController(RampPolicy(), "left", steps=1,
+                             latency=LatencyEstimate(RealtimeConfig(), DT, fixed=0.25))
+    out, loop = executed(aware, Timing("realtime", latency=0.25))
+    assert loop.delays == [3, 3, 3] and loop.dropped == 0
+    assert out[3] == action_id(0, 0) and out[7] == action_id(1, 0)
+    assert out[4:7] == [action_id(0, k) for k in (1, 2, 3)]           # committed by plan 1: plan 0's, as they ran
+    naive = PolicyController(RampPolicy(), "left", steps=1,
+                             latency=LatencyEstimate(RealtimeConfig(commit=False), DT, fixed=0.25))
+    out, _ = executed(naive, Timing("realtime", latency=0.25))
+    assert out[3] == action_id(0, 3)
 
 
 @pytest.mark.parametrize("bad", [{"mode": "frozen"}, {"latency": -0.1}, {"latency": float("nan")},

@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 import torch
 
+from codi_ros.config import load_world_config
 from codi_ros.evaluation import evaluate
 from codi_ros.evaluation.single_arm import PolicyController, coherent_choice
 
@@ -29,6 +30,11 @@ class BimodalPolicy:
 
 
 class OneArmWorld:
+    """Stand-in world, paused: no time passes between plans."""
+
+    time = 0.0
+    cfg = load_world_config()
+
     def observation(self, arm):
         return np.zeros(24, dtype=np.float32)
 
@@ -41,20 +47,20 @@ def test_coherent_choice_picks_the_candidate_continuing_the_previous_chunk():
     previous = torch.linspace(0, 1, H)[:, None].expand(H, A)
     continuing = torch.cat([previous[4:], previous[-1:].expand(4, A)])      # the previous chunk, shifted by 4
     candidates = torch.stack([-continuing, continuing + 0.3, continuing, torch.zeros(H, A)])
-    assert coherent_choice(BimodalPolicy(), candidates, previous, execution=4) == 2
-    assert coherent_choice(BimodalPolicy(), candidates, None, execution=4) == 0     # first plan: no preference
+    assert coherent_choice(BimodalPolicy(), candidates, previous, executed=4) == 2
+    assert coherent_choice(BimodalPolicy(), candidates, None, executed=4) == 0     # first plan: no preference
 
 
 def test_controller_with_candidates_stays_in_one_mode_and_without_them_switches():
-    plain = modes_of(PolicyController(BimodalPolicy(), "left", steps=1, execution=4, seed=0, candidates=1), 30)
-    coherent = modes_of(PolicyController(BimodalPolicy(), "left", steps=1, execution=4, seed=0, candidates=16), 30)
+    plain = modes_of(PolicyController(BimodalPolicy(), "left", steps=1, seed=0, candidates=1), 30)
+    coherent = modes_of(PolicyController(BimodalPolicy(), "left", steps=1, seed=0, candidates=16), 30)
     assert len(set(plain)) == 2                      # independent samples hop between the modes
     assert len(set(coherent)) == 1                   # coherent ones commit to the first
 
 
 def test_candidates_must_be_positive():
     with pytest.raises(ValueError, match="candidates"):
-        PolicyController(BimodalPolicy(), "left", steps=1, execution=4, candidates=0)
+        PolicyController(BimodalPolicy(), "left", steps=1, candidates=0)
 
 
 @pytest.mark.parametrize(("option", "value", "message"), [

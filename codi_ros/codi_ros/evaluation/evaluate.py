@@ -30,15 +30,17 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--model", default=None, help="single-arm policy checkpoint dir (default: models/single_arm)")
     p.add_argument("--seconds", type=float, default=None, help="episode length (default: 20 single-arm, 30 others)")
     p.add_argument("--arm", choices=("left", "right", "both"), default="both",
-                   help="single-arm: which arm the policy drives (both = alternate, mirrored episodes)")
+                   help="single-arm: which arm the policy drives (both: even episodes left, odd right)")
     p.add_argument("--sample-steps", type=int, default=None, help="denoising steps per chunk (default: config)")
     p.add_argument("--sampler", choices=("heun", "sde"), default="heun",
                    help="single-arm: sampler of the policy (20-step SDE is measurably noisier than Heun)")
     p.add_argument("--candidates", type=int, default=8,
                    help="single-arm: chunks sampled per replan, the one continuing the previous chunk best is "
                         "executed (1: plain sampling; default %(default)s)")
-    p.add_argument("--planner-config", default=None, help="planner YAML (default: config/planner.yaml)")
-    p.add_argument("--cost-config", default=None, help="codi, codi-indep: cost YAML (default: config/cost.yaml)")
+    p.add_argument("--planner-config", default=None,
+                   help="planner YAML (default: config/planner.yaml; single-arm: its realtime section)")
+    p.add_argument("--cost-config", default=None,
+                   help="cost YAML (default: config/cost.yaml; single-arm: its kinematic_model grasp rule)")
     p.add_argument("--num-samples", type=int, default=None, help="override M, guidance samples per step")
     p.add_argument("--temperature", type=float, default=None, help="override lambda")
     p.add_argument("--cost-simulator", choices=("kinematic", "physics"), default=None,
@@ -50,7 +52,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--latency", type=float, default=None,
                    help="realtime: inject this fixed latency per plan, s, instead of the measured one")
     p.add_argument("--naive", action="store_true",
-                   help="codi, codi-indep: plan without committing to the actions that run while planning "
+                   help="codi, codi-indep, single-arm: plan without committing to the actions that run while planning "
                         "(planner.yaml realtime.commit false), the baseline of the latency study")
     p.add_argument("--task", default=None,
                    help="task YAML (keys of codi_ros.sim.tasks.HandoverTask; default: the paper's handover)")
@@ -115,7 +117,7 @@ def planner_controller(planner, overrides, config, timing, world_cfg, episode: i
 
 
 def evaluate(args: argparse.Namespace) -> dict:
-    from dataclasses import asdict
+    from dataclasses import asdict, replace
 
     from codi_ros.config import load_world_config
     from codi_ros.evaluation import handover, single_arm
@@ -132,11 +134,16 @@ def evaluate(args: argparse.Namespace) -> dict:
         policy = load_policy(args.model)
         arms = world_cfg.arm_names if args.arm == "both" else (args.arm,)
         steps = args.sample_steps or (10 if args.sampler == "heun" else policy.config.sample_steps)
+        from codi_ros.core.cost import load_cost_config
+        from codi_ros.core.planner import load_planner_config
+        realtime = load_planner_config(args.planner_config).realtime
+        realtime = replace(realtime, commit=realtime.commit and not args.naive)
         results = single_arm.evaluate_single_arm(policy, world, args.episodes, args.seed, arms, steps,
                                                  args.seconds or 20.0, method=args.sampler, progress=progress,
-                                                 candidates=args.candidates, timing=timing)
+                                                 candidates=args.candidates, timing=timing, realtime=realtime,
+                                                 kinematic=load_cost_config(args.cost_config).kinematic_model)
         return {"arms": list(arms), "sample_steps": steps, "sampler": args.sampler, "candidates": args.candidates,
-                **results}
+                "realtime": asdict(realtime), **results}
     if args.method == "scripted":
         return handover.evaluate_handover(lambda i: handover.ScriptedController(world, args.seed * 7919 + i), world,
                                           args.episodes, args.seed, args.seconds or 30.0, progress, execution=1,

@@ -24,12 +24,13 @@ from codi_ros.evaluation.rollout import (
     LoopResult,
     Plan,
     Timing,
+    commitments,
     delay_histogram,
     latency_summary,
+    predicted_tools,
     run_closed_loop,
     world_state,
 )
-from codi_ros.frames import ArmState
 from codi_ros.sim.tasks import HANDOVER, HandoverTask
 from codi_ros.sim.world import TwoArmWorld
 
@@ -54,18 +55,9 @@ class PlannerController:
         self.error: str | None = None
 
     def committed(self, world: TwoArmWorld) -> dict[str, np.ndarray] | None:
-        d = self.latency.commit_steps() if self.latency is not None else 0
-        if d == 0:
-            return None
-        return {arm: ex.chunks.commitment(world.time, d, world.gripper_width(arm))
-                for arm, ex in world.executors.items()}
+        return commitments(world, self.latency.commit_steps() if self.latency is not None else 0)
 
-    @staticmethod
-    def predicted(world: TwoArmWorld, committed: dict[str, np.ndarray]) -> dict[str, ArmState]:
-        """Each tool when a chunk planned now takes over, after the committed actions, as its executor predicts it."""
-        return {arm: ex.predict(world.time, world.joint_positions(arm), world.joint_velocities(arm),
-                                len(committed[arm]) * world.cfg.control.dt, world.gripper_width(arm))
-                for arm, ex in world.executors.items()}
+    predicted = staticmethod(predicted_tools)
 
     def plan(self, world: TwoArmWorld) -> Plan:
         from codi_ros.core.planner import PlanningError

@@ -29,7 +29,7 @@ import numpy as np
 
 from codi_ros.control.executor import Chunk
 from codi_ros.core.realtime import steps_for
-from codi_ros.frames import WorldState
+from codi_ros.frames import ArmState, WorldState
 from codi_ros.sim.world import TwoArmWorld
 
 TIMING_MODES = ("realtime", "paused")
@@ -73,6 +73,21 @@ def world_state(world: TwoArmWorld) -> WorldState:
     """The joint state s the planner sees, read from the simulator (one time stamp for all of it)."""
     return WorldState(arms={a: world.arm_state(a) for a in world.arms}, cube=world.cube_state(),
                       goal=world.goal.copy(), stamp=world.time)
+
+
+def commitments(world: TwoArmWorld, d: int) -> dict[str, np.ndarray] | None:
+    """Per arm, the d actions its executor runs from now on whatever a plan started now decides
+    (core/realtime.py); None for d = 0 (nothing committed)."""
+    if d == 0:
+        return None
+    return {arm: ex.chunks.commitment(world.time, d, world.gripper_width(arm)) for arm, ex in world.executors.items()}
+
+
+def predicted_tools(world: TwoArmWorld, committed: dict[str, np.ndarray]) -> dict[str, ArmState]:
+    """Each tool when a chunk planned now takes over, after the committed actions, as its executor predicts it."""
+    return {arm: ex.predict(world.time, world.joint_positions(arm), world.joint_velocities(arm),
+                            len(committed[arm]) * world.cfg.control.dt, world.gripper_width(arm))
+            for arm, ex in world.executors.items()}
 
 
 @dataclass
