@@ -27,9 +27,8 @@ from tqdm import tqdm
 from codi_ros.config import load_world_config
 from codi_ros.core.planner import load_planner_config
 from codi_ros.core.policy import load_policy
-from codi_ros.core.realtime import LatencyEstimate
 from codi_ros.evaluation.rollout import PAUSED, Timing, run_closed_loop
-from codi_ros.evaluation.single_arm import PolicyController, SkillTracker
+from codi_ros.evaluation.single_arm import SkillTracker, episode_controller
 from codi_ros.frames import OBS_FIELDS, field_slice
 from codi_ros.sim.tasks import random_posture, random_yaw, sample_table_xy
 from codi_ros.sim.world import TwoArmWorld
@@ -54,7 +53,7 @@ def main() -> None:
     cfg = load_world_config()
     world, policy = TwoArmWorld(cfg), load_policy(args.model)
     timing = PAUSED if args.timing == "paused" else Timing("realtime")
-    realtime = load_planner_config().realtime     # the latency-aware settings the CoDi planner uses
+    realtime = load_planner_config().realtime     # as codi eval: its realtime settings, 10 Heun steps, 8 candidates
     rows = []
     for k in tqdm(range(args.pairs), desc="mirrored pairs", unit="pair"):
         rng = np.random.default_rng([args.seed, k])
@@ -68,9 +67,7 @@ def main() -> None:
                 tracker(w)
                 path.append(w.observation(arm)[EE])
 
-            latency = None if args.timing == "paused" else LatencyEstimate(realtime, cfg.control.dt)
-            controller = PolicyController(policy, arm, 10, method="heun",
-                                          seed=args.seed * 100_003 + k, candidates=8, latency=latency)
+            controller = episode_controller(policy, world, arm, args.seed, k, 10, "heun", 8, timing, realtime)
             run_closed_loop(world, controller, args.seconds, on_step=on_step, timing=timing)
             runs[arm] = {"approached": tracker.approached, "lifted": tracker.lifted, "path": np.array(path)}
         gap = np.linalg.norm(runs["left"]["path"] - runs["right"]["path"], axis=1)

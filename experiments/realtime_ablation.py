@@ -36,7 +36,7 @@ from codi_ros.core.planner import Planner, PlanningError, load_planner_config
 from codi_ros.core.policy import load_policy
 from codi_ros.core.realtime import LatencyEstimate, predict_state
 from codi_ros.evaluation import handover
-from codi_ros.evaluation.rollout import Plan, Timing, world_state
+from codi_ros.evaluation.rollout import Plan, Timing, predicted_tools, world_state
 from codi_ros.frames import WorldState
 from codi_ros.sim.tasks import HANDOVER
 from codi_ros.sim.world import TwoArmWorld
@@ -85,7 +85,7 @@ class AccuracyController(handover.PlannerController):
             d = len(next(iter(committed.values())))
             truth = true_state_after(world, d)
             now, km = world_state(world), self.kinematic
-            for name, arms in (("first_order", None), ("executor", self.predicted(world, committed))):
+            for name, arms in (("first_order", None), ("executor", predicted_tools(world, committed))):
                 p = predict_state(now, committed, world.cfg, km.grasp_radius, km.hold_width_margin, arms)
                 for a in world.cfg.arm_names:
                     for field in ("ee_pos", "ee_linvel", "gripper_width"):

@@ -48,7 +48,7 @@ HOME_WAIT_SECONDS = (0.5, 3.0)   # at home between two cycles
 OUT_OF_REACH_RESETS = 0.3        # fraction of pick-episode resets that put the cube out of the ego arm's reach
 ACTION_NOISE = 0.07              # noise std as a fraction of the twist limits (0.021 m/s, 0.105 rad/s here);
                                  # 0.1 made the expert hover at the cube (0.85 placements per 30 s pick episode
-                                 # instead of 1.35 without noise, on 20 episodes), 0.07: 1.2
+                                 # instead of 1.35 without noise; a one-off probe of 20 episodes), 0.07: 1.2
 NOISE_TIME_CONSTANT = 0.5        # s, correlation time of the noise (an AR(1) process at the control rate)
 
 

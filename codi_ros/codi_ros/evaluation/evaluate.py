@@ -80,9 +80,8 @@ def make_planner(args: argparse.Namespace, world_cfg):
     from codi_ros.core.planner import Planner, PlanOverrides, check_overrides, load_planner_config
     from codi_ros.core.policy import load_policy
 
-    config = replace(load_planner_config(args.planner_config), method=args.method)
-    if getattr(args, "naive", False):
-        config = replace(config, realtime=replace(config.realtime, commit=False))
+    config = load_planner_config(args.planner_config)
+    config = replace(config, method=args.method, realtime=realtime_of(args, config))
     if args.cost_simulator:
         config = replace(config, cost_simulator=args.cost_simulator)
     simulator = None
@@ -95,6 +94,13 @@ def make_planner(args: argparse.Namespace, world_cfg):
     check_overrides(overrides, config)   # a bad override is refused before the run, not met by every plan of it
     planner.warm_up()   # one-off costs (first calls, the cost simulator compile) before the clock runs, like the nodes
     return planner, overrides, config, cost_config
+
+
+def realtime_of(args: argparse.Namespace, config):
+    """The planner config's ``realtime`` section, without the commitment under ``--naive``."""
+    from dataclasses import replace
+
+    return replace(config.realtime, commit=False) if getattr(args, "naive", False) else config.realtime
 
 
 def timing_of(args: argparse.Namespace):
@@ -117,7 +123,7 @@ def planner_controller(planner, overrides, config, timing, world_cfg, episode: i
 
 
 def evaluate(args: argparse.Namespace) -> dict:
-    from dataclasses import asdict, replace
+    from dataclasses import asdict
 
     from codi_ros.config import load_world_config
     from codi_ros.evaluation import handover, single_arm
@@ -136,8 +142,7 @@ def evaluate(args: argparse.Namespace) -> dict:
         steps = args.sample_steps or (10 if args.sampler == "heun" else policy.config.sample_steps)
         from codi_ros.core.cost import load_cost_config
         from codi_ros.core.planner import load_planner_config
-        realtime = load_planner_config(args.planner_config).realtime
-        realtime = replace(realtime, commit=realtime.commit and not args.naive)
+        realtime = realtime_of(args, load_planner_config(args.planner_config))
         results = single_arm.evaluate_single_arm(policy, world, args.episodes, args.seed, arms, steps,
                                                  args.seconds or 20.0, method=args.sampler, progress=progress,
                                                  candidates=args.candidates, timing=timing, realtime=realtime,

@@ -57,14 +57,12 @@ class PlannerController:
     def committed(self, world: TwoArmWorld) -> dict[str, np.ndarray] | None:
         return commitments(world, self.latency.commit_steps() if self.latency is not None else 0)
 
-    predicted = staticmethod(predicted_tools)
-
     def plan(self, world: TwoArmWorld) -> Plan:
         from codi_ros.core.planner import PlanningError
 
         tic = time.perf_counter()
         committed = self.committed(world)
-        predicted = None if committed is None else self.predicted(world, committed)
+        predicted = None if committed is None else predicted_tools(world, committed)
         preparation = time.perf_counter() - tic
         try:
             result = self.planner.plan(world_state(world), self.overrides, committed, predicted)

@@ -108,11 +108,12 @@ class SkillTracker:
         near = np.linalg.norm(st.ee_pos[:2] - cube.pos[:2]) < APPROACH_RADIUS and st.ee_pos[2] < APPROACH_HEIGHT
         self.approached |= bool(near)
         held = world.holding(self.arm)
-        self.lifted |= bool(held and cube.pos[2] > LIFT_HEIGHT)
+        lifting = bool(held and cube.pos[2] > LIFT_HEIGHT)
+        self.lifted |= lifting
         on_table = cube.pos[2] < world.cfg.cube.size / 2 + 0.005
         self.released_after_lift |= bool(self.lifted and on_table and not held and st.gripper_width > 0.06)
         self.table_contact |= world.arm_table_contacts() > 0
-        if self.closes and self.closes[-1]["lifted"] is None and (held and cube.pos[2] > LIFT_HEIGHT):
+        if lifting and self.closes and self.closes[-1]["lifted"] is None:
             self.closes[-1]["lifted"] = True
 
     def _record_close(self, world: TwoArmWorld) -> None:
@@ -127,6 +128,17 @@ class SkillTracker:
             self.closes[-1]["lifted"] = False                # closed again without lifting in between
         self.closes.append({"time": round(world.time, 2), "cube_rel": [round(float(x), 4) for x in rel],
                             "yaw_error_deg": round(float(np.degrees(np.arctan2(s, c) / 4)), 1), "lifted": None})
+
+
+def episode_controller(policy, world: TwoArmWorld, arm: str, seed: int, index: int, sample_steps: int, method: str,
+                       candidates: int, timing: rollout.Timing, realtime: RealtimeConfig | None = None,
+                       kinematic: KinematicModelConfig | None = None) -> PolicyController:
+    """Episode ``index`` of ``seed``'s controller: its own sampling seed, latency-aware under real-time
+    ``timing`` (``realtime``: planner.yaml's section, default its defaults; ``commit: false``: naive)."""
+    latency = (None if timing.mode == "paused" else
+               LatencyEstimate(realtime or RealtimeConfig(), world.cfg.control.dt, fixed=timing.latency))
+    return PolicyController(policy, arm, sample_steps, method=method, seed=seed * 100_003 + index,
+                            candidates=candidates, latency=latency, kinematic=kinematic)
 
 
 def evaluate_single_arm(policy, world: TwoArmWorld, episodes: int, seed: int, arms: tuple[str, ...],
@@ -146,11 +158,8 @@ def evaluate_single_arm(policy, world: TwoArmWorld, episodes: int, seed: int, ar
         cube = sample_table_xy(rng, cfg, reachable_by=(arm,))
         world.reset(cube_xy=cube, cube_yaw=random_yaw(rng), arm_qpos={arm: random_posture(rng, cfg)})
         tracker = SkillTracker(arm)
-        latency = (None if timing.mode == "paused" else
-                   LatencyEstimate(realtime or RealtimeConfig(), cfg.control.dt, fixed=timing.latency))
-        controller = PolicyController(policy, arm, sample_steps, method=method,
-                                      seed=seed * 100_003 + i, candidates=candidates, latency=latency,
-                                      kinematic=kinematic)
+        controller = episode_controller(policy, world, arm, seed, i, sample_steps, method, candidates, timing,
+                                        realtime, kinematic)
         loop = rollout.run_closed_loop(world, controller, seconds, on_step=tracker, timing=timing)
         latencies += loop.plan_latencies
         delays += loop.delays
