@@ -142,6 +142,7 @@ def main() -> None:
                 write_trace(args.trace / f"episode_{i}.json", start, goal, cubes, arm_states)
         graph.call(Trigger, "/codi/stop", Trigger.Request())
         overruns = graph.log("coordinator_node").count("planning overrun")
+        completed = graph.log("coordinator_node").count("handover complete")
         dropped = {"coordinator": graph.log("coordinator_node").count("dropped a late plan"),
                    "action_nodes": sum(graph.log(f"{a}/action_node").count("dropped a late plan")
                                        for a in world.arm_names)}
@@ -151,6 +152,7 @@ def main() -> None:
         "experiment": "ros_handover", "episodes": args.episodes, "seed": args.seed,
         "success_rate": sum(e["success"] for e in episodes) / len(episodes),
         "plan_latency_idle_median_s": round(statistics.median(latency), 3), "planning_overruns": overruns,
+        "completed_by_coordinator": completed,   # episodes the coordinator ended itself: cube at the goal, released
         "chunk_delay_ms": latency_histogram([d for d, _ in delays]),   # plan start -> chunk received: latency
         "committed_steps": {str(c): n for c, n in sorted(Counter(c for _, c in delays).items())},
         "plans_dropped": dropped,   # late plans, dropped by the coordinator (before sending) or an action node

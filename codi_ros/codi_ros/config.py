@@ -83,6 +83,12 @@ class BoxRegion:
 @dataclass(frozen=True)
 class GoalConfig(BoxRegion):
     tolerance: float = 0.15
+    settle_seconds: float = 1.0
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        _check(self.tolerance > 0 and self.settle_seconds >= 0,
+               "goal: tolerance must be positive, settle_seconds >= 0")
 
 
 @dataclass(frozen=True)

@@ -135,7 +135,7 @@ def test_bad_timing_is_refused_naming_the_field(bad):
 
 
 def test_latency_estimate_follows_a_quantile_of_the_recent_plans():
-    est = LatencyEstimate(RealtimeConfig(initial_latency=0.3, window=20, quantile=0.9, max_commit=4), DT)
+    est = LatencyEstimate(RealtimeConfig(initial_latency=0.25, window=20, quantile=0.9, max_commit=4), DT)
     assert est.commit_steps() == 3                                # before any plan: the initial guess
     for latency in [0.12, 0.15, 0.11, 0.13, 0.14] * 4:
         est.update(latency)
@@ -145,7 +145,11 @@ def test_latency_estimate_follows_a_quantile_of_the_recent_plans():
         est.update(0.95)
     assert est.steps() == 10 and est.commit_steps() == 4          # capped at max_commit
     assert LatencyEstimate(RealtimeConfig(commit=False), DT).commit_steps() == 0
-    assert LatencyEstimate(RealtimeConfig(), DT, fixed=0.4).commit_steps() == 4
+    assert LatencyEstimate(RealtimeConfig(), DT, fixed=0.4).commit_steps() == 4   # injected: the whole delay
+    quick = LatencyEstimate(RealtimeConfig(delivery_margin=0.02), DT)
+    for _ in range(20):
+        quick.update(0.09)
+    assert quick.commit_steps() == 2          # a 90 ms plan plus 20 ms on its way to the arms: two steps
     assert steps_for(0.3, DT) == 3 and steps_for(0.0, DT) == 0 and steps_for(0.301, DT) == 4
 
 

@@ -776,6 +776,26 @@ def test_a_stop_cancels_a_running_plan_within_a_network_call(one_thread):
     assert not resp["success"] and resp["message"].startswith("cancelled: /codi/stop")
 
 
+def test_the_coordinator_stops_the_arms_once_the_cube_rests_at_the_goal():
+    """The completion rule of codi eval: the cube rests at the goal, released, for goal.settle_seconds; then
+    autonomous mode ends and both arms are told to stop; /codi/start begins the next task."""
+    coord = Coordinator(WORLD, FakePlanner())
+    coord.on_goal(np.array([-0.3, 0.1, 0.025]))            # where observe() puts the cube
+    coord.start()
+    sent, t = [], 1.0
+    while coord.autonomous and t < 5.0:
+        observe(coord, t)
+        sent.append((t, coord.tick(t)))
+        t = round(t + DT, 3)
+    done_at, last = sent[-1]
+    assert not coord.autonomous and done_at - 1.0 >= WORLD.goal.settle_seconds
+    assert [c["arm"] for c in last] == list(WORLD.arm_names) and all(c["twists"] == [] for c in last)
+    assert any("handover complete" in t for _, t in coord.pop_log())
+    coord.start()
+    observe(coord, t)
+    assert coord.tick(t) and coord.autonomous               # a new task: the settle time starts again
+
+
 def test_stop_sends_empty_chunks_to_every_arm():
     coord = Coordinator(WORLD, FakePlanner())
     coord.start()

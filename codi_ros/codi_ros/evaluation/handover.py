@@ -16,6 +16,7 @@ from pathlib import Path
 
 import numpy as np
 
+from codi_ros.completion import Completion
 from codi_ros.core.realtime import LatencyEstimate
 from codi_ros.evaluation.metrics import EpisodeRecorder
 from codi_ros.evaluation.rollout import (
@@ -34,7 +35,6 @@ from codi_ros.evaluation.rollout import (
 from codi_ros.sim.tasks import HANDOVER, HandoverTask
 from codi_ros.sim.world import TwoArmWorld
 
-SETTLE_SECONDS = 1.0   # an episode ends early once the cube has rested inside the goal region this long
 EPISODE_SEED_STRIDE = 1000   # episode i's plans are seeded from planner seed + 1000 i (an episode has < 1000 plans)
 
 
@@ -90,16 +90,13 @@ def run_handover_episode(world: TwoArmWorld, controller: ChunkController, second
                          on_step: Callable[[TwoArmWorld], None] | None = None,
                          execution: int | None = None, timing: Timing = PAUSED) -> tuple[dict, LoopResult]:
     recorder = EpisodeRecorder(tolerance=world.cfg.goal.tolerance)
-    settle_steps = int(SETTLE_SECONDS * world.cfg.control.rate_hz)
-    rest = {"steps": 0}
+    completion = Completion(world.cfg)   # the episode ends when the coordinator would stop the arms
 
     def step(w: TwoArmWorld) -> bool:
         recorder.record(w)
         if on_step is not None:
             on_step(w)
-        inside = recorder.cube_goal_dist[-1] <= recorder.tolerance and not any(w.holding(a) for a in w.arms)
-        rest["steps"] = rest["steps"] + 1 if inside else 0
-        return rest["steps"] >= settle_steps or getattr(controller, "error", None) is not None
+        return completion.update(world_state(w), w.time) or getattr(controller, "error", None) is not None
 
     loop = run_closed_loop(world, controller, seconds, on_step=step, execution=execution, timing=timing)
     summary = {**recorder.summary(), "planning_error": getattr(controller, "error", None),

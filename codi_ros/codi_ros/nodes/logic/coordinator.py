@@ -11,6 +11,8 @@ tick's start to its chunks (state, prediction and plan); a plan that took longer
 dropped here, before the action nodes (which would drop it too) and their mirrors could disagree. Naive: the
 action nodes skip what the planning latency used up. Planning slower than the rest of the running
 chunk is reported as an overrun (the arms hold once their chunk runs out).
+The handover is done when codi_ros/completion.py says so (the cube rests at the goal, released):
+autonomous mode then ends and the arms stop, as they do in ``codi eval``, where the episode ends.
 No plan is made from an arm state older than ``arm_timeout``, a cube pose older than
 ``cube_timeout`` or any NaN; while moving, the arms are then told to stop (an empty chunk).
 
@@ -31,6 +33,7 @@ from typing import Protocol
 
 import numpy as np
 
+from codi_ros.completion import Completion
 from codi_ros.config import WorldConfig
 from codi_ros.control.executor import ArmExecutor
 from codi_ros.control.kinematics import ArmKinematics
@@ -84,6 +87,7 @@ class Coordinator:
                                      CUBE: config.cube_timeout})
         self.fusion = CubePoseFusion(fusion or FusionConfig(max_age=config.cube_timeout))
         self.goal = np.array(world.goal_centre())
+        self.completion = Completion(world)
         self.autonomous = False
         self._arms: dict[str, tuple[ArmState, float]] = {}
         self._joints: dict[str, tuple[np.ndarray, np.ndarray] | None] = {}   # (q, qdot) of the latest arm state
@@ -198,6 +202,7 @@ class Coordinator:
         tick plans."""
         with self.lock:
             self._reset_planner = True
+            self.completion.reset()
             self.autonomous, self._next_replan = True, -math.inf
             self._lines.append(("info", "start: autonomous mode on"))
 
@@ -223,6 +228,8 @@ class Coordinator:
                     # tick, once they are in.
                     return []
                 return self._not_planning(e, now)
+            if self.completion.update(state, now):
+                return self._done(state, now)
             self._after_plan = True
             committed = self.committed(now, state)
             predicted = self.predicted(now, committed)
@@ -261,6 +268,14 @@ class Coordinator:
         horizon or longer): then tick again as soon as the states queued meanwhile are in, not on the next
         timer tick. After a quicker plan the timer's due tick plans; re-ticking until then spun a core."""
         return self._after_plan and self.due(now)
+
+    def _done(self, state: WorldState, now: float) -> list[dict]:
+        """The handover is complete: autonomous mode off, the arms stop (/codi/start begins the next task)."""
+        distance = float(np.linalg.norm(state.cube.pos - state.goal))
+        self._lines.append(("info", f"handover complete: the cube rests {distance:.3f} m from the goal, released; "
+                                    f"autonomous mode off"))
+        self.autonomous, self._executing_until = False, -math.inf
+        return self.sent([stop_msg(a, now, self.world.control.dt) for a in self.world.arm_names], now)
 
     def _not_planning(self, e: Exception, now: float) -> list[dict]:
         """No plan (stale or NaN state, a refused state): log it once; arms still moving on an old plan stop."""
