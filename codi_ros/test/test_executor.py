@@ -94,7 +94,7 @@ def test_executor_rejects_late_and_out_of_order_chunks():
                          ids=["huge dt", "far future start"])
 def test_a_chunk_ending_far_ahead_is_refused_before_any_trajectory_is_built(chunk):
     """(Found by the topic fuzz test: a fuzzed dt made the action node compute a trajectory without end.)"""
-    ex = ArmExecutor(WORLD, "left", ArmKinematics(WORLD))
+    ex = ArmExecutor(WORLD, "left", ArmKinematics())
     assert not ex.accept(chunk, now=5.0)
     assert "wrong dt or start stamp" in texts(ex.pop_events())[0]
     assert len(ex.trajectory(5.0, np.array(WORLD.home_qpos)).times) == 1      # at rest: one point
@@ -202,7 +202,7 @@ def test_chunk_committed_must_leave_new_actions():
 def test_the_world_and_the_action_node_run_the_same_executor_class():
     world = TwoArmWorld(WORLD)
     assert all(type(e) is ArmExecutor for e in world.executors.values())
-    assert type(ArmController(WORLD, "left", ArmKinematics(WORLD)).executor) is ArmExecutor
+    assert type(ArmController(WORLD, "left", ArmKinematics()).executor) is ArmExecutor
 
 
 def test_no_second_ik_or_workspace_path_in_the_package():
@@ -235,7 +235,7 @@ def test_predict_runs_a_copy_ahead_with_the_limits_lag_and_leaves_the_executor_a
     """ArmExecutor.predict from rest under 0.3 m/s along base x for 0.3 s: the tool where the same executor
     takes it with joints that follow its commands with the tracking lag (behind the first-order 9 cm: the
     joint limits and the lag ramp the speed up); the executor's own next commands are unchanged by it."""
-    kin = ArmKinematics(WORLD)
+    kin = ArmKinematics()
     ex, twin = ArmExecutor(WORLD, "left", kin), ArmExecutor(WORLD, "left", kin)
     q0 = np.array(WORLD.home_qpos)
     for e in (ex, twin):

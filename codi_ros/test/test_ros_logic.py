@@ -24,13 +24,7 @@ from codi_ros.control.kinematics import ArmKinematics, arm_state_from_joints
 from codi_ros.core.guidance import GuidanceConfig
 from codi_ros.core.planner import Planner, PlannerConfig, PlanningError, PlanOverrides, PlanResult
 from codi_ros.frames import ArmState, mat_to_quat, quat_to_mat, rot_z
-from codi_ros.nodes.logic.arm_control import (
-    ARM_JOINTS,
-    DELIVERY_MARGIN_S,
-    FINGER_JOINTS,
-    ArmController,
-    JointStateReader,
-)
+from codi_ros.nodes.logic.arm_control import DELIVERY_MARGIN_S, ArmController, JointStateReader
 from codi_ros.nodes.logic.coordinator import Coordinator
 from codi_ros.nodes.logic.messages import (
     arm_state_msg,
@@ -55,6 +49,7 @@ from codi_ros.nodes.logic.sim_bridge import LAG_REPORT_HOLD_S, SimBridge, camera
 from codi_ros.nodes.logic.watchdog import LogOnce, RateGrid, StateMonitor
 from codi_ros.paths import config_dir
 from codi_ros.perception.fusion import Detection
+from codi_ros.robot.fr3 import ARM_JOINTS, FINGER_JOINTS
 from codi_ros.sim.tasks import HANDOVER
 from codi_ros.sim.world import TwoArmWorld
 
@@ -64,7 +59,7 @@ H, DT = WORLD.horizon.prediction, WORLD.control.dt
 
 @pytest.fixture(scope="module")
 def kinematics() -> ArmKinematics:
-    return ArmKinematics(WORLD)
+    return ArmKinematics()
 
 
 @pytest.fixture(scope="module")
@@ -562,7 +557,7 @@ def test_latency_aware_coordinator_predicts_the_tools_from_the_arms_joint_states
     from codi_ros.control.kinematics import ArmKinematics
     from codi_ros.core.realtime import RealtimeConfig
 
-    kinematics, q = ArmKinematics(WORLD), np.array(WORLD.home_qpos)
+    kinematics, q = ArmKinematics(), np.array(WORLD.home_qpos)
     planner = FakePlanner(latency=0.25)
     coord = Coordinator(WORLD, planner, realtime=RealtimeConfig(initial_latency=0.25))
     coord.start()
@@ -1052,13 +1047,13 @@ def test_fuzzed_state_and_chunk_messages_never_raise_and_never_command_non_finit
     from hypothesis import strategies as st
 
     q = world.joint_positions("left")
-    state = arm_state_from_joints(ArmKinematics(WORLD), WORLD.base_frame("left"), q, np.zeros(7), 0.08)
+    state = arm_state_from_joints(ArmKinematics(), WORLD.base_frame("left"), q, np.zeros(7), 0.08)
     arm_base = arm_state_msg("left", state, 1.0, joints=(q, np.zeros(7)))
     cube_base = detection_msg(Detection("sim_truth", 1.0, np.array([-0.3, 0.1, 0.025]), np.array([1.0, 0, 0, 0])))
     actions = np.zeros((H, 7))
     actions[:, 0], actions[:, 6] = 0.05, 0.08
     chunk_base = chunk_msg("left", Chunk(1.0, DT, actions[:4]))
-    arm = controller(ArmKinematics(WORLD))
+    arm = controller(ArmKinematics())
     arm.on_joint_positions(q, 1.0)
     trajectory_base = trajectory_msg(arm.on_chunk(chunk_base, now=1.0), ARM_JOINTS, FINGER_JOINTS)
     bridge = SimBridge(world)

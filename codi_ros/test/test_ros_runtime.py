@@ -31,10 +31,10 @@ from codi_ros.config import load_world_config  # noqa: E402
 from codi_ros.frames import WorldState  # noqa: E402
 from codi_ros.nodes._ros import COMMAND_QOS, SENSOR_QOS  # noqa: E402
 from codi_ros.nodes.local_graph import STARTUP_S, LocalGraph  # noqa: E402
-from codi_ros.nodes.logic.arm_control import ARM_JOINTS  # noqa: E402
 from codi_ros.nodes.logic.messages import pose_msg  # noqa: E402
 from codi_ros.nodes.logic.msg_dict import fill  # noqa: E402
 from codi_ros.nodes.logic.services import cost_request, world_state_msg  # noqa: E402
+from codi_ros.robot.fr3 import ARM_JOINTS  # noqa: E402
 from codi_ros.sim.world import TwoArmWorld  # noqa: E402
 
 WORLD = load_world_config()

@@ -1,7 +1,7 @@
 """Forward kinematics and the tool-site Jacobian of one FR3 + Panda hand, in its own base frame.
 
-Uses MuJoCo as a kinematics library on a one-arm model built from the same data as the simulated
-world, so the hardware action node and the simulator share one arm model.
+Uses MuJoCo as a kinematics library on the one-arm model of :mod:`codi_ros.robot.fr3`, the arm the
+simulated world is built from, so the hardware action node and the simulator share one arm model.
 """
 
 from __future__ import annotations
@@ -9,22 +9,22 @@ from __future__ import annotations
 import mujoco
 import numpy as np
 
-from codi_ros.config import ArmConfig, WorldConfig
+from codi_ros.config import ArmConfig
 from codi_ros.frames import ArmState, BaseFrame
-from codi_ros.sim.scene import build_arm_xml
+from codi_ros.robot.fr3 import ARM_JOINTS, build_arm_xml
 
 _NAME = "arm"
 
 
 class ArmKinematics:
-    def __init__(self, cfg: WorldConfig):
-        self.model = mujoco.MjModel.from_xml_string(build_arm_xml(ArmConfig(_NAME, (0.0, 0.0), 0.0), cfg))
+    def __init__(self):
+        self.model = mujoco.MjModel.from_xml_string(build_arm_xml(ArmConfig(_NAME, (0.0, 0.0), 0.0)))
         self.data = mujoco.MjData(self.model)
         self._site = self.model.site(f"{_NAME}_tcp").id
-        self._qadr = [self.model.joint(f"{_NAME}_fr3_joint{i}").qposadr[0] for i in range(1, 8)]
-        self._dofs = [self.model.jnt_dofadr[self.model.joint(f"{_NAME}_fr3_joint{i}").id] for i in range(1, 8)]
-        self.q_lower = np.array([self.model.joint(f"{_NAME}_fr3_joint{i}").range[0] for i in range(1, 8)])
-        self.q_upper = np.array([self.model.joint(f"{_NAME}_fr3_joint{i}").range[1] for i in range(1, 8)])
+        self._qadr = [self.model.joint(f"{_NAME}_{j}").qposadr[0] for j in ARM_JOINTS]
+        self._dofs = [self.model.joint(f"{_NAME}_{j}").dofadr[0] for j in ARM_JOINTS]
+        self.q_lower = np.array([self.model.joint(f"{_NAME}_{j}").range[0] for j in ARM_JOINTS])
+        self.q_upper = np.array([self.model.joint(f"{_NAME}_{j}").range[1] for j in ARM_JOINTS])
 
     def _set(self, q: np.ndarray) -> None:
         q = np.asarray(q, dtype=float)

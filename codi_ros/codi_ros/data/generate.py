@@ -151,8 +151,8 @@ class TwistNoise:
 
 def run_multi_episode(world: Any, spec: EpisodeSpec) -> tuple[np.ndarray, np.ndarray, dict[str, Any]]:
     """One two-arm handover demonstration by the scripted multi-arm expert."""
-    from codi_ros.evaluation.metrics import EpisodeRecorder
     from codi_ros.sim.experts import HandoverExpert
+    from codi_ros.sim.metrics import EpisodeRecorder
     from codi_ros.sim.tasks import MULTI_DATA_TASK
 
     cfg = world.cfg

@@ -67,8 +67,8 @@ def run(args: argparse.Namespace) -> int:
     from codi_ros.core.policy import PolicyLoadError, load_policy
     from codi_ros.evaluation.evaluate import planner_controller, timing_of
     from codi_ros.evaluation.handover import run_handover_episode
-    from codi_ros.evaluation.metrics import SAFETY_DISTANCE
     from codi_ros.evaluation.rollout import delay_histogram
+    from codi_ros.sim.metrics import SAFETY_DISTANCE
     from codi_ros.sim.tasks import HANDOVER
     from codi_ros.sim.world import TwoArmWorld
     from codi_ros.version import code_version, machine_description

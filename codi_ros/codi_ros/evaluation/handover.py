@@ -18,7 +18,6 @@ import numpy as np
 
 from codi_ros.completion import Completion
 from codi_ros.core.realtime import LatencyEstimate
-from codi_ros.evaluation.metrics import EpisodeRecorder
 from codi_ros.evaluation.rollout import (
     PAUSED,
     ChunkController,
@@ -32,6 +31,7 @@ from codi_ros.evaluation.rollout import (
     run_closed_loop,
     world_state,
 )
+from codi_ros.sim.metrics import EpisodeRecorder
 from codi_ros.sim.tasks import HANDOVER, HandoverTask
 from codi_ros.sim.world import TwoArmWorld
 

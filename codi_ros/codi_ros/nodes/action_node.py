@@ -30,9 +30,10 @@ from codi_ros.nodes._ros import (
     stamp_sec,
     world_config,
 )
-from codi_ros.nodes.logic.arm_control import ARM_JOINTS, FINGER_JOINTS, ArmController, JointStateReader
+from codi_ros.nodes.logic.arm_control import ArmController, JointStateReader
 from codi_ros.nodes.logic.messages import trajectory_msg
 from codi_ros.nodes.logic.msg_dict import fill, to_dict
+from codi_ros.robot.fr3 import ARM_JOINTS, FINGER_JOINTS
 
 WATCHDOG_PERIOD_S = 0.05   # the joint states are checked this often
 
@@ -47,7 +48,7 @@ class ActionNode(Node):
         self.declare_parameter("state_timeout", 0.2, describe("older joint states: stop the arm, s"))
         world = world_config(self)   # executor settings, workspace and limits: world.yaml, as in codi eval
         self.arm = param(self, "arm")
-        self.controller = ArmController(world, self.arm, ArmKinematics(world), param(self, "state_timeout"))
+        self.controller = ArmController(world, self.arm, ArmKinematics(), param(self, "state_timeout"))
         self.joints, self.fingers = list(param(self, "joint_names")), list(param(self, "finger_joint_names"))
         self.reader = JointStateReader(self.joints, ())
         self.pub = self.create_publisher(JointTrajectory, "joint_trajectory_controller/joint_trajectory", COMMAND_QOS)

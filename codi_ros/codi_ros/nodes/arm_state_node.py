@@ -16,10 +16,11 @@ from sensor_msgs.msg import JointState
 
 from codi_ros.control.kinematics import ArmKinematics, arm_state_from_joints
 from codi_ros.nodes._ros import SENSOR_QOS, describe, param, run, stamp_sec, world_config
-from codi_ros.nodes.logic.arm_control import ARM_JOINTS, FINGER_JOINTS, JointStateReader
+from codi_ros.nodes.logic.arm_control import JointStateReader
 from codi_ros.nodes.logic.messages import arm_state_msg
 from codi_ros.nodes.logic.msg_dict import fill
 from codi_ros.nodes.logic.watchdog import RateGrid
+from codi_ros.robot.fr3 import ARM_JOINTS, FINGER_JOINTS
 
 
 class ArmStateNode(Node):
@@ -33,7 +34,7 @@ class ArmStateNode(Node):
         world = world_config(self)
         self.arm = param(self, "arm")
         self.frame = world.base_frame(self.arm)
-        self.kinematics = ArmKinematics(world)
+        self.kinematics = ArmKinematics()
         self.reader = JointStateReader(list(param(self, "joint_names")),
                                        list(param(self, "finger_joint_names")))
         self.pub = self.create_publisher(ArmState, "arm_state", SENSOR_QOS)

@@ -40,6 +40,7 @@ class LocalGraph:
         self.node = Node("client", context=self.context)
         self.executor = SingleThreadedExecutor(context=self.context)
         self.executor.add_node(self.node)
+        self._clients: dict[tuple[type, str], Any] = {}
 
     def start(self, executable: str, namespace: str = "", remap: dict[str, str] | None = None,
               env: dict[str, str] | None = None, **params: Any) -> None:
@@ -79,17 +80,21 @@ class LocalGraph:
         self.spin_until(lambda: False, seconds)
 
     def call(self, srv_type: type, name: str, request: Any, timeout: float = 60.0) -> Any:
-        """The response of service ``name``; TimeoutError when it is not served or does not answer."""
-        client = self.node.create_client(srv_type, name)
-        try:
-            if not client.wait_for_service(timeout_sec=STARTUP_S):
-                raise TimeoutError(f"{name} is not served")
-            future = client.call_async(request)
-            if not self.spin_until(future.done, timeout):
-                raise TimeoutError(f"{name}: no answer in {timeout} s")
-            return future.result()
-        finally:
-            self.node.destroy_client(client)
+        """The response of service ``name``; TimeoutError when it is not served or does not answer.
+
+        One client per service, kept for later calls: a service whose answer is ready before it has
+        discovered a new client's response reader drops it ("failed to send response (timeout)" in the
+        server's log), which a client made for each call met now and then on loaded cores."""
+        client = self._clients.get((srv_type, name))
+        if client is None:
+            client = self._clients[srv_type, name] = self.node.create_client(srv_type, name)
+        if not client.wait_for_service(timeout_sec=STARTUP_S):
+            raise TimeoutError(f"{name} is not served")
+        future = client.call_async(request)
+        if not self.spin_until(future.done, timeout):
+            client.remove_pending_request(future)
+            raise TimeoutError(f"{name}: no answer in {timeout} s")
+        return future.result()
 
     def plan_when_ready(self, timeout: float = STARTUP_S, service: str = "/codi/plan") -> Any:
         """The first successful answer to an empty (latest observed state) plan request: a coordinator

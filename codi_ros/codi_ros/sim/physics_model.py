@@ -43,7 +43,7 @@ class PhysicsModel:
     def __init__(self, world: WorldConfig):
         self.cfg = world
         self.world = TwoArmWorld(world)
-        self.kin = ArmKinematics(world)
+        self.kin = ArmKinematics()
         self.home_q = np.asarray(world.home_qpos)
 
     def rollout(self, state: SimState, chunks: Tensor) -> Trajectories:

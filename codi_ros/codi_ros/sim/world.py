@@ -21,7 +21,8 @@ from codi_ros.control.executor import MAX_TARGET_LEAD, ArmExecutor, Chunk, Event
 from codi_ros.control.kinematics import ArmKinematics
 from codi_ros.control.trajectory import JointTrajectory, TrajectoryFollower
 from codi_ros.frames import ArmState, CubeState, observe
-from codi_ros.sim.scene import ARM_JOINTS, CUBE_FACES, FINGER_RANGE, build_scene_xml
+from codi_ros.robot.fr3 import ARM_JOINTS, FINGER_JOINTS, FINGER_RANGE
+from codi_ros.sim.scene import CUBE_FACES, build_scene_xml
 
 
 def _png(image: np.ndarray) -> bytes:
@@ -73,11 +74,11 @@ class TwoArmWorld:
                 dofadr=np.array([m.joint(p + j).dofadr[0] for j in ARM_JOINTS]),
                 actuators=np.array([m.actuator(p + j).id for j in ARM_JOINTS]),
                 gripper_actuator=m.actuator(p + "gripper").id,
-                finger_qadr=np.array([m.joint(p + f"finger_joint{i}").qposadr[0] for i in (1, 2)]),
+                finger_qadr=np.array([m.joint(p + f).qposadr[0] for f in FINGER_JOINTS]),
                 tcp=m.site(p + "tcp").id,
                 geoms={g for g in range(m.ngeom) if m.geom_bodyid[g] in bodies},
             )
-        self.kinematics = ArmKinematics(cfg)
+        self.kinematics = ArmKinematics()
         self.executors = {name: ArmExecutor(cfg, name, self.kinematics) for name in self.arms}
         self.events: Events = []       # the executors' log lines since the last reset (capped)
         self._cube_qadr = m.joint("cube_free").qposadr[0]

@@ -17,9 +17,8 @@ from codi_ros.control.kinematics import ArmKinematics
 from codi_ros.control.trajectory import JointTrajectory
 from codi_ros.nodes.logic.messages import Msg, parse_chunk
 from codi_ros.nodes.logic.watchdog import LogOnce, StateMonitor
+from codi_ros.robot.fr3 import ARM_JOINTS, FINGER_JOINTS
 
-ARM_JOINTS = tuple(f"fr3_joint{i}" for i in range(1, 8))
-FINGER_JOINTS = ("fr3_finger_joint1", "fr3_finger_joint2")
 DELIVERY_MARGIN_S = 0.02    # s: a trajectory's first point is due this long after the chunk that made it arrived
 
 

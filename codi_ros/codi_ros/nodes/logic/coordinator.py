@@ -79,7 +79,7 @@ class Coordinator:
         self.world, self.planner = world, planner
         self.lock = threading.RLock()          # the state below; never held while the planner runs
         self.latency = LatencyEstimate(realtime or RealtimeConfig(commit=False), world.control.dt)
-        kinematics = ArmKinematics(world)
+        kinematics = ArmKinematics()
         self._running = {a: ArmExecutor(world, a, kinematics)
                          for a in world.arm_names}   # what each action node executes: the chunks it was sent
         self.config = config = config or CoordinatorConfig()

@@ -1,0 +1,1 @@
+"""Robot descriptions: the FR3 + hand (fr3)."""
