@@ -127,7 +127,7 @@ def main() -> None:
             graph.spin_for(0.5)                                  # fresh states after the reset
             graph.call(Trigger, "/codi/start", Trigger.Request())
             start = time.monotonic()
-            graph.spin_for(world.episode_max_seconds)
+            graph.spin_for(world.episode.max_seconds)
             goal = position(goals[-1][1])
             track = [(t - start, float(np.linalg.norm(position(m) - goal))) for t, m in cubes
                      if t >= start and m.source == "sim_truth"]

@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import types
+import typing
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -25,6 +27,51 @@ class ConfigError(ValueError):
 def _check(cond: bool, msg: str) -> None:
     if not cond:
         raise ConfigError(msg)
+
+
+def from_dict(cls: type, d: Any, where: str, complete: bool = True, **given: Any) -> Any:
+    """The config dataclass ``cls`` from a YAML/JSON mapping, strictly: an unknown key, a missing one (with
+    ``complete``; else a missing key keeps its default) or a value not of its field's type (ints pass as
+    floats, lists as tuples) is a ConfigError naming ``where.field``; nested dataclasses likewise. ``given``:
+    fields set by the caller, not read from ``d``. The dataclass's ``__post_init__`` then checks the values."""
+    if not isinstance(d, dict):
+        raise ConfigError(f"{where}: expected a mapping, got {d!r}")
+    hints = typing.get_type_hints(cls)
+    names = {f.name for f in dataclasses.fields(cls) if f.init} - set(given)
+    unknown = sorted(set(d) - names)
+    missing = sorted(names - set(d)) if complete else []
+    if unknown or missing:
+        raise ConfigError(f"{where}: unknown keys {unknown}, missing keys {missing}")
+    try:
+        return cls(**given, **{k: _value(hints[k], v, f"{where}.{k}") for k, v in d.items()})
+    except (TypeError, ValueError) as e:
+        raise ConfigError(f"{where}: {e}") from None
+
+
+def _value(hint: Any, v: Any, where: str) -> Any:
+    """``v`` as a value of type ``hint`` (see :func:`from_dict`)."""
+    origin, args = typing.get_origin(hint), typing.get_args(hint)
+    if dataclasses.is_dataclass(hint):
+        return from_dict(hint, v, where)
+    if origin in (typing.Union, types.UnionType):
+        if v is None and type(None) in args:
+            return None
+        (inner,) = [a for a in args if a is not type(None)]
+        return _value(inner, v, where)
+    if origin is typing.Literal:
+        if v in args:
+            return v
+        raise ConfigError(f"{where}: must be one of {list(args)}, got {v!r}")
+    if origin is tuple and isinstance(v, list | tuple):
+        if len(args) == 2 and args[1] is Ellipsis:
+            return tuple(_value(args[0], x, f"{where}[{i}]") for i, x in enumerate(v))
+        if len(v) == len(args):
+            return tuple(_value(a, x, f"{where}[{i}]") for i, (a, x) in enumerate(zip(args, v, strict=True)))
+    if hint is float and isinstance(v, int | float) and not isinstance(v, bool):
+        return float(v)
+    if hint in (int, str, bool) and type(v) is hint:
+        return v
+    raise ConfigError(f"{where}: expected {getattr(hint, '__name__', hint)}, got {v!r}")
 
 
 @dataclass(frozen=True)
@@ -50,7 +97,7 @@ class ArmConfig:
 
 @dataclass(frozen=True)
 class ReachConfig:
-    min_radius: float = 0.30
+    min_radius: float = 0.32
     max_radius: float = 0.76
 
     def __post_init__(self) -> None:
@@ -136,7 +183,7 @@ class ControlConfig:
 class WorkspaceConfig:
     lower: tuple[float, float, float] = (-0.9, -0.6, 0.02)
     upper: tuple[float, float, float] = (0.9, 0.6, 0.8)
-    lookahead: float = 0.1
+    lookahead: float = 0.2
 
     def __post_init__(self) -> None:
         _check(len(self.lower) == 3 and len(self.upper) == 3 and all(a < b for a, b in zip(self.lower, self.upper,
@@ -161,10 +208,18 @@ class ExecutorConfig:
 @dataclass(frozen=True)
 class HorizonConfig:
     prediction: int = 16
-    execution: int = 8
+    execution: int = 4
 
     def __post_init__(self) -> None:
         _check(1 <= self.execution <= self.prediction, "horizon: need 1 <= execution <= prediction")
+
+
+@dataclass(frozen=True)
+class EpisodeConfig:
+    max_seconds: float = 30.0     # an episode (codi eval, codi demo, the graph experiment, a demonstration) ends here
+
+    def __post_init__(self) -> None:
+        _check(self.max_seconds > 0, "episode.max_seconds must be positive")
 
 
 @dataclass(frozen=True)
@@ -180,7 +235,7 @@ class WorldConfig:
     horizon: HorizonConfig
     workspace: WorkspaceConfig = field(default_factory=WorkspaceConfig)
     executor: ExecutorConfig = field(default_factory=ExecutorConfig)
-    episode_max_seconds: float = 30.0
+    episode: EpisodeConfig = field(default_factory=EpisodeConfig)
     source: str = field(default="<defaults>", compare=False)
 
     def __post_init__(self) -> None:
@@ -228,34 +283,10 @@ class WorldConfig:
         return d
 
 
-def _region(d: dict[str, Any], cls: type = BoxRegion) -> Any:
-    return cls(**{k: tuple(v) if isinstance(v, list) else v for k, v in d.items()})
-
-
 def world_config_from_dict(d: dict[str, Any], source: str = "<dict>") -> WorldConfig:
-    """Build a validated :class:`WorldConfig` from the YAML structure of ``config/world.yaml``."""
-    try:
-        return WorldConfig(
-            table=TableConfig(size=tuple(d["table"]["size"]), thickness=d["table"].get("thickness", 0.05),
-                              friction=d["table"].get("friction", 1.0)),
-            arms=tuple(ArmConfig(name=a["name"], base_xy=tuple(a["base_xy"]), base_yaw=float(a["base_yaw"]))
-                       for a in d["arms"]),
-            home_qpos=tuple(float(q) for q in d["home_qpos"]),
-            reach=ReachConfig(**d.get("reach", {})),
-            cube=CubeConfig(**d.get("cube", {})),
-            goal=_region(d["goal"], GoalConfig),
-            handover_strip=_region(d["handover_strip"]),
-            control=ControlConfig(**{k: tuple(v) if isinstance(v, list) else v
-                                     for k, v in d.get("control", {}).items()}),
-            horizon=HorizonConfig(**d.get("horizon", {})),
-            workspace=WorkspaceConfig(**{k: tuple(v) if isinstance(v, list) else v
-                                         for k, v in d.get("workspace", {}).items()}),
-            executor=ExecutorConfig(**d.get("executor", {})),
-            episode_max_seconds=float(d.get("episode", {}).get("max_seconds", 30.0)),
-            source=source,
-        )
-    except (KeyError, TypeError) as e:
-        raise ConfigError(f"{source}: malformed world config ({type(e).__name__}: {e})") from None
+    """A validated :class:`WorldConfig` from the YAML structure of ``config/world.yaml``: every key given,
+    none unknown (:func:`from_dict`)."""
+    return from_dict(WorldConfig, d, source, source=source)
 
 
 def load_world_config(path: str | Path | None = None) -> WorldConfig:

@@ -1,12 +1,46 @@
-"""Stand-ins shared by the tests: a score policy with an exact score, and the EDM noise range it reports."""
+"""Stand-ins shared by the tests: a score policy with an exact score, the EDM noise range it reports, and
+shipped config files with one value changed."""
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
 
 import torch
+import yaml
 
+from codi_ros.core.guidance import GuidanceConfig
+from codi_ros.core.planner import PlannerConfig
 from codi_ros.frames import OBS_DIM
+from codi_ros.paths import config_dir
+
+
+def small_planner_config(steps: int, num_samples: int, **changes: Any) -> PlannerConfig:
+    """A planner cheap enough for tests: one candidate, the reverse SDE, lambda 0.1 and guidance at every
+    noise level (the shipped planner.yaml: 8 candidates, Heun, lambda 0.01, t >= 0.3)."""
+    guidance = GuidanceConfig(temperature=0.1, num_samples=num_samples, t_range=(0.0, math.inf))
+    return PlannerConfig(**{"steps": steps, "sampler": "sde", "candidates": 1, "coherence": 0.0,
+                            "guidance": guidance, **changes})
+
+
+def shipped_config(name: str) -> dict[str, Any]:
+    """The installed ``config/<name>`` as a dict."""
+    return yaml.safe_load((config_dir() / name).read_text())
+
+
+def edited_config(folder: Path, name: str, key: str, value: Any) -> Path:
+    """``config/<name>`` with ``key`` ("steps", "guidance.temperature") set to ``value``, written into ``folder``."""
+    data = shipped_config(name)
+    *sections, last = key.split(".")
+    target = data
+    for section in sections:
+        target = target[section]
+    target[last] = value
+    path = Path(folder) / name
+    path.write_text(yaml.safe_dump(data))
+    return path
 
 
 @dataclass(frozen=True)

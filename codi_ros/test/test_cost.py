@@ -6,6 +6,7 @@ import dataclasses
 
 import pytest
 import torch
+from fakes import edited_config
 
 from codi_ros.config import ConfigError, load_world_config
 from codi_ros.core.cost import CostConfig, HandoverCost, load_cost_config
@@ -50,23 +51,12 @@ def test_config_is_table_one():
     assert CFG == CostConfig()
 
 
-def test_bad_cost_config_is_rejected(tmp_path):
-    p = tmp_path / "cost.yaml"
-    p.write_text("goal: {threshold: -0.01, weight: 1}\nengage: {threshold: 0.2, weight: 10}\n"
-                 "collision: {threshold: 0.3, weight: 10}\n")
-    with pytest.raises(ConfigError, match="threshold"):
-        load_cost_config(p)
-    p.write_text("goal: {threshold: 0.01, weight: 1}\n")
-    with pytest.raises(ConfigError, match="engage"):
-        load_cost_config(p)
-    p.write_text("goal: {threshold: 0.01, weight: 1}\nengage: {threshold: 0.2, weight: 10, closer: wrist}\n"
-                 "collision: {threshold: 0.3, weight: 10}\n")
-    with pytest.raises(ConfigError, match="engage.closer"):
-        load_cost_config(p)
-    p.write_text("goal: {threshold: 0.01, weight: 1, measure: mean}\nengage: {threshold: 0.2, weight: 10}\n"
-                 "collision: {threshold: 0.3, weight: 10}\n")
-    with pytest.raises(ConfigError, match="goal.measure"):
-        load_cost_config(p)
+@pytest.mark.parametrize("key, value, message", [("goal.threshold", -0.01, "threshold"),
+                                                ("engage.closer", "wrist", "engage.closer"),
+                                                ("goal.measure", "mean", "goal.measure")])
+def test_bad_cost_config_is_rejected(tmp_path, key, value, message):
+    with pytest.raises(ConfigError, match=message):
+        load_cost_config(edited_config(tmp_path, "cost.yaml", key, value))
 
 
 @pytest.mark.parametrize("offset", [0.0, 0.005, 0.0099])

@@ -66,8 +66,10 @@ def sample(policy, num_agents, cost, guidance, num=4000, steps=100, seed=0):
 
 
 def exact_guidance(covariance="data_prior", **kw):
-    # data_std = 1 is the base's true spread, so t^2 sd^2 / (sd^2 + t^2) is the exact posterior covariance.
-    return GuidanceConfig(temperature=1.0, num_samples=32, covariance=covariance, data_std=1.0, **kw)
+    # data_std = 1 is the base's true spread, so t^2 sd^2 / (sd^2 + t^2) is the exact posterior covariance;
+    # guided at every noise level (the shipped planner guides only t >= 0.3)
+    return GuidanceConfig(**{"temperature": 1.0, "num_samples": 32, "covariance": covariance, "data_std": 1.0,
+                             "t_range": (0.0, math.inf), **kw})
 
 
 # --- the estimator at a fixed noise level -------------------------------------------------------------------------

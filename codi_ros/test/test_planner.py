@@ -7,19 +7,19 @@ from dataclasses import replace
 import numpy as np
 import pytest
 import torch
-from fakes import GaussianPolicy
+from fakes import GaussianPolicy, edited_config, small_planner_config
 
 from codi_ros.config import ConfigError, load_world_config
 from codi_ros.core.cost import load_cost_config
 from codi_ros.core.guidance import GuidanceConfig
 from codi_ros.core.kinematic_model import KinematicModel, SimState
-from codi_ros.core.planner import Planner, PlannerConfig, PlanningError, PlanOverrides, PlanResult, load_planner_config
+from codi_ros.core.planner import Planner, PlanningError, PlanOverrides, PlanResult, load_planner_config
 from codi_ros.frames import ArmState, CubeState, WorldState
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 WORLD = load_world_config()
 HALF = 0.5 * WORLD.cube.size
-FAST = PlannerConfig(steps=8, guidance=GuidanceConfig(num_samples=16))
+FAST = small_planner_config(steps=8, num_samples=16)
 
 
 def arm(x, y=0.0, z=0.2, width=0.08):
@@ -212,19 +212,15 @@ def test_warm_start_continues_the_rest_of_the_previous_plan_in_fewer_steps():
 def test_planner_yaml_loads_and_is_validated(tmp_path):
     cfg = load_planner_config()
     assert cfg.method == "codi" and cfg.cost_simulator == "kinematic" and cfg.guidance.temperature > 0
-    p = tmp_path / "planner.yaml"
-    for text, field in [("method: joint\n", "method"), ("steps: 0\n", "steps"),
-                        ("guidance: {temperature: 0}\n", "temperature"),
-                        ("guidance: {num_samples: 1}\n", "num_samples"),
-                        ("guidance: {covariance: full}\n", "covariance"),
-                        ("cost_simulator: isaac\n", "cost_simulator"), ("candidates: 0\n", "candidates"),
-                        ("coherence: -1\n", "coherence"), ("warm_start: 0\n", "warm_start"),
-                        ("guidance: {num_samples: 100000000}\n", r"planner\.guidance\.num_samples: M"),
-                        ("candidates: 64\nsteps: 100\n", "exceeds the budget of 32,768"),
-                        ("seed: -1\n", r"planner\.seed")]:
-        p.write_text(text)
+    for key, value, field in [("method", "joint", "method"), ("steps", 0, "steps"),
+                              ("guidance.temperature", 0.0, "temperature"), ("guidance.num_samples", 1, "num_samples"),
+                              ("guidance.covariance", "full", "covariance"),
+                              ("cost_simulator", "isaac", "cost_simulator"), ("candidates", 0, "candidates"),
+                              ("coherence", -1.0, "coherence"), ("warm_start", 0.0, "warm_start"),
+                              ("guidance.num_samples", 100000000, r"planner\.guidance\.num_samples: M"),
+                              ("steps", 1000, "exceeds the budget of 32,768"), ("seed", -1, r"planner\.seed")]:
         with pytest.raises(ConfigError, match=field):
-            load_planner_config(p)
+            load_planner_config(edited_config(tmp_path, "planner.yaml", key, value))
     with pytest.raises(ConfigError, match="physics"):
         planner(replace(FAST, cost_simulator="physics"))
 

@@ -209,14 +209,14 @@ def test_predicted_tools_from_the_executors_replace_first_order_and_carry_a_held
 def test_a_latency_aware_plan_starts_with_exactly_the_committed_actions(method):
     from dataclasses import replace
 
-    from test_planner import GaussianPolicy, world_state
+    from fakes import GaussianPolicy, small_planner_config
+    from test_planner import world_state
 
     from codi_ros.core.cost import load_cost_config
-    from codi_ros.core.guidance import GuidanceConfig
-    from codi_ros.core.planner import Planner, PlannerConfig
+    from codi_ros.core.planner import Planner
     from codi_ros.core.realtime import RealtimeConfig
 
-    config = PlannerConfig(steps=6, guidance=GuidanceConfig(num_samples=8), realtime=RealtimeConfig(method=method))
+    config = small_planner_config(steps=6, num_samples=8, realtime=RealtimeConfig(method=method))
     planner = Planner(GaussianPolicy(), WORLD, replace(config, candidates=2), load_cost_config())
     committed = {a: np.tile([0.05, 0.0, -0.02, 0.0, 0.0, 0.1, 0.08], (3, 1)) for a in WORLD.arm_names}
     result = planner.plan(world_state(), committed=committed)

@@ -8,6 +8,7 @@ import json
 import numpy as np
 import pytest
 import torch
+from fakes import edited_config
 
 from codi_ros.config import load_world_config
 from codi_ros.evaluation import evaluate
@@ -119,9 +120,7 @@ def test_codi_eval_refuses_a_trace_path_that_is_a_file_before_running(tmp_path, 
 def test_codi_eval_records_its_cost_config_and_refuses_a_bad_one(tmp_path, capsys):
     parser = argparse.ArgumentParser()
     evaluate.add_arguments(parser)
-    cost = tmp_path / "cost.yaml"
-    cost.write_text("goal: {threshold: 0.01, weight: 1}\nengage: {threshold: 0.2, weight: 10, closer: end_effector}\n"
-                    "collision: {threshold: 0.3, weight: 10}\n")
+    cost = edited_config(tmp_path, "cost.yaml", "engage.closer", "end_effector")
     out = tmp_path / "r.json"
     common = ["--method", "codi", "--episodes", "1", "--seconds", "0.3", "--num-samples", "4", "--no-progress",
               "--out", str(out), "--cost-config", str(cost)]

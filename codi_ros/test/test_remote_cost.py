@@ -11,12 +11,13 @@ from dataclasses import replace
 import numpy as np
 import pytest
 import torch
+from fakes import small_planner_config
 
 from codi_ros.config import ConfigError, load_world_config
 from codi_ros.core.cost import HandoverCost, load_cost_config
 from codi_ros.core.guidance import GuidanceConfig
 from codi_ros.core.kinematic_model import KinematicModel, SimState
-from codi_ros.core.planner import Planner, PlannerConfig, PlanOverrides
+from codi_ros.core.planner import Planner, PlanOverrides
 from codi_ros.core.policy import load_policy
 from codi_ros.frames import ArmState, CubeState, WorldState, rot_z
 from codi_ros.nodes.logic.coordinator import Coordinator
@@ -34,7 +35,7 @@ from codi_ros.perception.fusion import Detection
 pytestmark = pytest.mark.usefixtures("one_thread")
 WORLD = load_world_config()
 H = WORLD.horizon.prediction
-FAST = PlannerConfig(steps=4, guidance=GuidanceConfig(num_samples=16))
+FAST = small_planner_config(steps=4, num_samples=16)
 SERVICE = CostService(WORLD, kinematic_cost_evaluator(WORLD))
 HALF = 0.5 * WORLD.cube.size
 M = FAST.guidance.num_samples                                  # candidates per cost call in a guided step

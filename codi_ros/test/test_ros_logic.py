@@ -16,13 +16,12 @@ import mujoco
 import numpy as np
 import pytest
 import yaml
-from fakes import GaussianPolicy
+from fakes import GaussianPolicy, small_planner_config
 
 from codi_ros.config import load_world_config
 from codi_ros.control.executor import MAX_TARGET_LEAD, Chunk, ChunkError
 from codi_ros.control.kinematics import ArmKinematics, arm_state_from_joints
-from codi_ros.core.guidance import GuidanceConfig
-from codi_ros.core.planner import Planner, PlannerConfig, PlanningError, PlanOverrides, PlanResult
+from codi_ros.core.planner import Planner, PlanningError, PlanOverrides, PlanResult
 from codi_ros.frames import ArmState, mat_to_quat, quat_to_mat, rot_z
 from codi_ros.nodes.logic.arm_control import DELIVERY_MARGIN_S, ArmController, JointStateReader
 from codi_ros.nodes.logic.coordinator import Coordinator
@@ -437,8 +436,7 @@ def test_malformed_plan_requests_name_the_field(request_, field_name):
 def test_a_plan_request_over_the_compute_budget_is_refused_without_planning():
     """Each override within its bounds, but 8 candidates x 16384 x 1000 steps would hold the single-threaded
     coordinator (and the /codi/stop behind it) for hours: refused, the budget in the message."""
-    planner = Planner(GaussianPolicy(), WORLD, PlannerConfig(steps=4, candidates=8,
-                                                             guidance=GuidanceConfig(num_samples=8)))
+    planner = Planner(GaussianPolicy(), WORLD, small_planner_config(steps=4, num_samples=8, candidates=8))
     coord = Coordinator(WORLD, planner)
     t0 = time.perf_counter()
     resp, publish = coord.handle_plan({"state": state_msg(), "num_samples": 16384, "steps": 1000}, now=1.0)
@@ -761,7 +759,7 @@ def test_a_stop_cancels_a_running_plan_within_a_network_call(one_thread):
     asks before every score evaluation, so the planning thread is free again within milliseconds."""
     import threading
 
-    planner = Planner(GaussianPolicy(), WORLD, PlannerConfig(steps=1000, guidance=GuidanceConfig(num_samples=8)))
+    planner = Planner(GaussianPolicy(), WORLD, small_planner_config(steps=1000, num_samples=8))
     coord = Coordinator(WORLD, planner)
     observe(coord, 1.0)
     threading.Timer(0.2, lambda: coord.stop(1.2)).start()
@@ -800,7 +798,7 @@ def test_stop_sends_empty_chunks_to_every_arm():
 
 
 def test_plan_service_with_the_real_planner(one_thread):
-    planner = Planner(GaussianPolicy(), WORLD, PlannerConfig(steps=4, guidance=GuidanceConfig(num_samples=8)))
+    planner = Planner(GaussianPolicy(), WORLD, small_planner_config(steps=4, num_samples=8))
     coord = Coordinator(WORLD, planner)
     resp, publish = coord.handle_plan({"state": state_msg(), "seed": 3, "execute": True}, now=1.0)
     assert resp["success"], resp["message"]
@@ -996,7 +994,7 @@ def test_fuzzed_plan_requests_get_an_answer_or_a_refusal_naming_a_field(one_thre
     from hypothesis import strategies as st
 
     planner = Planner(GaussianPolicy(), WORLD,
-                      PlannerConfig(steps=1, candidates=1, guidance=GuidanceConfig(num_samples=2)))
+                      small_planner_config(steps=1, num_samples=2))
     coord = Coordinator(WORLD, planner)
     base = {"state": state_msg(), "num_samples": 4, "temperature": 0.5, "steps": 1, "seed": 3, "execute": True}
     field_names = {"state", "num_samples", "temperature", "steps", "seed", "cancelled", "busy", "predicted",

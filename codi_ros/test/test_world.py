@@ -161,7 +161,6 @@ def test_expert_grasps_with_the_least_wrist_turn_and_the_observation_shows_the_a
 
 def test_world_config_rejects_an_unreachable_goal_region(cfg):
     d = cfg.to_dict()
-    d["episode"] = {"max_seconds": cfg.episode_max_seconds}
     d["goal"] = dict(d["goal"], x_range=[0.0, 0.02], y_range=[0.55, 0.58])   # middle of the long edge
     with pytest.raises(ConfigError, match="out of reach"):
         world_config_from_dict(d)

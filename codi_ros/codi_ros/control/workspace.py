@@ -12,7 +12,7 @@ class WorkspaceBounds:
     stay or move back in, never further out.
     """
 
-    def __init__(self, lower, upper, lookahead: float = 0.3):
+    def __init__(self, lower, upper, lookahead: float):
         self.lower, self.upper = np.asarray(lower, dtype=float), np.asarray(upper, dtype=float)
         if self.lower.shape != (3,) or self.upper.shape != (3,) or np.any(self.lower >= self.upper):
             raise ValueError(f"workspace bounds need lower < upper, 3 values each, got {lower}, {upper}")

@@ -30,7 +30,7 @@ import torch
 import yaml
 from torch import Tensor
 
-from codi_ros.config import ConfigError
+from codi_ros.config import ConfigError, from_dict
 from codi_ros.core.kinematic_model import CostSimulator, KinematicModelConfig, SimState, Trajectories
 from codi_ros.paths import config_dir
 
@@ -106,13 +106,12 @@ class CostConfig:
 
 
 def load_cost_config(path: str | Path | None = None) -> CostConfig:
+    """``cost.yaml`` (default: the installed one), strictly: every key given, none unknown. Its values are
+    the dataclasses' defaults (test_config.py)."""
     p = Path(path) if path is not None else config_dir() / "cost.yaml"
     try:
-        d = yaml.safe_load(p.read_text())
-        return CostConfig(goal=GoalTerm(**d["goal"]), engage=EngageTerm(**d["engage"]),
-                          collision=CostTerm(**d["collision"]),
-                          kinematic_model=KinematicModelConfig(**d.get("kinematic_model", {})))
-    except (OSError, yaml.YAMLError, KeyError, TypeError, ValueError) as e:
+        return from_dict(CostConfig, yaml.safe_load(p.read_text()), "cost")
+    except (OSError, yaml.YAMLError, ValueError) as e:
         raise ConfigError(f"{p}: bad cost config ({type(e).__name__}: {e})") from None
 
 

@@ -15,7 +15,6 @@ candidates cost the same. Also here: the reparameterised estimator for different
 
 from __future__ import annotations
 
-import math
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Literal
@@ -36,9 +35,9 @@ class GuidanceConfig:
     data_prior t^2 sd^2 / (sd^2 + t^2) per dimension (exact for Gaussian data of spread ``data_std``);
     jacobian   t^2 I + t^4 grad s by autodiff (eq. 16 in full; one Jacobian per step, slow)."""
 
-    temperature: float = 0.1                          # lambda in eq. 7
+    temperature: float = 0.01                         # lambda in eq. 7
     num_samples: int = 64                             # M in eq. 17
-    t_range: tuple[float, float] = (0.0, math.inf)    # guide only when t_lo <= t <= t_hi
+    t_range: tuple[float, float] = (0.3, 80.0)        # guide only when t_lo <= t <= t_hi
     scale: float = 1.0                                # multiplies g^J
     covariance: Covariance = "isotropic"
     data_std: float = 0.5                             # sd of the normalised actions, for "data_prior"

@@ -21,7 +21,7 @@ import yaml
 from torch import Tensor
 
 from codi_ros import bounds
-from codi_ros.config import ConfigError, WorldConfig
+from codi_ros.config import ConfigError, WorldConfig, from_dict
 from codi_ros.core import diffusion
 from codi_ros.core.coherence import coherence_gap
 from codi_ros.core.composition import ProductPolicy, ScorePolicy
@@ -63,11 +63,11 @@ class PlannerConfig:
 
     method: Literal["codi", "codi-indep"] = "codi"
     cost_simulator: Literal["kinematic", "physics"] = "kinematic"
-    steps: int = 32
-    sampler: diffusion.SamplerMethod = "sde"
+    steps: int = 12
+    sampler: diffusion.SamplerMethod = "heun"
     seed: int = 0
-    candidates: int = 1    # joint chunks sampled per plan; the one with the lowest J + coherence * gap is returned
-    coherence: float = 0.0  # cost units per unit of mean squared gap to the rest of the previous plan (core/coherence)
+    candidates: int = 8    # joint chunks sampled per plan; the one with the lowest J + coherence * gap is returned
+    coherence: float = 1.0  # cost units per unit of mean squared gap to the rest of the previous plan (core/coherence)
     warm_start: float | None = None   # t_w: start from the rest of the previous plan noised to t_w (None: pure noise)
     guidance: GuidanceConfig = field(default_factory=GuidanceConfig)
     realtime: RealtimeConfig = field(default_factory=RealtimeConfig)
@@ -105,14 +105,12 @@ class PlannerConfig:
 
 
 def load_planner_config(path: str | Path | None = None) -> PlannerConfig:
+    """``planner.yaml`` (default: the installed one), strictly: every key given, none unknown. Its values are
+    the dataclasses' defaults (test_config.py), so ``PlannerConfig()`` is the shipped planner."""
     p = Path(path) if path is not None else config_dir() / "planner.yaml"
     try:
-        d = yaml.safe_load(p.read_text())
-        g, realtime = dict(d.pop("guidance", {})), RealtimeConfig(**d.pop("realtime", {}))
-        if "t_range" in g:
-            g["t_range"] = tuple(float(x) for x in g["t_range"])
-        return PlannerConfig(**d, guidance=GuidanceConfig(**g), realtime=realtime)
-    except (OSError, yaml.YAMLError, TypeError, AttributeError, ValueError) as e:
+        return from_dict(PlannerConfig, yaml.safe_load(p.read_text()), "planner")
+    except (OSError, yaml.YAMLError, ValueError) as e:
         raise ConfigError(f"{p}: bad planner config ({type(e).__name__}: {e})") from None
 
 

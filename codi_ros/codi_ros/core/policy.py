@@ -16,7 +16,6 @@ import dataclasses
 import hashlib
 import json
 import os
-import typing
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -28,6 +27,7 @@ from safetensors.torch import load as load_safetensors
 from safetensors.torch import save as save_safetensors
 from torch import nn
 
+from codi_ros.config import from_dict
 from codi_ros.core import diffusion
 from codi_ros.core.diffusion import EDMConfig
 from codi_ros.core.networks import ConditionalUnet1D, UNetConfig
@@ -77,32 +77,7 @@ class PolicyConfig:
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> PolicyConfig:
         """Strict: unknown or missing keys raise ValueError naming them."""
-        return _dataclass_from_dict(cls, d, "policy")
-
-
-def _dataclass_from_dict(cls: type, d: Any, where: str) -> Any:
-    """Build a (nested) config dataclass from JSON, refusing unknown/missing keys and wrong types."""
-    if not isinstance(d, dict):
-        raise ValueError(f"{where}: expected a mapping, got {d!r}")
-    hints = typing.get_type_hints(cls)
-    names = {f.name for f in dataclasses.fields(cls)}
-    unknown, missing = sorted(set(d) - names), sorted(names - set(d))
-    if unknown or missing:
-        raise ValueError(f"{where}: unknown keys {unknown}, missing keys {missing}")
-    kwargs = {}
-    for name, value in d.items():
-        hint, here = hints[name], f"{where}.{name}"
-        if dataclasses.is_dataclass(hint):
-            kwargs[name] = _dataclass_from_dict(hint, value, here)
-        elif hint is float and isinstance(value, int | float) and not isinstance(value, bool):
-            kwargs[name] = float(value)
-        elif hint in (int, str) and type(value) is hint:
-            kwargs[name] = value
-        elif hint == tuple[int, ...] and isinstance(value, list) and all(type(v) is int for v in value):
-            kwargs[name] = tuple(value)
-        else:
-            raise ValueError(f"{here}: expected {getattr(hint, '__name__', hint)}, got {value!r}")
-    return cls(**kwargs)
+        return from_dict(cls, d, "policy")
 
 
 def _layout() -> dict[str, list]:
@@ -216,10 +191,6 @@ class DiffusionPolicy(nn.Module):
         x = diffusion.sample(lambda a, t: self.score(a, t, obs_rep), shape, steps, self.config.edm, generator,
                              method or self.config.sample_method, self.device)
         return self.unnormalize_actions(x).reshape(*batch, n, self.config.horizon, ACT_DIM)
-
-    def sample_actions(self, obs_batch: np.ndarray, generator: torch.Generator | None = None) -> np.ndarray:
-        """Numpy boundary for the evaluation harness: one raw chunk (B, H, A) per observation (B, OBS_DIM)."""
-        return self.sample(np.asarray(obs_batch, dtype=np.float32), 1, generator=generator)[:, 0].cpu().numpy()
 
     # --- checkpoints -----------------------------------------------------------------------------
     def save(self, directory: str | Path) -> None:

@@ -51,7 +51,9 @@ class CoDiSampler:
     """Samples joint chunks from pi ∝ exp(-J/lambda) prod_i p^(i) (eq. 7) by the guided reverse SDE."""
 
     def __init__(self, product: ProductPolicy, cost: Cost | None, config: SamplerConfig,
-                 chunk_shape: tuple[int, ...] = (16, 7)):
+                 chunk_shape: tuple[int, ...]):
+        """``chunk_shape``: one agent's chunk, (horizon, action dim) -- world.yaml's horizon.prediction and ACT_DIM
+        in the planner."""
         if config.guidance is not None and cost is None:
             raise ValueError("guided sampling needs a cost")
         self.product, self.cost, self.config, self.chunk_shape = product, cost, config, tuple(chunk_shape)

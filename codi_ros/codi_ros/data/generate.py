@@ -160,7 +160,7 @@ def run_multi_episode(world: Any, spec: EpisodeSpec) -> tuple[np.ndarray, np.nda
     expert = HandoverExpert(world, np.random.default_rng([spec.seed, spec.index, 1]))
     recorder = EpisodeRecorder(tolerance=cfg.goal.tolerance)
     obs, actions, home_steps = [], [], 0
-    for _ in range(int(cfg.episode_max_seconds * cfg.control.rate_hz)):
+    for _ in range(int(cfg.episode.max_seconds * cfg.control.rate_hz)):
         obs.append(np.stack([world.observation(a) for a in cfg.arm_names]))
         act = expert.act()
         actions.append(np.stack([act[a] for a in cfg.arm_names]))

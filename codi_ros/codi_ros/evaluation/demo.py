@@ -26,7 +26,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--out", type=Path, default=Path("runs/demo"), help="output folder")
     p.add_argument("--model", default=None, help="single-arm policy checkpoint (default: models/single_arm)")
     p.add_argument("--method", choices=("codi", "codi-indep"), default="codi", help="joint or independent guidance")
-    p.add_argument("--seconds", type=float, default=30.0, help="episode length limit")
+    p.add_argument("--seconds", type=float, default=None,
+                   help="episode length limit (default: world.yaml episode.max_seconds)")
     p.add_argument("--timing", choices=("realtime", "paused"), default="realtime",
                    help="realtime (default): the world moves while the planner computes; paused: the paper's protocol")
     p.add_argument("--latency", type=float, default=None, help="realtime: a fixed latency per plan, s")
@@ -110,7 +111,8 @@ def run(args: argparse.Namespace) -> int:
         step[0] += 1
 
     t0 = time.perf_counter()
-    summary, loop = run_handover_episode(world, controller, args.seconds, on_step=on_step, timing=timing)
+    summary, loop = run_handover_episode(world, controller, args.seconds or cfg.episode.max_seconds, on_step=on_step,
+                                         timing=timing)
     latencies = loop.plan_latencies
     world.close()
     times, dist, sep = (np.asarray(x) for x in zip(*trace, strict=True))

@@ -28,7 +28,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--seed", type=int, default=0, help="episode i starts from the seed (seed, i)")
     p.add_argument("--out", type=Path, required=True, help="results JSON")
     p.add_argument("--model", default=None, help="single-arm policy checkpoint dir (default: models/single_arm)")
-    p.add_argument("--seconds", type=float, default=None, help="episode length (default: 20 single-arm, 30 others)")
+    p.add_argument("--seconds", type=float, default=None,
+                   help="episode length (default: 20 single-arm, world.yaml episode.max_seconds others)")
     p.add_argument("--arm", choices=("left", "right", "both"), default="both",
                    help="single-arm: which arm the policy drives (both: even episodes left, odd right)")
     p.add_argument("--sample-steps", type=int, default=None, help="denoising steps per chunk (default: config)")
@@ -151,12 +152,14 @@ def evaluate(args: argparse.Namespace) -> dict:
                 "realtime": asdict(realtime), **results}
     if args.method == "scripted":
         return handover.evaluate_handover(lambda i: handover.ScriptedController(world, args.seed * 7919 + i), world,
-                                          args.episodes, args.seed, args.seconds or 30.0, progress, execution=1,
+                                          args.episodes, args.seed, args.seconds or world_cfg.episode.max_seconds,
+                                          progress, execution=1,
                                           trace_dir=args.trace, timing=timing, task=task)
     planner, overrides, config, cost_config = make_planner(args, world_cfg)
 
     results = handover.evaluate_handover(lambda i: planner_controller(planner, overrides, config, timing, world_cfg, i),
-                                         world, args.episodes, args.seed, args.seconds or 30.0, progress,
+                                         world, args.episodes, args.seed, args.seconds or world_cfg.episode.max_seconds,
+                                         progress,
                                          trace_dir=args.trace, timing=timing, task=task)
     return {"planner": asdict(config), "cost": asdict(cost_config), "overrides": asdict(overrides),
             "task": asdict(task), **results}

@@ -1,0 +1,63 @@
+"""The shipped YAML files are the configuration: the dataclasses' defaults equal them (so ``Planner(policy,
+world)`` is the shipped planner), and every loader is strict (an unknown, missing or mistyped key is refused
+with the field's name)."""
+
+import pytest
+import yaml
+from fakes import edited_config, shipped_config
+
+from codi_ros.config import ConfigError, load_world_config
+from codi_ros.core.cost import CostConfig, load_cost_config
+from codi_ros.core.planner import PlannerConfig, load_planner_config
+
+LOADERS = {"world.yaml": load_world_config, "planner.yaml": load_planner_config, "cost.yaml": load_cost_config}
+
+
+def write(tmp_path, name: str, data: dict):
+    p = tmp_path / name
+    p.write_text(yaml.safe_dump(data))
+    return p
+
+
+def test_planner_and_cost_defaults_are_the_shipped_files():
+    assert load_planner_config() == PlannerConfig()
+    assert load_cost_config() == CostConfig()
+
+
+@pytest.mark.parametrize("section", ["table", "reach", "cube", "control", "workspace", "executor", "horizon",
+                                     "episode"])
+def test_world_section_defaults_are_the_shipped_file(section):
+    value = getattr(load_world_config(), section)
+    assert value == type(value)()
+
+
+@pytest.mark.parametrize("name", LOADERS)
+def test_an_unknown_key_is_refused_by_name(tmp_path, name):
+    data = shipped_config(name)
+    section = next(k for k, v in data.items() if isinstance(v, dict))
+    data[section]["typo_key"] = 1
+    with pytest.raises(ConfigError, match=f"{section}: unknown keys \\['typo_key'\\]"):
+        LOADERS[name](write(tmp_path, name, data))
+
+
+@pytest.mark.parametrize("name", LOADERS)
+def test_a_missing_key_is_refused_by_name(tmp_path, name):
+    data = shipped_config(name)
+    section = next(k for k, v in data.items() if isinstance(v, dict))
+    dropped = next(iter(data[section]))
+    del data[section][dropped]
+    with pytest.raises(ConfigError, match=f"missing keys \\['{dropped}'\\]"):
+        LOADERS[name](write(tmp_path, name, data))
+
+
+@pytest.mark.parametrize("name, key, value, message", [
+    ("world.yaml", "control.rate_hz", "fast", r"control\.rate_hz: expected float"),
+    ("world.yaml", "horizon.execution", 2.5, r"horizon\.execution: expected int"),
+    ("world.yaml", "arms", [{"name": "left", "base_xy": [0.0], "base_yaw": 0.0}], r"arms\[0\]\.base_xy: expected"),
+    ("planner.yaml", "sampler", "euler", r"planner\.sampler: must be one of \['sde', 'heun'\]"),
+    ("planner.yaml", "realtime.commit", "yes", r"realtime\.commit: expected bool"),
+    ("cost.yaml", "goal.weight", [1.0], r"goal\.weight: expected float"),
+])
+def test_a_mistyped_value_is_refused_by_name(tmp_path, name, key, value, message):
+    with pytest.raises(ConfigError, match=message):
+        LOADERS[name](edited_config(tmp_path, name, key, value))
