@@ -35,9 +35,9 @@ test: $(VENV)/.codi.stamp $(VENV)/.test-tools.stamp
 	$(MAKE) --no-print-directory test-ros
 	$(PY) -m pytest $(PYTEST_ARGS)
 
-# the request fuzz tests (test_ros_logic.py, hypothesis) with 50,000 requests per service instead of CI's 2,000
+# the request fuzz tests (test_service_fuzz.py, hypothesis) with 50,000 requests per service instead of CI's 2,000
 fuzz: $(VENV)/.codi.stamp $(VENV)/.test-tools.stamp
-	CODI_FUZZ_EXAMPLES=50000 $(PY) -m pytest codi_ros/test/test_ros_logic.py -k fuzzed
+	CODI_FUZZ_EXAMPLES=50000 $(PY) -m pytest codi_ros/test/test_service_fuzz.py
 
 test-ros:
 ifneq ($(strip $(ROS_TESTS)),)

@@ -4,7 +4,7 @@
     python benchmarks/bench_ros_path.py --repeats 10   # quicker, noisier
 
 What coordinator_node does on each control tick, minus rclpy itself: the arm-state and cube
-messages (the dicts nodes/logic/msg_dict.py gives) go through ``Coordinator.on_arm_state`` /
+messages (the dicts ros/msg_dict.py gives) go through ``Coordinator.on_arm_state`` /
 ``on_cube_detection``, ``Coordinator.tick`` fuses the cube pose, checks staleness, plans with the
 configured planner (config/planner.yaml, the shipped policy) and turns the result into one
 ActionChunk dict per arm. The overhead is that total minus the planner's own latency
@@ -33,11 +33,11 @@ from codi_ros.core.planner import Planner
 from codi_ros.evaluation.bench import scene
 from codi_ros.evaluation.rollout import latency_summary
 from codi_ros.frames import WorldState
-from codi_ros.nodes.logic.coordinator import Coordinator
-from codi_ros.nodes.logic.messages import arm_state_msg, detection_msg
-from codi_ros.nodes.logic.remote_cost import RemoteCost
-from codi_ros.nodes.logic.services import CostService, kinematic_cost_evaluator
 from codi_ros.perception.fusion import Detection
+from codi_ros.ros.coordinator import Coordinator
+from codi_ros.ros.messages import arm_state_msg, detection_msg
+from codi_ros.ros.remote_cost import RemoteCost
+from codi_ros.ros.services import CostService, kinematic_cost_evaluator
 from codi_ros.version import code_version, machine_description
 
 RESULTS = {"in_process": Path(__file__).resolve().parent / "results" / "ros_path.json",

@@ -26,7 +26,7 @@ from codi_ros.core.cost import load_cost_config
 from codi_ros.core.planner import Planner, load_planner_config
 from codi_ros.core.policy import load_policy
 from codi_ros.core.realtime import LatencyEstimate
-from codi_ros.evaluation.handover import EPISODE_SEED_STRIDE, PlannerController, run_handover_episode
+from codi_ros.evaluation.handover import EPISODE_SEED_STRIDE, PlannerSource, run_handover_episode
 from codi_ros.evaluation.rollout import Timing
 from codi_ros.sim.tasks import HANDOVER
 from codi_ros.sim.world import TwoArmWorld
@@ -50,7 +50,7 @@ def run(commit: bool, args: argparse.Namespace) -> dict:
         planner.reset(seed=config.seed + EPISODE_SEED_STRIDE * i)
         for executor in world.executors.values():
             executor.trace = []
-        controller = PlannerController(planner, latency=LatencyEstimate(config.realtime, cfg.control.dt, args.latency))
+        controller = PlannerSource(planner, latency=LatencyEstimate(config.realtime, cfg.control.dt, args.latency))
         summary, _ = run_handover_episode(world, controller, args.seconds, timing=timing)
         successes += summary["success"]
         for executor in world.executors.values():

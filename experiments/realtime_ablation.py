@@ -53,7 +53,7 @@ def true_state_after(world: TwoArmWorld, steps: int) -> WorldState:
     return world_state(future)
 
 
-class OracleController(handover.PlannerController):
+class OracleController(handover.PlannerSource):
     """Plans from the true state d steps ahead (a copy of the world run on), then prefixes the committed actions."""
 
     def plan(self, world: TwoArmWorld) -> Plan:
@@ -71,7 +71,7 @@ class OracleController(handover.PlannerController):
         return Plan({a: np.concatenate([committed[a], c[:H - d]]) for a, c in result.chunks.items()}, d)
 
 
-class AccuracyController(handover.PlannerController):
+class AccuracyController(handover.PlannerSource):
     """Plans as codi eval does, and records how far each prediction of the state at the chunk's start is
     from the truth (a copy of the world run on): first order, and the executors' (what codi eval uses)."""
 
@@ -121,7 +121,7 @@ def main() -> None:
 
     errors: dict[str, list[float]] = {}
 
-    def controller(i: int) -> handover.PlannerController:
+    def controller(i: int) -> handover.PlannerSource:
         planner.reset(seed=config.seed + handover.EPISODE_SEED_STRIDE * i)
         latency = LatencyEstimate(config.realtime, world_cfg.control.dt, args.latency)
         if args.accuracy:

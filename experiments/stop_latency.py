@@ -2,7 +2,7 @@
 
     .ros-venv/bin/python experiments/stop_latency.py [--tries 50] [--out experiments/results/stop_latency.json]
 
-Starts the graph of launch/two_arm_sim.launch.py (nodes/local_graph.py), then per try: the longest
+Starts the graph of launch/two_arm_sim.launch.py (codi_ros/test/local_graph.py), then per try: the longest
 /codi/plan the compute budget of codi_ros/bounds.py allows at the shipped M and candidates (M = 64,
 PLAN_BUDGET / (8 x 64) denoising steps, about 0.6-1 s), a random wait of 0.05-0.4 s into it, /codi/stop.
 Records the stop's answer time (call to response, as this client sees it), how long after the stop
@@ -15,6 +15,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import sys
 import tempfile
 import time
 from pathlib import Path
@@ -25,8 +26,10 @@ from std_srvs.srv import Trigger
 
 from codi_ros.bounds import PLAN_BUDGET
 from codi_ros.config import load_world_config
-from codi_ros.nodes.local_graph import STARTUP_S, LocalGraph
 from codi_ros.version import code_version, machine_description
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "codi_ros" / "test"))  # the launch stand-in
+from local_graph import STARTUP_S, LocalGraph  # noqa: E402
 
 RESULTS = Path(__file__).resolve().parent / "results" / "stop_latency.json"
 

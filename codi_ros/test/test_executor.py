@@ -15,7 +15,7 @@ from codi_ros.control.executor import ArmExecutor, Chunk, ChunkError, ChunkExecu
 from codi_ros.control.kinematics import ArmKinematics
 from codi_ros.control.smoothness import joint_profile
 from codi_ros.control.workspace import WorkspaceBounds
-from codi_ros.nodes.logic.arm_control import ArmController
+from codi_ros.ros.arm_interface import ArmInterface
 from codi_ros.sim.world import TwoArmWorld
 
 WORLD = load_world_config()
@@ -202,7 +202,7 @@ def test_chunk_committed_must_leave_new_actions():
 def test_the_world_and_the_action_node_run_the_same_executor_class():
     world = TwoArmWorld(WORLD)
     assert all(type(e) is ArmExecutor for e in world.executors.values())
-    assert type(ArmController(WORLD, "left", ArmKinematics()).executor) is ArmExecutor
+    assert type(ArmInterface(WORLD, "left", ArmKinematics()).executor) is ArmExecutor
 
 
 def test_no_second_ik_or_workspace_path_in_the_package():

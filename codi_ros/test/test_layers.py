@@ -10,7 +10,7 @@ PACKAGE = Path(__file__).resolve().parents[1] / "codi_ros"
 # shared foundations any layer may use (they import only each other)
 FOUNDATION = {"config", "frames", "paths", "version", "bounds", "completion"}
 # top to bottom: a layer may import the foundation, itself and the layers listed before it
-LAYERS = ["core", "robot", "control", "sim", "data", "training", "evaluation", "perception", "nodes", "cli"]
+LAYERS = ["core", "robot", "control", "sim", "data", "training", "evaluation", "perception", "ros", "nodes", "cli"]
 
 
 def _imported_subpackages(path: Path) -> set[str]:

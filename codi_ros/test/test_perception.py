@@ -12,9 +12,6 @@ import numpy as np
 import pytest
 
 from codi_ros.frames import mat_to_quat, quat_to_mat, rot_z
-from codi_ros.nodes.logic.messages import parse_detection, pose_msg
-from codi_ros.nodes.logic.sim_bridge import MUJOCO_TO_OPTICAL, pinhole_k
-from codi_ros.nodes.logic.wrist_camera import WristCamera, hand_eye, image_array
 from codi_ros.perception.aruco import (
     MUJOCO_CUBE_FACES,
     CubeMarkerLayout,
@@ -27,6 +24,9 @@ from codi_ros.perception.aruco import (
     to_gray,
 )
 from codi_ros.perception.fusion import CubePoseFusion, Detection, FusionConfig
+from codi_ros.ros.messages import parse_detection, pose_msg
+from codi_ros.ros.sim_bridge import MUJOCO_TO_OPTICAL, pinhole_k
+from codi_ros.ros.wrist_camera import WristCamera, hand_eye, image_array
 
 LAYOUT = CubeMarkerLayout(cube_size=0.05, marker_size=0.04)
 W, H = 640, 480

@@ -10,7 +10,7 @@ import torch
 from codi_ros.config import load_world_config
 from codi_ros.core.realtime import LatencyEstimate, RealtimeConfig, steps_for
 from codi_ros.evaluation.rollout import Plan, Timing, run_closed_loop
-from codi_ros.evaluation.single_arm import PolicyController
+from codi_ros.evaluation.single_arm import PolicySource
 from codi_ros.sim.world import TwoArmWorld
 
 WORLD = load_world_config()
@@ -115,13 +115,13 @@ def test_the_latency_aware_single_arm_controller_runs_its_policy_first_action_wh
     """codi eval --method single-arm in real time: d = 3 committed steps, then the policy's chunk from its
     first action (sampled for the state after the committed ones), on time; the committed steps are exactly
     what the arm ran. Naive, the same latency skips the policy's first 3 actions."""
-    aware = PolicyController(RampPolicy(), "left", steps=1,
+    aware = PolicySource(RampPolicy(), "left", steps=1,
                              latency=LatencyEstimate(RealtimeConfig(), DT, fixed=0.25))
     out, loop = executed(aware, Timing("realtime", latency=0.25))
     assert loop.delays == [3, 3, 3] and loop.dropped == 0
     assert out[3] == action_id(0, 0) and out[7] == action_id(1, 0)
     assert out[4:7] == [action_id(0, k) for k in (1, 2, 3)]           # committed by plan 1: plan 0's, as they ran
-    naive = PolicyController(RampPolicy(), "left", steps=1,
+    naive = PolicySource(RampPolicy(), "left", steps=1,
                              latency=LatencyEstimate(RealtimeConfig(commit=False), DT, fixed=0.25))
     out, _ = executed(naive, Timing("realtime", latency=0.25))
     assert out[3] == action_id(0, 3)

@@ -12,7 +12,7 @@ from fakes import edited_config
 
 from codi_ros.config import load_world_config
 from codi_ros.evaluation import evaluate
-from codi_ros.evaluation.single_arm import PolicyController, coherent_choice
+from codi_ros.evaluation.single_arm import PolicySource, coherent_choice
 
 H, A = 16, 7
 
@@ -40,7 +40,7 @@ class OneArmWorld:
         return np.zeros(24, dtype=np.float32)
 
 
-def modes_of(controller: PolicyController, plans: int) -> list[float]:
+def modes_of(controller: PolicySource, plans: int) -> list[float]:
     return [float(np.sign(controller.plan(OneArmWorld()).chunks["left"].mean())) for _ in range(plans)]
 
 
@@ -53,15 +53,15 @@ def test_coherent_choice_picks_the_candidate_continuing_the_previous_chunk():
 
 
 def test_controller_with_candidates_stays_in_one_mode_and_without_them_switches():
-    plain = modes_of(PolicyController(BimodalPolicy(), "left", steps=1, seed=0, candidates=1), 30)
-    coherent = modes_of(PolicyController(BimodalPolicy(), "left", steps=1, seed=0, candidates=16), 30)
+    plain = modes_of(PolicySource(BimodalPolicy(), "left", steps=1, seed=0, candidates=1), 30)
+    coherent = modes_of(PolicySource(BimodalPolicy(), "left", steps=1, seed=0, candidates=16), 30)
     assert len(set(plain)) == 2                      # independent samples hop between the modes
     assert len(set(coherent)) == 1                   # coherent ones commit to the first
 
 
 def test_candidates_must_be_positive():
     with pytest.raises(ValueError, match="candidates"):
-        PolicyController(BimodalPolicy(), "left", steps=1, candidates=0)
+        PolicySource(BimodalPolicy(), "left", steps=1, candidates=0)
 
 
 @pytest.mark.parametrize(("option", "value", "message"), [
@@ -150,13 +150,13 @@ class RefusingPlanner:
 
 def test_refused_state_ends_the_handover_episode_as_failed_instead_of_crashing():
     from codi_ros.config import load_world_config
-    from codi_ros.evaluation.handover import PlannerController, aggregate, run_handover_episode
+    from codi_ros.evaluation.handover import PlannerSource, aggregate, run_handover_episode
     from codi_ros.sim.tasks import HANDOVER
     from codi_ros.sim.world import TwoArmWorld
 
     world = TwoArmWorld(load_world_config())
     HANDOVER.reset(world, seed=0, index=0)
-    summary, loop = run_handover_episode(world, PlannerController(RefusingPlanner()), seconds=30.0)
+    summary, loop = run_handover_episode(world, PlannerSource(RefusingPlanner()), seconds=30.0)
     assert not summary["success"] and "off the table" in summary["planning_error"]
     assert len(loop.plan_latencies) == 3 and summary["duration"] < 2.0   # ended at the refused plan, not after 30 s
     assert aggregate([summary])["planning_error_episodes"] == 1

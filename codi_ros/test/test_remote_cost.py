@@ -20,17 +20,17 @@ from codi_ros.core.kinematic_model import KinematicModel, SimState
 from codi_ros.core.planner import Planner, PlanOverrides
 from codi_ros.core.policy import load_policy
 from codi_ros.frames import ArmState, CubeState, WorldState, rot_z
-from codi_ros.nodes.logic.coordinator import Coordinator
-from codi_ros.nodes.logic.messages import arm_state_msg, detection_msg
-from codi_ros.nodes.logic.remote_cost import CostServiceError, RemoteCost, wait_for_answer
-from codi_ros.nodes.logic.services import (
+from codi_ros.perception.fusion import Detection
+from codi_ros.ros.coordinator import Coordinator
+from codi_ros.ros.messages import arm_state_msg, detection_msg
+from codi_ros.ros.remote_cost import CostServiceError, RemoteCost, wait_for_answer
+from codi_ros.ros.services import (
     CostService,
     cost_request,
     kinematic_cost_evaluator,
     parse_cost_request,
     world_state_msg,
 )
-from codi_ros.perception.fusion import Detection
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 WORLD = load_world_config()

@@ -2,7 +2,7 @@
 
 Needs rclpy and codi_msgs: `make test` runs this file in .ros-venv (scripts/ros_venv.sh: the
 ros-jazzy-* wheels from PyPI, codi_msgs built with CMake). Elsewhere it is skipped. Each graph is
-started as launch/two_arm_sim.launch.py starts it (launch_ros has no wheels; nodes/local_graph.py):
+started as launch/two_arm_sim.launch.py starts it (launch_ros has no wheels; codi_ros/test/local_graph.py):
 one process per node, the per-arm nodes in the arm's namespace, config/ros_sim.yaml as parameter file,
 the launch's per-node parameters on the command line, a ROS_DOMAIN_ID of its own.
 """
@@ -22,6 +22,7 @@ pytest.importorskip("codi_msgs", reason="needs codi_msgs built (scripts/ros_venv
 
 from codi_msgs.msg import ActionChunk, ArmState, CubeDetection  # noqa: E402
 from codi_msgs.srv import EvaluateCost, Plan  # noqa: E402
+from local_graph import STARTUP_S, LocalGraph  # noqa: E402
 from sensor_msgs.msg import JointState  # noqa: E402
 from std_srvs.srv import Trigger  # noqa: E402
 from trajectory_msgs.msg import JointTrajectory  # noqa: E402
@@ -30,11 +31,10 @@ from codi_ros.bounds import PLAN_BUDGET  # noqa: E402
 from codi_ros.config import load_world_config  # noqa: E402
 from codi_ros.frames import WorldState  # noqa: E402
 from codi_ros.nodes._ros import COMMAND_QOS, SENSOR_QOS  # noqa: E402
-from codi_ros.nodes.local_graph import STARTUP_S, LocalGraph  # noqa: E402
-from codi_ros.nodes.logic.messages import pose_msg  # noqa: E402
-from codi_ros.nodes.logic.msg_dict import fill  # noqa: E402
-from codi_ros.nodes.logic.services import cost_request, world_state_msg  # noqa: E402
 from codi_ros.robot.fr3 import ARM_JOINTS  # noqa: E402
+from codi_ros.ros.messages import pose_msg  # noqa: E402
+from codi_ros.ros.msg_dict import fill  # noqa: E402
+from codi_ros.ros.services import cost_request, world_state_msg  # noqa: E402
 from codi_ros.sim.world import TwoArmWorld  # noqa: E402
 
 WORLD = load_world_config()

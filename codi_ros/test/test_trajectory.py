@@ -1,4 +1,4 @@
-"""Joint trajectories (control/trajectory.py) and their JointTrajectory messages (nodes/logic/messages.py):
+"""Joint trajectories (control/trajectory.py) and their JointTrajectory messages (ros/messages.py):
 what the action nodes hand a trajectory controller once per plan, and how the simulated Franka follows them."""
 
 from __future__ import annotations
@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from codi_ros.control.trajectory import JointTrajectory, TrajectoryError, TrajectoryFollower
-from codi_ros.nodes.logic.messages import parse_trajectory, trajectory_msg
+from codi_ros.ros.messages import parse_trajectory, trajectory_msg
 
 JOINTS = [f"left_fr3_joint{i}" for i in range(1, 8)]
 FINGERS = ["left_fr3_finger_joint1", "left_fr3_finger_joint2"]

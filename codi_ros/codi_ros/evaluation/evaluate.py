@@ -120,7 +120,7 @@ def planner_controller(planner, overrides, config, timing, world_cfg, episode: i
     planner.reset(seed=config.seed + handover.EPISODE_SEED_STRIDE * episode)
     latency = (None if timing.mode == "paused" else
                LatencyEstimate(config.realtime, world_cfg.control.dt, fixed=timing.latency))
-    return handover.PlannerController(planner, overrides, latency)
+    return handover.PlannerSource(planner, overrides, latency)
 
 
 def evaluate(args: argparse.Namespace) -> dict:
@@ -151,7 +151,7 @@ def evaluate(args: argparse.Namespace) -> dict:
         return {"arms": list(arms), "sample_steps": steps, "sampler": args.sampler, "candidates": args.candidates,
                 "realtime": asdict(realtime), **results}
     if args.method == "scripted":
-        return handover.evaluate_handover(lambda i: handover.ScriptedController(world, args.seed * 7919 + i), world,
+        return handover.evaluate_handover(lambda i: handover.ScriptedSource(world, args.seed * 7919 + i), world,
                                           args.episodes, args.seed, args.seconds or world_cfg.episode.max_seconds,
                                           progress, execution=1,
                                           trace_dir=args.trace, timing=timing, task=task)

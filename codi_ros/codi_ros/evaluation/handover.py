@@ -20,7 +20,7 @@ from codi_ros.completion import Completion
 from codi_ros.core.realtime import LatencyEstimate
 from codi_ros.evaluation.rollout import (
     PAUSED,
-    ChunkController,
+    ChunkSource,
     LoopResult,
     Plan,
     Timing,
@@ -38,7 +38,7 @@ from codi_ros.sim.world import TwoArmWorld
 EPISODE_SEED_STRIDE = 1000   # episode i's plans are seeded from planner seed + 1000 i (an episode has < 1000 plans)
 
 
-class PlannerController:
+class PlannerSource:
     """Adapts a :class:`codi_ros.core.planner.Planner` (WorldState -> PlanResult) to the loop.
 
     With a :class:`~codi_ros.core.realtime.LatencyEstimate` (real-time timing) each plan commits to
@@ -75,7 +75,7 @@ class PlannerController:
         return Plan(result.chunks, result.committed)
 
 
-class ScriptedController:
+class ScriptedSource:
     """The scripted two-arm expert as a controller: one action per call (run it with execution=1)."""
 
     def __init__(self, world: TwoArmWorld, seed: int):
@@ -86,7 +86,7 @@ class ScriptedController:
         return Plan({a: act[None] for a, act in self.expert.act().items()})
 
 
-def run_handover_episode(world: TwoArmWorld, controller: ChunkController, seconds: float,
+def run_handover_episode(world: TwoArmWorld, controller: ChunkSource, seconds: float,
                          on_step: Callable[[TwoArmWorld], None] | None = None,
                          execution: int | None = None, timing: Timing = PAUSED) -> tuple[dict, LoopResult]:
     recorder = EpisodeRecorder(tolerance=world.cfg.goal.tolerance)
@@ -118,7 +118,7 @@ def trace_columns(arms: list[str]) -> list[str]:
             "holding"]
 
 
-def evaluate_handover(make_controller: Callable[[int], ChunkController], world: TwoArmWorld, episodes: int,
+def evaluate_handover(make_controller: Callable[[int], ChunkSource], world: TwoArmWorld, episodes: int,
                       seed: int, seconds: float, progress: bool = True, execution: int | None = None,
                       trace_dir: Path | None = None, timing: Timing = PAUSED, task: HandoverTask = HANDOVER) -> dict:
     """Run seeded handover episodes; ``make_controller(i)`` gives the controller of episode i (made after

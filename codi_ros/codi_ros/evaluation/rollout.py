@@ -64,7 +64,7 @@ class Plan:
     committed: int = 0                 # leading actions that repeat what the arm executes (core/realtime.py)
 
 
-class ChunkController(Protocol):
+class ChunkSource(Protocol):
     def plan(self, world: TwoArmWorld) -> Plan:
         """Chunks for the controlled arms, from the world as it is now (the plan's start)."""
 
@@ -98,7 +98,7 @@ class LoopResult:
     dropped: int = 0                                            # plans the executors refused (late)
 
 
-def run_closed_loop(world: TwoArmWorld, controller: ChunkController, max_seconds: float,
+def run_closed_loop(world: TwoArmWorld, controller: ChunkSource, max_seconds: float,
                     on_step: Callable[[TwoArmWorld], bool | None] | None = None,
                     execution: int | None = None, timing: Timing = PAUSED) -> LoopResult:
     """Plan, execute, replan, until ``max_seconds`` or ``on_step`` returns True."""

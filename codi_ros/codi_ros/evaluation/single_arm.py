@@ -31,7 +31,7 @@ HOME_RADIUS = 0.08        # tool ends within this of its home position = at home
 CLOSING_WIDTH = 0.075     # the measured gripper width falling through this = the gripper closes
 
 
-class PolicyController:
+class PolicySource:
     """Receding-horizon control of one arm by a diffusion policy.
 
     Each call samples ``candidates`` chunks in one batch and executes the one that best continues the
@@ -132,12 +132,12 @@ class SkillTracker:
 
 def episode_controller(policy, world: TwoArmWorld, arm: str, seed: int, index: int, sample_steps: int, method: str,
                        candidates: int, timing: rollout.Timing, realtime: RealtimeConfig | None = None,
-                       kinematic: KinematicModelConfig | None = None) -> PolicyController:
+                       kinematic: KinematicModelConfig | None = None) -> PolicySource:
     """Episode ``index`` of ``seed``'s controller: its own sampling seed, latency-aware under real-time
     ``timing`` (``realtime``: planner.yaml's section, default its defaults; ``commit: false``: naive)."""
     latency = (None if timing.mode == "paused" else
                LatencyEstimate(realtime or RealtimeConfig(), world.cfg.control.dt, fixed=timing.latency))
-    return PolicyController(policy, arm, sample_steps, method=method, seed=seed * 100_003 + index,
+    return PolicySource(policy, arm, sample_steps, method=method, seed=seed * 100_003 + index,
                             candidates=candidates, latency=latency, kinematic=kinematic)
 
 

@@ -1,4 +1,4 @@
-"""The rclpy nodes (``*_node.py``): thin adapters over the ROS-free logic.
+"""The rclpy nodes (``*_node.py``): thin adapters over codi_ros.ros, the ROS layer without rclpy.
 
 A node process Ctrl-C'd while it still imports its dependencies (rclpy, torch, MuJoCo: seconds after
 ``ros2 launch`` starts it) exits 0 quietly, as one Ctrl-C'd while it runs does: until rclpy.init()

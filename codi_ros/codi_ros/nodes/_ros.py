@@ -1,5 +1,5 @@
 """What every node shares: QoS profiles, parameters, clock, logging, and a clean spin
-(message <-> dict copying: nodes/logic/msg_dict.py).
+(message <-> dict copying: ros/msg_dict.py).
 
 Written against rclpy of ROS 2 Humble (3.3) and Jazzy (7.1). Ctrl-C: ``spin`` returns through
 KeyboardInterrupt or, in Humble, rclpy.executors.ExternalShutdownException; both are caught, the

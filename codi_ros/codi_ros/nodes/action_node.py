@@ -6,7 +6,7 @@ ros2_control JointTrajectoryController takes it, with the finger joints for the 
 the executor's setpoints at the IK rate from just after the chunk arrived until the arm is at rest
 after it. Nothing is sent between plans; the controller interpolates. A watchdog (every 50 ms) stops
 the arm on stale or NaN joint states. All behaviour is in
-:class:`codi_ros.nodes.logic.arm_control.ArmController`, around the same
+:class:`codi_ros.ros.arm_interface.ArmInterface`, around the same
 :class:`codi_ros.control.executor.ArmExecutor` that ``codi eval`` runs.
 """
 
@@ -30,10 +30,10 @@ from codi_ros.nodes._ros import (
     stamp_sec,
     world_config,
 )
-from codi_ros.nodes.logic.arm_control import ArmController, JointStateReader
-from codi_ros.nodes.logic.messages import trajectory_msg
-from codi_ros.nodes.logic.msg_dict import fill, to_dict
 from codi_ros.robot.fr3 import ARM_JOINTS, FINGER_JOINTS
+from codi_ros.ros.arm_interface import ArmInterface, JointStateReader
+from codi_ros.ros.messages import trajectory_msg
+from codi_ros.ros.msg_dict import fill, to_dict
 
 WATCHDOG_PERIOD_S = 0.05   # the joint states are checked this often
 
@@ -48,7 +48,7 @@ class ActionNode(Node):
         self.declare_parameter("state_timeout", 0.2, describe("older joint states: stop the arm, s"))
         world = world_config(self)   # executor settings, workspace and limits: world.yaml, as in codi eval
         self.arm = param(self, "arm")
-        self.controller = ArmController(world, self.arm, ArmKinematics(), param(self, "state_timeout"))
+        self.controller = ArmInterface(world, self.arm, ArmKinematics(), param(self, "state_timeout"))
         self.joints, self.fingers = list(param(self, "joint_names")), list(param(self, "finger_joint_names"))
         self.reader = JointStateReader(self.joints, ())
         self.pub = self.create_publisher(JointTrajectory, "joint_trajectory_controller/joint_trajectory", COMMAND_QOS)

@@ -16,11 +16,11 @@ from sensor_msgs.msg import JointState
 
 from codi_ros.control.kinematics import ArmKinematics, arm_state_from_joints
 from codi_ros.nodes._ros import SENSOR_QOS, describe, param, run, stamp_sec, world_config
-from codi_ros.nodes.logic.arm_control import JointStateReader
-from codi_ros.nodes.logic.messages import arm_state_msg
-from codi_ros.nodes.logic.msg_dict import fill
-from codi_ros.nodes.logic.watchdog import RateGrid
 from codi_ros.robot.fr3 import ARM_JOINTS, FINGER_JOINTS
+from codi_ros.ros.arm_interface import JointStateReader
+from codi_ros.ros.messages import arm_state_msg
+from codi_ros.ros.msg_dict import fill
+from codi_ros.ros.watchdog import RateGrid
 
 
 class ArmStateNode(Node):

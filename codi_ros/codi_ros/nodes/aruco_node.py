@@ -11,9 +11,9 @@ from rclpy.node import Node
 from sensor_msgs.msg import CameraInfo, Image
 
 from codi_ros.nodes._ros import SENSOR_QOS, describe, log_lines, param, run, stamp_sec, world_config
-from codi_ros.nodes.logic.msg_dict import fill, to_dict
-from codi_ros.nodes.logic.wrist_camera import WristCamera, hand_eye
 from codi_ros.perception.aruco import CubeMarkerLayout, CubePoseEstimator
+from codi_ros.ros.msg_dict import fill, to_dict
+from codi_ros.ros.wrist_camera import WristCamera, hand_eye
 
 
 class ArucoNode(Node):

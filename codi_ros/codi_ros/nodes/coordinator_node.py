@@ -51,18 +51,18 @@ from codi_ros.nodes._ros import (
     torch_threads,
     world_config,
 )
-from codi_ros.nodes.logic.coordinator import Coordinator, CoordinatorConfig
-from codi_ros.nodes.logic.messages import Msg, header, pose_msg
-from codi_ros.nodes.logic.msg_dict import fill, to_dict
-from codi_ros.nodes.logic.remote_cost import (
+from codi_ros.perception.fusion import FusionConfig
+from codi_ros.ros.coordinator import Coordinator, CoordinatorConfig
+from codi_ros.ros.messages import Msg, header, pose_msg
+from codi_ros.ros.msg_dict import fill, to_dict
+from codi_ros.ros.remote_cost import (
     COST_BACKENDS,
     DEFAULT_TIMEOUT_S,
     EVALUATE_COST,
     RemoteCost,
     wait_for_answer,
 )
-from codi_ros.nodes.logic.services import failure
-from codi_ros.perception.fusion import FusionConfig
+from codi_ros.ros.services import failure
 
 SERVICE_WAIT_S = 10.0   # how long start-up waits for /codi/evaluate_cost before going on without it
 

@@ -1,7 +1,7 @@
 """cost_service_node: serves /codi/evaluate_cost (codi_msgs/EvaluateCost) with the configured cost.
 
 The cost is config/cost.yaml's handover cost on the batched kinematic cost simulator (the one the
-planner's guidance uses); see :class:`codi_ros.nodes.logic.services.CostService`.
+planner's guidance uses); see :class:`codi_ros.ros.services.CostService`.
 """
 
 from __future__ import annotations
@@ -10,8 +10,8 @@ from codi_msgs.srv import EvaluateCost
 from rclpy.node import Node
 
 from codi_ros.nodes._ros import run, torch_threads, world_config
-from codi_ros.nodes.logic.msg_dict import fill, to_dict
-from codi_ros.nodes.logic.services import CostService, kinematic_cost_evaluator
+from codi_ros.ros.msg_dict import fill, to_dict
+from codi_ros.ros.services import CostService, kinematic_cost_evaluator
 
 
 class CostServiceNode(Node):

@@ -2,7 +2,7 @@
 
 Per arm: subscribes ``/<arm>/joint_trajectory_controller/joint_trajectory`` (trajectory_msgs/
 JointTrajectory, as a ros2_control JointTrajectoryController; the simulated one takes the finger joints
-too, see :mod:`codi_ros.nodes.logic.sim_bridge`); publishes ``/<arm>/joint_states`` at
+too, see :mod:`codi_ros.ros.sim_bridge`); publishes ``/<arm>/joint_states`` at
 ``joint_state_rate_hz`` and, when offscreen rendering works (MUJOCO_GL=egl or osmesa),
 ``/<arm>/wrist_camera/image_raw`` + ``camera_info``. With ``publish_true_cube_pose`` it
 publishes the true cube pose on ``/codi/cube_detections`` at ``cube_pose_rate_hz``, on the arm states'
@@ -37,11 +37,11 @@ from codi_ros.nodes._ros import (
     run,
     world_config,
 )
-from codi_ros.nodes.logic.messages import header, vec3_msg
-from codi_ros.nodes.logic.msg_dict import fill, to_dict
-from codi_ros.nodes.logic.sim_bridge import SimBridge, camera_fovy, camera_in_tcp, camera_info_msg
-from codi_ros.nodes.logic.watchdog import RateGrid
 from codi_ros.perception.aruco import CubeMarkerLayout, mujoco_face_images
+from codi_ros.ros.messages import header, vec3_msg
+from codi_ros.ros.msg_dict import fill, to_dict
+from codi_ros.ros.sim_bridge import SimBridge, camera_fovy, camera_in_tcp, camera_info_msg
+from codi_ros.ros.watchdog import RateGrid
 from codi_ros.sim.tasks import load_task
 from codi_ros.sim.world import SnapshotCameras, TwoArmWorld
 

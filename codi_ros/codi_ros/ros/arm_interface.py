@@ -15,9 +15,9 @@ from codi_ros.config import WorldConfig
 from codi_ros.control.executor import ArmExecutor, ChunkError
 from codi_ros.control.kinematics import ArmKinematics
 from codi_ros.control.trajectory import JointTrajectory
-from codi_ros.nodes.logic.messages import Msg, parse_chunk
-from codi_ros.nodes.logic.watchdog import LogOnce, StateMonitor
 from codi_ros.robot.fr3 import ARM_JOINTS, FINGER_JOINTS
+from codi_ros.ros.messages import Msg, parse_chunk
+from codi_ros.ros.watchdog import LogOnce, StateMonitor
 
 DELIVERY_MARGIN_S = 0.02    # s: a trajectory's first point is due this long after the chunk that made it arrived
 
@@ -58,7 +58,7 @@ class JointStateReader:
         return fresh
 
 
-class ArmController:
+class ArmInterface:
     """action_node: chunk messages -> the arm's :class:`ArmExecutor` (the one eval and the simulator run)
     -> one joint trajectory per accepted chunk, for the arm's trajectory controller; with a watchdog on
     the joint states (stale or NaN: stop, and a trajectory that brings the arm to rest).

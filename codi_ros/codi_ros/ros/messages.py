@@ -1,7 +1,7 @@
 """Messages as plain dicts, and their conversion to and from the core types.
 
-A message is the nested dict that :func:`codi_ros.nodes.logic.msg_dict.to_dict` gives and
-:func:`~codi_ros.nodes.logic.msg_dict.fill` takes (the shape ``ros2 topic pub`` and ``ros2 service
+A message is the nested dict that :func:`codi_ros.ros.msg_dict.to_dict` gives and
+:func:`~codi_ros.ros.msg_dict.fill` takes (the shape ``ros2 topic pub`` and ``ros2 service
 call`` use). Missing keys read as the message defaults (0, "", [], identity quaternion), exactly
 like an empty ``ros2 service call``. Quaternions are (w, x, y, z) in the core (frames.py) and
 fields x, y, z, w in geometry_msgs.

@@ -18,11 +18,11 @@ import numpy as np
 
 from codi_ros.control.trajectory import TrajectoryError
 from codi_ros.frames import mat_to_quat
-from codi_ros.nodes.logic.messages import Msg, detection_msg, header, parse_trajectory
-from codi_ros.nodes.logic.watchdog import LogOnce
 from codi_ros.perception.aruco import invert, make_transform
 from codi_ros.perception.fusion import Detection
 from codi_ros.robot.fr3 import ARM_JOINTS, FINGER_JOINTS
+from codi_ros.ros.messages import Msg, detection_msg, header, parse_trajectory
+from codi_ros.ros.watchdog import LogOnce
 from codi_ros.sim.tasks import HandoverTask
 from codi_ros.sim.world import TwoArmWorld
 

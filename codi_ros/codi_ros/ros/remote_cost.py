@@ -23,8 +23,8 @@ from codi_ros.config import ConfigError
 from codi_ros.core.cost import CostValue
 from codi_ros.core.planner import PlanningError
 from codi_ros.frames import WorldState
-from codi_ros.nodes.logic.messages import Msg
-from codi_ros.nodes.logic.services import cost_request
+from codi_ros.ros.messages import Msg
+from codi_ros.ros.services import cost_request
 
 EVALUATE_COST = "/codi/evaluate_cost"
 COST_BACKENDS = ("in_process", "service")

@@ -19,7 +19,7 @@ from codi_ros.config import WorldConfig
 from codi_ros.control.executor import Chunk
 from codi_ros.core.planner import PlanOverrides, PlanResult
 from codi_ros.frames import ACT_DIM, CubeState, WorldState
-from codi_ros.nodes.logic.messages import (
+from codi_ros.ros.messages import (
     Msg,
     arm_state_msg,
     chunk_msg,

@@ -41,10 +41,10 @@ from codi_ros.core.planner import PlanningError, PlanOverrides, PlanResult
 from codi_ros.core.realtime import LatencyEstimate, RealtimeConfig
 from codi_ros.core.sampler import SamplingCancelled
 from codi_ros.frames import ArmState, CubeState, WorldState, state_is_finite
-from codi_ros.nodes.logic.messages import Msg, parse_arm_joints, parse_arm_state, parse_chunk, parse_detection, stop_msg
-from codi_ros.nodes.logic.services import RequestError, failure, parse_plan_request, plan_response
-from codi_ros.nodes.logic.watchdog import LogOnce, StateMonitor
 from codi_ros.perception.fusion import CubePoseFusion, FusedPose, FusionConfig
+from codi_ros.ros.messages import Msg, parse_arm_joints, parse_arm_state, parse_chunk, parse_detection, stop_msg
+from codi_ros.ros.services import RequestError, failure, parse_plan_request, plan_response
+from codi_ros.ros.watchdog import LogOnce, StateMonitor
 
 
 class SupportsPlan(Protocol):

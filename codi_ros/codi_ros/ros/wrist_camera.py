@@ -14,10 +14,10 @@ from collections.abc import Sequence
 import numpy as np
 
 from codi_ros.frames import mat_to_quat, quat_to_mat
-from codi_ros.nodes.logic.messages import Msg, detection_msg, header_time, parse_pose
-from codi_ros.nodes.logic.watchdog import LogOnce
 from codi_ros.perception.aruco import CubePoseEstimator, PerceptionError, make_transform, to_gray
 from codi_ros.perception.fusion import Detection
+from codi_ros.ros.messages import Msg, detection_msg, header_time, parse_pose
+from codi_ros.ros.watchdog import LogOnce
 
 CHANNELS = {"mono8": 1, "8uc1": 1, "rgb8": 3, "bgr8": 3, "rgba8": 4, "bgra8": 4}
 

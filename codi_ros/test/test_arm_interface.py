@@ -1,0 +1,181 @@
+"""The arm nodes' behaviour: joint states -> arm state, chunk -> joint trajectory (no rclpy)."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+
+import mujoco
+import numpy as np
+import pytest
+from logic_fakes import DT, WORLD, H, chunk_of, controller, texts
+
+from codi_ros.control.executor import Chunk
+from codi_ros.control.kinematics import arm_state_from_joints
+from codi_ros.robot.fr3 import ARM_JOINTS, FINGER_JOINTS
+from codi_ros.ros.arm_interface import DELIVERY_MARGIN_S, JointStateReader
+from codi_ros.ros.messages import (
+    chunk_msg,
+)
+from codi_ros.sim.tasks import HANDOVER
+from codi_ros.sim.world import TwoArmWorld
+
+
+def test_arm_state_from_joint_states_matches_the_simulator(world, kinematics):
+    world.reset()
+    rng = np.random.default_rng(3)
+    for arm in WORLD.arm_names:
+        world.execute(arm, Chunk(world.time, DT, np.tile(np.r_[rng.uniform(-0.1, 0.1, 6), 0.05], (5, 1))))
+    world.step(0.2)
+    mujoco.mj_forward(world.model, world.data)            # site poses of the current qpos (mj_step leaves the last)
+    for arm in WORLD.arm_names:
+        reader = JointStateReader()
+        names, q = [*FINGER_JOINTS, *reversed(ARM_JOINTS)], world.joint_positions(arm)
+        half = world.gripper_width(arm) / 2
+        assert reader.update(names, [half, half, *q[::-1]], [0, 0, *world.joint_velocities(arm)[::-1]], 1.0)
+        est = arm_state_from_joints(kinematics, WORLD.base_frame(arm), reader.q, reader.qdot, reader.gripper_width)
+        true = world.arm_state(arm)
+        np.testing.assert_allclose(est.ee_pos, true.ee_pos, atol=1e-9)
+        np.testing.assert_allclose(est.ee_rot, true.ee_rot, atol=1e-9)
+        np.testing.assert_allclose(est.ee_linvel, true.ee_linvel, atol=1e-9)
+        np.testing.assert_allclose(est.ee_angvel, true.ee_angvel, atol=1e-9)
+        assert est.gripper_width == pytest.approx(true.gripper_width)
+
+
+def test_joint_state_reader_handles_split_and_foreign_messages():
+    r = JointStateReader()
+    assert not r.update(["other_joint"], [1.0], [], 0.0) and r.q is None and not r.take()
+    assert not r.update(list(FINGER_JOINTS), [0.01, 0.02], [], 0.0) and r.gripper_width == pytest.approx(0.03)
+    assert r.update(list(ARM_JOINTS), list(range(7)), [], 2.0)         # no velocities: zero
+    assert r.take() and not r.take() and np.all(r.qdot == 0) and r.stamp == 2.0
+
+
+def drive(world, ctl, seconds, chunks=(), states=True, state_period=0.04, watchdog_period=0.05):
+    """The action node's loop on the simulated arm: joint states every ``state_period`` (unless ``states`` is
+    False; "nan": NaN joints), chunk messages at their (arrival time, message), the watchdog every
+    ``watchdog_period``; each trajectory the controller returns goes to the world's trajectory follower.
+    Returns the trajectories sent and the arm's measured joint velocities every IK period."""
+    chunks, sent, qdots = sorted(chunks, key=lambda c: c[0]), [], []
+    t0, dt = world.time, world.cfg.control.dt / 10
+    next_state, next_check = t0, t0
+    while world.time < t0 + seconds - 1e-9:
+        t = world.time
+        if t >= next_state - 1e-9 and states:
+            q = world.joint_positions("left") if states is True else np.full(7, np.nan)
+            ctl.on_joint_positions(q, t, world.joint_velocities("left"))
+            next_state += state_period
+        out = []
+        while chunks and chunks[0][0] <= t + 1e-9:
+            out.append(ctl.on_chunk(chunks.pop(0)[1], t))
+        if t >= next_check - 1e-9:
+            out.append(ctl.check(t))
+            next_check += watchdog_period
+        for trajectory in filter(None, out):
+            world.follow("left", trajectory)
+            sent.append(trajectory)
+        world.step(dt)
+        qdots.append(world.joint_velocities("left"))
+    return sent, np.array(qdots)
+
+
+def test_action_node_tracks_a_chunk_on_the_simulated_arm_then_stops(world, kinematics):
+    """Closed loop on the MuJoCo arm: 0.1 m/s along the base x axis for 1.6 s, then the chunk runs out. One
+    trajectory for the whole chunk, ending at rest."""
+    world.reset()
+    ctl = controller(kinematics)
+    start = world.arm_state("left").ee_pos
+    msg = chunk_msg("left", chunk_of([0.1, 0, 0, 0, 0, 0], start=world.time, width=0.05))
+    sent, qdots = drive(world, ctl, 2.5, chunks=[(world.time + 0.01, msg)])
+    moved = WORLD.base_frame("left").vec_to_base(world.arm_state("left").ee_pos - start)
+    assert 0.14 < moved[0] < 0.165 and abs(moved[1]) < 0.01 and abs(moved[2]) < 0.01, moved
+    assert len(sent) == 1 and np.all(sent[0].widths == 0.05) and not np.any(sent[0].velocities[-1])
+    end = round(H * DT / 0.01)                             # the chunk ends at 1.6 s
+    assert sent[0].end - (world.time - 2.5 + H * DT) <= 2 * ctl.executor.limiter.stop_time + 1e-9  # commanded to rest
+    speed = np.abs(qdots).max(axis=1)
+    assert speed[end - 1] > 0.05 and speed[end + 40:].max() < 0.01   # at rest within 0.4 s of the end
+
+
+@pytest.mark.parametrize("fault", ["stale", "nan"])
+def test_action_node_stops_the_arm_on_stale_or_nan_joint_states_and_logs_once(world, kinematics, fault):
+    world.reset()
+    ctl = controller(kinematics)
+    msg = chunk_msg("left", chunk_of([0.2, 0, 0, 0, 0, 0], n=50, start=world.time))
+    sent, moving = drive(world, ctl, 0.5, chunks=[(world.time, msg)])      # 0.5 s of normal operation
+    assert np.abs(moving[-1]).max() > 0.05 and len(sent) == 1
+    late = chunk_msg("left", chunk_of([0.2, 0, 0, 0, 0, 0], n=50, start=world.time + 0.3))
+    sent, outs = drive(world, ctl, 1.0, chunks=[(world.time + 0.3, late)], states=fault == "nan" and "nan")
+    detect = 0.2 if fault == "stale" else 0.0              # stale: detected once older than 0.2 s
+    assert len(sent) == 1 and not np.any(sent[0].velocities[-1]) and sent[0].start <= world.time - 1.0 + detect + 0.1
+    stopped = round((detect + 0.1 + 2 * ctl.executor.limiter.stop_time + 0.3) / 0.01)
+    assert np.abs(outs[stopped:]).max() < 0.01             # at rest, and no new plan moves it while the fault lasts
+    log = ctl.pop_log()
+    assert len([t for lvl, t in log if lvl == "warn" and "joint states" in t and "arm left" in t]) == 1
+    assert any("rejected a chunk: the joint states are stale or NaN" in t for t in texts(log))
+
+
+def test_workspace_box_stops_the_tool_above_the_table(world, kinematics):
+    world.reset()
+    ctl = controller(kinematics, replace(WORLD, workspace=replace(WORLD.workspace, lower=(-0.9, -0.6, 0.30))))
+    drive(world, ctl, 3.0, chunks=[(world.time, chunk_msg("left", chunk_of([0, 0, -0.3, 0, 0, 0], n=30,
+                                                                          start=world.time)))])
+    assert 0.298 < world.arm_state("left").ee_pos[2] < 0.31
+
+
+def test_a_new_trajectory_continues_the_one_sent_before_it(world, kinematics):
+    """Smooth chunk joins: a chunk arriving mid-motion makes a trajectory that starts where the previous one
+    is at that time (the executor ran exactly what it had sent), and the joint accelerations across the join
+    stay within the limiter's."""
+    world.reset()
+    ctl = controller(kinematics)
+    t0 = world.time
+    first = chunk_msg("left", chunk_of([0.1, 0, 0, 0, 0, 0], start=t0))
+    second = chunk_msg("left", chunk_of([0, 0.1, 0.05, 0, 0, 0], start=t0 + 0.5))
+    sent, _ = drive(world, ctl, 1.0, chunks=[(t0, first), (t0 + 0.5, second)])
+    a, b = sent
+    k = int(np.argmin(np.abs(a.times - b.start)))
+    assert a.times[k] == pytest.approx(b.start)
+    np.testing.assert_allclose(b.positions[0], a.positions[k], atol=1e-12)
+    joined = np.vstack([a.velocities[:k], b.velocities])
+    acc = np.abs(np.diff(joined, axis=0)).max(axis=0) / ctl.executor.dt
+    assert np.all(acc <= np.asarray(ctl.executor.limiter.a_max) + 1e-6), acc
+
+
+def test_trajectories_run_the_same_motion_as_the_executor_in_lockstep(kinematics):
+    """One execution path: the chunks sent as trajectories (action node -> trajectory controller) move the
+    arm as the world's own executor stepped in lockstep does (codi eval), a latency-aware join included:
+    the same IK, limits and joins, the measured joints (closed loop in lockstep) predicted in a trajectory."""
+    lockstep, graph = TwoArmWorld(WORLD), TwoArmWorld(WORLD)
+    for w in (lockstep, graph):
+        HANDOVER.reset(w, 0, 0)
+    t0, d = lockstep.time, 3
+    actions = np.tile(np.r_[0.1, 0, -0.05, 0, 0, 0.2, 0.05], (H, 1))
+    later = actions.copy()
+    later[d:, :3] = [0.0, 0.08, 0.02]
+    chunks = [Chunk(t0, DT, actions), Chunk(t0 + 0.4, DT, later, committed=d)]
+    arrival = [t0, t0 + 0.4 - DELIVERY_MARGIN_S]     # the second reaches the arm at its stamp
+    ctl, start_q = controller(kinematics), graph.joint_positions("left")
+    messages = [(t, chunk_msg("left", c)) for t, c in zip(arrival, chunks, strict=True)]
+    drive(graph, ctl, 1.2, chunks=messages, state_period=0.01)
+    for t, c in zip(arrival, chunks, strict=True):
+        lockstep.step(t + DELIVERY_MARGIN_S - lockstep.time)
+        assert lockstep.execute("left", c)
+    lockstep.step(graph.time - lockstep.time)
+    graph_q = graph.joint_positions("left")
+    tool_gap = np.linalg.norm(graph.arm_state("left").ee_pos - lockstep.arm_state("left").ee_pos)
+    assert tool_gap < 1e-3, tool_gap                        # 0.3 mm after 1.2 s (the prediction's error)
+    np.testing.assert_allclose(graph_q, lockstep.joint_positions("left"), atol=2e-3)
+    assert np.abs(graph_q - start_q).max() > 0.05          # it did move
+
+
+def test_action_node_rejects_chunks_for_another_arm_or_without_joint_states_and_clamps_the_gripper(kinematics):
+    ctl = controller(kinematics)
+    assert ctl.on_chunk(chunk_msg("left", chunk_of(np.zeros(6))), now=0.0) is None
+    assert any("no joint states yet" in t for t in texts(ctl.pop_log()))
+    ctl.on_joint_positions(np.array(WORLD.home_qpos), 0.0)
+    assert ctl.on_chunk(chunk_msg("right", chunk_of(np.zeros(6))), now=0.0) is None
+    assert any("rejected" in t for t in texts(ctl.pop_log()))
+    trajectory = ctl.on_chunk(chunk_msg("left", chunk_of(np.zeros(6), width=0.5)), now=0.0)
+    assert np.all(trajectory.widths == WORLD.control.gripper_max_width)
+    malformed = chunk_msg("left", chunk_of(np.zeros(6)))
+    malformed["gripper_widths"] = malformed["gripper_widths"][:3]
+    assert ctl.on_chunk(malformed, now=0.1) is None
+    assert any("malformed" in t for t in texts(ctl.pop_log()))

@@ -1,0 +1,63 @@
+"""The graph without ROS: the nodes' classes wired together by hand."""
+
+from __future__ import annotations
+
+import numpy as np
+from logic_fakes import WORLD, FakePlanner
+
+from codi_ros.control.kinematics import arm_state_from_joints
+from codi_ros.robot.fr3 import ARM_JOINTS, FINGER_JOINTS
+from codi_ros.ros.arm_interface import ArmInterface, JointStateReader
+from codi_ros.ros.coordinator import Coordinator
+from codi_ros.ros.messages import (
+    arm_state_msg,
+    trajectory_msg,
+)
+from codi_ros.ros.sim_bridge import SimBridge
+from codi_ros.sim.tasks import HANDOVER
+
+
+def test_sim_graph_wired_like_the_launch_file_moves_both_arms_and_stops(world, kinematics):
+    """The nodes' logic wired as two_arm_sim.launch.py wires the nodes (messages as dicts, one clock):
+    sim -> joint states (25 Hz) -> arm states -> coordinator (true cube pose, fake planner) -> chunks -> action
+    nodes -> joint trajectories -> sim. Each arm follows its plan (0.05 m/s along its base x); /codi/stop
+    stops both."""
+    bridge = SimBridge(world)
+    bridge.reset(HANDOVER, seed=1, index=0)
+    coord = Coordinator(WORLD, FakePlanner())
+    coord.start()
+    readers = {a: JointStateReader() for a in WORLD.arm_names}
+    actions = {a: ArmInterface(WORLD, a, kinematics) for a in WORLD.arm_names}
+    start = {a: world.arm_state(a).ee_pos for a in WORLD.arm_names}
+
+    def send(chunk: dict, t: float) -> None:
+        trajectory = actions[chunk["arm"]].on_chunk(chunk, t)
+        if trajectory is not None:
+            bridge.command_trajectory(chunk["arm"], trajectory_msg(trajectory, ARM_JOINTS, FINGER_JOINTS))
+
+    def run(k0: int, steps: int) -> None:
+        for k in range(k0, k0 + steps):                   # 100 Hz
+            t = 50.0 + k * 0.01
+            bridge.advance(t)
+            for arm in WORLD.arm_names:
+                if k % 4:
+                    continue
+                r = readers[arm]
+                r.update(*bridge.joint_state(arm), t)
+                actions[arm].on_joint_positions(r.q, t)
+                coord.on_arm_state(arm_state_msg(arm, arm_state_from_joints(kinematics, WORLD.base_frame(arm), r.q,
+                                                                            r.qdot, r.gripper_width), t))
+            if k % 10 == 0:                                # 10 Hz: true cube pose, receding-horizon tick
+                coord.on_cube_detection(bridge.truth_detection(t))
+                for chunk in coord.tick(t):
+                    send(chunk, t)
+
+    run(0, 300)
+    for arm in WORLD.arm_names:
+        moved = WORLD.base_frame(arm).vec_to_base(world.arm_state(arm).ee_pos - start[arm])
+        assert 0.12 < moved[0] < 0.16 and np.abs(moved[1:]).max() < 0.01, (arm, moved)
+    assert [t for lvl, t in coord.pop_log() if lvl == "warn"] == []
+    for chunk in coord.stop(50.0 + 300 * 0.01):
+        send(chunk, 50.0 + 300 * 0.01)
+    run(300, 30)                                           # the jerk-limited ramp, then the servos settle
+    assert all(np.abs(world.joint_velocities(a)).max() < 0.02 for a in WORLD.arm_names)

@@ -1,0 +1,93 @@
+"""sim_node's bridge: trajectories in, joint states and detections out (no rclpy)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import yaml
+from logic_fakes import WORLD, chunk_of, texts
+
+from codi_ros.control.executor import MAX_TARGET_LEAD
+from codi_ros.frames import quat_to_mat
+from codi_ros.paths import config_dir
+from codi_ros.robot.fr3 import ARM_JOINTS, FINGER_JOINTS
+from codi_ros.ros.arm_interface import ArmInterface
+from codi_ros.ros.messages import (
+    chunk_msg,
+    trajectory_msg,
+)
+from codi_ros.ros.sim_bridge import LAG_REPORT_HOLD_S, SimBridge, camera_in_tcp
+from codi_ros.sim.tasks import HANDOVER
+
+
+def test_sim_bridge_steps_in_real_time_and_follows_trajectories_in_the_wall_clock(world, kinematics):
+    bridge = SimBridge(world, max_lag=0.1)
+    bridge.reset(HANDOVER, seed=0, index=0)
+    t0 = world.time
+    assert bridge.advance(100.0) == 0.0                   # first call syncs the clocks
+    assert bridge.advance(100.034) == pytest.approx(0.03)  # whole 10 ms periods only
+    assert bridge.advance(100.05) == pytest.approx(0.02)
+    assert world.time - t0 == pytest.approx(0.05)
+    ctl = ArmInterface(WORLD, "left", kinematics)         # the action node, in the wall clock
+    ctl.on_joint_positions(world.joint_positions("left"), 100.05)
+    trajectory = ctl.on_chunk(chunk_msg("left", chunk_of([0.1, 0, 0, 0, 0, 0], start=100.05, width=0.03)), 100.05)
+    bridge.command_trajectory("left", trajectory_msg(trajectory, ARM_JOINTS, FINGER_JOINTS))
+    for k in range(1, 31):
+        bridge.advance(100.05 + 0.01 * k)
+    q_due, _, width = trajectory.sample(100.35)
+    np.testing.assert_allclose(world.arms["left"].q_target, q_due, atol=1e-9)   # the servos' targets: on time
+    assert width == pytest.approx(0.03) and world.gripper_width("left") < 0.05
+    q = world.joint_positions("left")
+    assert bridge.advance(101.0) == pytest.approx(0.01)    # 0.64 s behind: skip ahead one period, the
+    q_due, _, _ = trajectory.sample(101.0)                  # trajectory kept to the wall clock, as on an arm,
+    np.testing.assert_allclose(world.arms["left"].q_target,  # the targets' jump within MAX_TARGET_LEAD
+                               np.clip(q_due, q - MAX_TARGET_LEAD, q + MAX_TARGET_LEAD), atol=1e-9)
+    assert sum("behind real time" in t for lvl, t in bridge.pop_log() if lvl == "warn") == 1
+    bad = trajectory_msg(trajectory, ARM_JOINTS, FINGER_JOINTS)
+    bad["points"][3]["positions"] = bad["points"][3]["positions"][:5]
+    bridge.command_trajectory("left", bad)
+    bridge.command_trajectory("left", {**bad, "joint_names": ["fr3_joint1"]})
+    log = texts(bridge.pop_log())
+    assert any("points[3]" in t for t in log) and any("joint_names: missing" in t for t in log)
+
+
+def test_sim_bridge_reports_a_recurring_lag_once_and_its_end_after_a_quiet_spell(world):
+    bridge = SimBridge(world, max_lag=0.1)
+    bridge.reset(HANDOVER, seed=0, index=0)
+    bridge.advance(0.0)
+    t = 0.0
+    for _ in range(20):                     # a slow render every 0.5 s, on time in between
+        for _ in range(4):
+            t += 0.01
+            bridge.advance(t)
+        t += 0.5
+        bridge.advance(t)
+    lines = bridge.pop_log()
+    assert [level for level, text in lines if "behind real time" in text] == ["warn"]
+    quiet_until = t + LAG_REPORT_HOLD_S + 0.1
+    while t < quiet_until:                  # on time (steps shorter than max_lag) for the hold period
+        t += 0.05
+        bridge.advance(t)
+    assert [level for level, text in bridge.pop_log() if "behind real time" in text] == ["info"]
+
+
+def test_sim_task_is_seeded_and_joint_states_hold_arm_and_fingers(world):
+    bridge = SimBridge(world)
+    bridge.reset(HANDOVER, seed=4, index=0)
+    cube, goal = world.cube_state().pos.copy(), world.goal.copy()
+    assert cube[0] < 0 and WORLD.goal.x_range[0] <= goal[0] <= WORLD.goal.x_range[1]
+    bridge.reset(HANDOVER, seed=4, index=0)
+    np.testing.assert_allclose(world.cube_state().pos, cube)
+    names, q, _ = bridge.joint_state("right")
+    assert names == [*ARM_JOINTS, *FINGER_JOINTS] and q[7] + q[8] == pytest.approx(world.gripper_width("right"))
+
+
+def test_sim_hand_eye_matches_the_aruco_parameters(world):
+    """The aruco nodes' hand-eye parameters in ros_sim.yaml are the simulated wrist camera's pose."""
+    params = yaml.safe_load((config_dir() / "ros_sim.yaml").read_text())
+    for arm in WORLD.arm_names:
+        t, q = camera_in_tcp(world, arm)
+        p = params[f"/{arm}/aruco_node"]["ros__parameters"]
+        np.testing.assert_allclose(p["hand_eye_translation"], t, atol=1e-4)
+        R = quat_to_mat(np.roll(p["hand_eye_quaternion_xyzw"], 1))
+        assert np.abs(R - quat_to_mat(np.roll(q, 1))).max() < 1e-5
