@@ -1,5 +1,6 @@
 """Test-wide settings: headless MuJoCo rendering (EGL; Mesa's software renderer on CPU-only machines)
-and a small torch thread count so the suite behaves the same on 2-core CI machines."""
+and a small torch thread count so the suite behaves the same on 2-core CI machines; the FR3 kinematics and
+the simulated world as module fixtures shared by the files that need them."""
 
 import os
 

@@ -1,6 +1,5 @@
-"""Shared helpers of the node-behaviour tests (test_watchdog, test_arm_interface, test_messages, test_services,
-test_coordinator, test_sim_bridge, test_graph_logic, test_service_fuzz): the shipped world, chunks, message
-dicts and a planner stand-in."""
+"""Shared stand-ins of the tests of codi_ros.ros (the nodes' behaviour without rclpy): the shipped world,
+chunks, message dicts, an arm interface and a planner that returns fixed chunks."""
 
 from __future__ import annotations
 
@@ -20,8 +19,6 @@ from codi_ros.ros.messages import arm_state_msg, detection_msg, pose_msg
 from codi_ros.sim.world import TwoArmWorld
 
 WORLD = load_world_config()
-
-
 H, DT = WORLD.horizon.prediction, WORLD.control.dt
 
 
@@ -33,7 +30,7 @@ def texts(lines) -> list[str]:
     return [t for _, t in lines]
 
 
-def controller(kinematics, world=WORLD) -> ArmInterface:
+def left_arm_interface(kinematics, world=WORLD) -> ArmInterface:
     return ArmInterface(world, "left", kinematics)
 
 

@@ -7,15 +7,13 @@ from dataclasses import replace
 import mujoco
 import numpy as np
 import pytest
-from logic_fakes import DT, WORLD, H, chunk_of, controller, texts
+from logic_fakes import DT, WORLD, H, chunk_of, left_arm_interface, texts
 
 from codi_ros.control.executor import Chunk
 from codi_ros.control.kinematics import arm_state_from_joints
 from codi_ros.robot.fr3 import ARM_JOINTS, FINGER_JOINTS
 from codi_ros.ros.arm_interface import DELIVERY_MARGIN_S, JointStateReader
-from codi_ros.ros.messages import (
-    chunk_msg,
-)
+from codi_ros.ros.messages import chunk_msg
 from codi_ros.sim.tasks import HANDOVER
 from codi_ros.sim.world import TwoArmWorld
 
@@ -81,7 +79,7 @@ def test_action_node_tracks_a_chunk_on_the_simulated_arm_then_stops(world, kinem
     """Closed loop on the MuJoCo arm: 0.1 m/s along the base x axis for 1.6 s, then the chunk runs out. One
     trajectory for the whole chunk, ending at rest."""
     world.reset()
-    ctl = controller(kinematics)
+    ctl = left_arm_interface(kinematics)
     start = world.arm_state("left").ee_pos
     msg = chunk_msg("left", chunk_of([0.1, 0, 0, 0, 0, 0], start=world.time, width=0.05))
     sent, qdots = drive(world, ctl, 2.5, chunks=[(world.time + 0.01, msg)])
@@ -97,7 +95,7 @@ def test_action_node_tracks_a_chunk_on_the_simulated_arm_then_stops(world, kinem
 @pytest.mark.parametrize("fault", ["stale", "nan"])
 def test_action_node_stops_the_arm_on_stale_or_nan_joint_states_and_logs_once(world, kinematics, fault):
     world.reset()
-    ctl = controller(kinematics)
+    ctl = left_arm_interface(kinematics)
     msg = chunk_msg("left", chunk_of([0.2, 0, 0, 0, 0, 0], n=50, start=world.time))
     sent, moving = drive(world, ctl, 0.5, chunks=[(world.time, msg)])      # 0.5 s of normal operation
     assert np.abs(moving[-1]).max() > 0.05 and len(sent) == 1
@@ -114,7 +112,7 @@ def test_action_node_stops_the_arm_on_stale_or_nan_joint_states_and_logs_once(wo
 
 def test_workspace_box_stops_the_tool_above_the_table(world, kinematics):
     world.reset()
-    ctl = controller(kinematics, replace(WORLD, workspace=replace(WORLD.workspace, lower=(-0.9, -0.6, 0.30))))
+    ctl = left_arm_interface(kinematics, replace(WORLD, workspace=replace(WORLD.workspace, lower=(-0.9, -0.6, 0.30))))
     drive(world, ctl, 3.0, chunks=[(world.time, chunk_msg("left", chunk_of([0, 0, -0.3, 0, 0, 0], n=30,
                                                                           start=world.time)))])
     assert 0.298 < world.arm_state("left").ee_pos[2] < 0.31
@@ -125,7 +123,7 @@ def test_a_new_trajectory_continues_the_one_sent_before_it(world, kinematics):
     is at that time (the executor ran exactly what it had sent), and the joint accelerations across the join
     stay within the limiter's."""
     world.reset()
-    ctl = controller(kinematics)
+    ctl = left_arm_interface(kinematics)
     t0 = world.time
     first = chunk_msg("left", chunk_of([0.1, 0, 0, 0, 0, 0], start=t0))
     second = chunk_msg("left", chunk_of([0, 0.1, 0.05, 0, 0, 0], start=t0 + 0.5))
@@ -152,7 +150,7 @@ def test_trajectories_run_the_same_motion_as_the_executor_in_lockstep(kinematics
     later[d:, :3] = [0.0, 0.08, 0.02]
     chunks = [Chunk(t0, DT, actions), Chunk(t0 + 0.4, DT, later, committed=d)]
     arrival = [t0, t0 + 0.4 - DELIVERY_MARGIN_S]     # the second reaches the arm at its stamp
-    ctl, start_q = controller(kinematics), graph.joint_positions("left")
+    ctl, start_q = left_arm_interface(kinematics), graph.joint_positions("left")
     messages = [(t, chunk_msg("left", c)) for t, c in zip(arrival, chunks, strict=True)]
     drive(graph, ctl, 1.2, chunks=messages, state_period=0.01)
     for t, c in zip(arrival, chunks, strict=True):
@@ -167,7 +165,7 @@ def test_trajectories_run_the_same_motion_as_the_executor_in_lockstep(kinematics
 
 
 def test_action_node_rejects_chunks_for_another_arm_or_without_joint_states_and_clamps_the_gripper(kinematics):
-    ctl = controller(kinematics)
+    ctl = left_arm_interface(kinematics)
     assert ctl.on_chunk(chunk_msg("left", chunk_of(np.zeros(6))), now=0.0) is None
     assert any("no joint states yet" in t for t in texts(ctl.pop_log()))
     ctl.on_joint_positions(np.array(WORLD.home_qpos), 0.0)

@@ -8,7 +8,7 @@ import os
 
 import numpy as np
 from fakes import GaussianPolicy, small_planner_config
-from logic_fakes import DT, WORLD, FakePlanner, H, candidates_msg, controller, observe, state_msg
+from logic_fakes import DT, WORLD, FakePlanner, H, candidates_msg, left_arm_interface, observe, state_msg
 
 from codi_ros.control.executor import Chunk
 from codi_ros.control.kinematics import ArmKinematics, arm_state_from_joints
@@ -146,7 +146,7 @@ def test_fuzzed_state_and_chunk_messages_never_raise_and_never_command_non_finit
     actions = np.zeros((H, 7))
     actions[:, 0], actions[:, 6] = 0.05, 0.08
     chunk_base = chunk_msg("left", Chunk(1.0, DT, actions[:4]))
-    arm = controller(ArmKinematics())
+    arm = left_arm_interface(ArmKinematics())
     arm.on_joint_positions(q, 1.0)
     trajectory_base = trajectory_msg(arm.on_chunk(chunk_base, now=1.0), ARM_JOINTS, FINGER_JOINTS)
     bridge = SimBridge(world)
