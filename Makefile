@@ -23,7 +23,7 @@ CODI_SOURCES := codi_ros/setup.py codi_ros/setup.cfg codi_ros/package.xml \
 # message (and fails in CI). ROS_TESTS= skips them.
 ROS_VENV := .ros-venv
 ROS_TESTS ?= codi_ros/test/test_ros_runtime.py
-MSG_SOURCES := $(shell find codi_msgs -type f 2>/dev/null)
+MSG_SOURCES := $(shell find codi_msgs codi_ros/test/interfaces -type f 2>/dev/null)
 
 .PHONY: demo test test-ros fuzz clean
 

@@ -4,7 +4,8 @@
 #   1. torch (the CPU build, first: see Makefile), then the ros-jazzy-* wheels from PyPI: rclpy 7.1 with
 #      Fast DDS, std/geometry/sensor/std_srvs messages, ament_cmake and the rosidl generators;
 #   2. codi_msgs generated and compiled with CMake into VENV (its Python package, typesupport libraries
-#      and share/codi_msgs), where rclpy and the wheels' loader (VENV/lib on LD_LIBRARY_PATH) find it;
+#      and share/codi_msgs), where rclpy and the wheels' loader (VENV/lib on LD_LIBRARY_PATH) find it,
+#      and so the test-only stand-ins of codi_ros/test/interfaces (franka_msgs: no wheel exists);
 #   3. codi_ros installed into VENV (`pip install ./codi_ros`: the nodes' console scripts in VENV/bin).
 # The wheels exist for Linux x86_64 and CPython 3.11 only, and codi_msgs needs cmake, make and a C/C++
 # compiler: without them this exits with status 3 and says why.
@@ -54,15 +55,21 @@ np_include=$("$venv/bin/python" -c "import numpy; print(numpy.get_include())")
 
 build=$(mktemp -d)
 trap 'rm -rf "$build"' EXIT
-echo "ros venv: building codi_msgs"
-(cd "$build" && export PATH="$venv/bin:$PATH" AMENT_PREFIX_PATH="$venv" CMAKE_PREFIX_PATH="$venv" &&
-  cmake "$repo/codi_msgs" -DCMAKE_INSTALL_PREFIX="$venv" -DPython3_EXECUTABLE="$venv/bin/python" \
-    -DBUILD_TESTING=OFF >cmake.log 2>&1 &&
-  make -j"$(nproc)" >>cmake.log 2>&1 && make install >>cmake.log 2>&1) ||
-  { tail -40 "$build/cmake.log" >&2; echo "ros venv: building codi_msgs FAILED" >&2; exit 1; }
+# codi_msgs, then the test-only stand-ins for interfaces that have no wheels (codi_ros/test/interfaces)
+for package in "$repo/codi_msgs" "$repo"/codi_ros/test/interfaces/*/; do
+  name=$(basename "$package")
+  echo "ros venv: building $name"
+  mkdir -p "$build/$name"
+  (cd "$build/$name" && export PATH="$venv/bin:$PATH" AMENT_PREFIX_PATH="$venv" CMAKE_PREFIX_PATH="$venv" &&
+    cmake "$package" -DCMAKE_INSTALL_PREFIX="$venv" -DPython3_EXECUTABLE="$venv/bin/python" \
+      -DBUILD_TESTING=OFF >cmake.log 2>&1 &&
+    make -j"$(nproc)" >>cmake.log 2>&1 && make install >>cmake.log 2>&1) ||
+    { tail -40 "$build/$name/cmake.log" >&2; echo "ros venv: building $name FAILED" >&2; exit 1; }
+done
 
 rm -rf codi_ros/build
 "${pip[@]}" ./codi_ros
 rm -rf codi_ros/build
-"$venv/bin/python" -c "import rclpy; from codi_msgs.srv import Plan; from codi_ros.nodes import coordinator_node"
+"$venv/bin/python" -c "import rclpy; from codi_msgs.srv import Plan; from franka_msgs.action import Grasp
+from codi_ros.nodes import coordinator_node"
 echo "ros venv: $venv has rclpy (ROS 2 Jazzy), codi_msgs and codi_ros"

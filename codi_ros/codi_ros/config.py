@@ -206,6 +206,24 @@ class ExecutorConfig:
 
 
 @dataclass(frozen=True)
+class GripperConfig:
+    """The Franka hand's blocking actions (franka_gripper Move and Grasp) as the sim graph and the arms use them
+    (codi_ros.control.gripper): a streamed width becomes a grasp or an open, with hysteresis."""
+
+    close_below: float = 0.03     # m: a commanded width below this grasps the cube
+    open_above: float = 0.05      # m: above this opens fully (control.gripper_max_width); between: no change
+    speed: float = 0.1            # m/s: finger speed of a move or grasp
+    force: float = 20.0           # N: grasp force
+    epsilon: float = 0.01         # m: a grasp succeeds with the fingers at cube.size +- this
+    timeout: float = 3.0          # s: a move or grasp not finished by then has failed
+
+    def __post_init__(self) -> None:
+        _check(0 < self.close_below < self.open_above, "gripper: need 0 < close_below < open_above")
+        _check(self.speed > 0 and self.force > 0 and self.epsilon > 0 and self.timeout > 0,
+               "gripper: speed, force, epsilon and timeout must be positive")
+
+
+@dataclass(frozen=True)
 class HorizonConfig:
     prediction: int = 16
     execution: int = 4
@@ -235,6 +253,7 @@ class WorldConfig:
     horizon: HorizonConfig
     workspace: WorkspaceConfig = field(default_factory=WorkspaceConfig)
     executor: ExecutorConfig = field(default_factory=ExecutorConfig)
+    gripper: GripperConfig = field(default_factory=GripperConfig)
     episode: EpisodeConfig = field(default_factory=EpisodeConfig)
     source: str = field(default="<defaults>", compare=False)
 
@@ -242,6 +261,8 @@ class WorldConfig:
         _check(len(self.arms) >= 1, "at least one arm is required")
         _check(len({a.name for a in self.arms}) == len(self.arms), "arm names must be unique")
         _check(len(self.home_qpos) == 7, "home_qpos needs 7 joint values")
+        _check(self.gripper.open_above < self.control.gripper_max_width,
+               "gripper.open_above must be below control.gripper_max_width")
         hx, hy = self.table.size[0] / 2, self.table.size[1] / 2
         for name, region in (("goal", self.goal), ("handover_strip", self.handover_strip)):
             for x, y in region.corners():

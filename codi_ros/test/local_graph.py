@@ -25,6 +25,7 @@ from rclpy.node import Node
 from codi_ros.paths import config_dir
 
 STARTUP_S = 120.0      # longest wait for a service: every node process imports torch and MuJoCo
+ANSWER_S = 15.0        # longest wait for one answer while a graph starts up (a lost answer is asked again)
 
 
 class LocalGraph:
@@ -101,7 +102,13 @@ class LocalGraph:
         answers "no arm state received yet" until its subscriptions have data. TimeoutError after ``timeout``."""
         end = time.monotonic() + timeout
         while True:
-            response = self.call(Plan, service, Plan.Request(), timeout=max(end - time.monotonic(), 1.0))
+            try:   # an answer sent before the server discovered this client's reader is lost: ask again
+                response = self.call(Plan, service, Plan.Request(), timeout=min(max(end - time.monotonic(), 1.0),
+                                                                                 ANSWER_S))
+            except TimeoutError:
+                if time.monotonic() > end:
+                    raise
+                continue
             if response.success:
                 return response
             if time.monotonic() > end:

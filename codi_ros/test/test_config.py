@@ -24,8 +24,8 @@ def test_planner_and_cost_defaults_are_the_shipped_files():
     assert load_cost_config() == CostConfig()
 
 
-@pytest.mark.parametrize("section", ["table", "reach", "cube", "control", "workspace", "executor", "horizon",
-                                     "episode"])
+@pytest.mark.parametrize("section", ["table", "reach", "cube", "control", "workspace", "executor", "gripper",
+                                     "horizon", "episode"])
 def test_world_section_defaults_are_the_shipped_file(section):
     value = getattr(load_world_config(), section)
     assert value == type(value)()

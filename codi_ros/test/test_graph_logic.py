@@ -6,7 +6,7 @@ import numpy as np
 from logic_fakes import WORLD, FakePlanner
 
 from codi_ros.control.kinematics import arm_state_from_joints
-from codi_ros.robot.fr3 import ARM_JOINTS, FINGER_JOINTS
+from codi_ros.robot.fr3 import ARM_JOINTS
 from codi_ros.ros.arm_interface import ArmInterface, JointStateReader
 from codi_ros.ros.coordinator import Coordinator
 from codi_ros.ros.messages import (
@@ -20,8 +20,8 @@ from codi_ros.sim.tasks import HANDOVER
 def test_sim_graph_wired_like_the_launch_file_moves_both_arms_and_stops(world, kinematics):
     """The nodes' logic wired as two_arm_sim.launch.py wires the nodes (messages as dicts, one clock):
     sim -> joint states (25 Hz) -> arm states -> coordinator (true cube pose, fake planner) -> chunks -> action
-    nodes -> joint trajectories -> sim. Each arm follows its plan (0.05 m/s along its base x); /codi/stop
-    stops both."""
+    nodes -> joint trajectories and gripper goals (every 50 ms) -> sim. Each arm follows its plan (0.05 m/s
+    along its base x, the hand opened once); /codi/stop stops both."""
     bridge = SimBridge(world)
     bridge.reset(HANDOVER, seed=1, index=0)
     coord = Coordinator(WORLD, FakePlanner())
@@ -33,12 +33,19 @@ def test_sim_graph_wired_like_the_launch_file_moves_both_arms_and_stops(world, k
     def send(chunk: dict, t: float) -> None:
         trajectory = actions[chunk["arm"]].on_chunk(chunk, t)
         if trajectory is not None:
-            bridge.command_trajectory(chunk["arm"], trajectory_msg(trajectory, ARM_JOINTS, FINGER_JOINTS))
+            bridge.command_trajectory(chunk["arm"], trajectory_msg(trajectory, ARM_JOINTS))
+
+    def grip(arm: str, goal, t: float) -> None:           # the action node's franka_gripper client
+        if goal is not None:
+            bridge.hands[arm].start(goal.action, goal.width, goal.epsilon, t,
+                                    lambda ok, err, w: grip(arm, actions[arm].gripper_result(goal.seq, ok, err, t), t))
 
     def run(k0: int, steps: int) -> None:
         for k in range(k0, k0 + steps):                   # 100 Hz
             t = 50.0 + k * 0.01
             bridge.advance(t)
+            for arm in WORLD.arm_names if k % 5 == 0 else ():
+                grip(arm, actions[arm].gripper_goal(t), t)
             for arm in WORLD.arm_names:
                 if k % 4:
                     continue
@@ -57,6 +64,8 @@ def test_sim_graph_wired_like_the_launch_file_moves_both_arms_and_stops(world, k
         moved = WORLD.base_frame(arm).vec_to_base(world.arm_state(arm).ee_pos - start[arm])
         assert 0.12 < moved[0] < 0.16 and np.abs(moved[1:]).max() < 0.01, (arm, moved)
     assert [t for lvl, t in coord.pop_log() if lvl == "warn"] == []
+    assert all(actions[a].gripper.done == "move" and actions[a].gripper.running is None for a in WORLD.arm_names)
+    assert [t for a in WORLD.arm_names for lvl, t in actions[a].pop_log() if lvl == "warn"] == []
     for chunk in coord.stop(50.0 + 300 * 0.01):
         send(chunk, 50.0 + 300 * 0.01)
     run(300, 30)                                           # the jerk-limited ramp, then the servos settle

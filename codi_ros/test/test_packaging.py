@@ -50,8 +50,20 @@ def test_package_xml_files_parse_and_agree_with_setup_py(setup_kwargs):
     assert (msgs.name, msgs.get_build_type()) == ("codi_msgs", "ament_cmake")
     assert setup_kwargs["name"] == ros.name
     assert setup_kwargs["version"] == ros.version == msgs.version == __version__
-    assert "codi_msgs" in {d.name for d in ros.exec_depends}
     assert "rosidl_interface_packages" in {g.name for g in msgs.member_of_groups}
+
+
+def test_every_ros_package_the_code_imports_is_an_exec_depend():
+    """A `from franka_msgs... import` without its <exec_depend> breaks a rosdep install on a fresh robot PC."""
+    imported = set()
+    for source in (PKG_DIR / "codi_ros").rglob("*.py"):
+        for node in ast.walk(ast.parse(source.read_text())):
+            if isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+                top = node.module.split(".")[0]
+                if top.endswith(("_msgs", "_srvs", "_interfaces")) or top in ("rclpy", "ament_index_python"):
+                    imported.add(top)
+    assert {"codi_msgs", "franka_msgs", "rclpy"} <= imported
+    assert imported - {d.name for d in _manifest("codi_ros").exec_depends} == set()
 
 
 def test_setup_cfg_puts_executables_where_ros2_run_looks():

@@ -123,7 +123,8 @@ def test_plan_from_the_latest_state_is_executed_then_stop_brings_both_arms_to_re
     assert all(v > 1e-3 for v in moving.values()), (f"largest joint velocity commands: {moving}, plan latency "
                                                     f"{response.latency:.2f} s\n" + sim_graph.log("left/action_node"))
     assert all(list(m.joint_names[:7]) == list(ARM_JOINTS) and len(m.points) > H
-               for r in commands.values() for _, m in r)
+               for r in commands.values() for _, m in r), [(list(m.joint_names), len(m.points))
+                                                           for r in commands.values() for _, m in r]
 
     stop = sim_graph.call(Trigger, "/codi/stop", Trigger.Request(), timeout=5.0)
     stopped_at = time.monotonic()
@@ -135,6 +136,36 @@ def test_plan_from_the_latest_state_is_executed_then_stop_brings_both_arms_to_re
         assert after[-1].points[-1].time_from_start.sec < 1, f"{arm}: the stop takes {after[-1].points[-1]}"
         still = [np.abs(m.velocity[:7]).max() for t, m in joints[arm] if t > stopped_at + 0.6]
         assert still and max(still) < 0.02, f"{arm}: moving at {max(still, default=None)} rad/s 0.6 s after stop"
+    sim_graph.check_alive()
+
+
+def test_commanded_widths_reach_the_hand_as_franka_gripper_goals_and_a_grasp_on_nothing_is_reported(sim_graph):
+    """The action node turns a chunk's widths into franka_gripper goals, served by the simulated hand: closing
+    (width 0) grasps, on nothing here, which fails and is logged; opening (0.08) moves the fingers back."""
+    from codi_ros.control.executor import Chunk
+    from codi_ros.ros.messages import chunk_msg
+
+    joints = sim_graph.record(JointState, "/left/joint_states", SENSOR_QOS)
+    pub = sim_graph.node.create_publisher(ActionChunk, "/left/action_chunk", COMMAND_QOS)
+
+    def command(width: float) -> None:
+        actions = np.zeros((H, 7))
+        actions[:, 6] = width
+        now = sim_graph.node.get_clock().now().nanoseconds * 1e-9
+        pub.publish(fill(ActionChunk(), chunk_msg("left", Chunk(now, WORLD.control.dt, actions))))
+
+    def width() -> float:
+        return sum(joints[-1][1].position[7:9]) if joints else float("nan")
+
+    sim_graph.spin_for(0.5)                                # the publisher is matched
+    command(0.0)
+    assert sim_graph.spin_until(lambda: width() < 0.01, 3.0), f"the fingers did not close: width {width():.3f}"
+    failed = f"gripper grasp to {WORLD.cube.size:.3f} m failed"
+    assert sim_graph.spin_until(lambda: failed in sim_graph.log("left/action_node"), 3.0), \
+        sim_graph.log("left/action_node")
+    assert "nothing grasped" in sim_graph.log("left/action_node")
+    command(0.08)
+    assert sim_graph.spin_until(lambda: width() > 0.075, 3.0), f"the fingers did not open: width {width():.3f}"
     sim_graph.check_alive()
 
 

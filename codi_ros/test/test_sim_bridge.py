@@ -30,20 +30,19 @@ def test_sim_bridge_steps_in_real_time_and_follows_trajectories_in_the_wall_cloc
     assert world.time - t0 == pytest.approx(0.05)
     ctl = ArmInterface(WORLD, "left", kinematics)         # the action node, in the wall clock
     ctl.on_joint_positions(world.joint_positions("left"), 100.05)
-    trajectory = ctl.on_chunk(chunk_msg("left", chunk_of([0.1, 0, 0, 0, 0, 0], start=100.05, width=0.03)), 100.05)
-    bridge.command_trajectory("left", trajectory_msg(trajectory, ARM_JOINTS, FINGER_JOINTS))
+    trajectory = ctl.on_chunk(chunk_msg("left", chunk_of([0.1, 0, 0, 0, 0, 0], start=100.05)), 100.05)
+    bridge.command_trajectory("left", trajectory_msg(trajectory, ARM_JOINTS))
     for k in range(1, 31):
         bridge.advance(100.05 + 0.01 * k)
-    q_due, _, width = trajectory.sample(100.35)
+    q_due, _, _ = trajectory.sample(100.35)
     np.testing.assert_allclose(world.arms["left"].q_target, q_due, atol=1e-9)   # the servos' targets: on time
-    assert width == pytest.approx(0.03) and world.gripper_width("left") < 0.05
     q = world.joint_positions("left")
     assert bridge.advance(101.0) == pytest.approx(0.01)    # 0.64 s behind: skip ahead one period, the
     q_due, _, _ = trajectory.sample(101.0)                  # trajectory kept to the wall clock, as on an arm,
     np.testing.assert_allclose(world.arms["left"].q_target,  # the targets' jump within MAX_TARGET_LEAD
                                np.clip(q_due, q - MAX_TARGET_LEAD, q + MAX_TARGET_LEAD), atol=1e-9)
     assert sum("behind real time" in t for lvl, t in bridge.pop_log() if lvl == "warn") == 1
-    bad = trajectory_msg(trajectory, ARM_JOINTS, FINGER_JOINTS)
+    bad = trajectory_msg(trajectory, ARM_JOINTS)
     bad["points"][3]["positions"] = bad["points"][3]["positions"][:5]
     bridge.command_trajectory("left", bad)
     bridge.command_trajectory("left", {**bad, "joint_names": ["fr3_joint1"]})

@@ -10,7 +10,6 @@ from codi_ros.control.trajectory import JointTrajectory, TrajectoryError, Trajec
 from codi_ros.ros.messages import parse_trajectory, trajectory_msg
 
 JOINTS = [f"left_fr3_joint{i}" for i in range(1, 8)]
-FINGERS = ["left_fr3_finger_joint1", "left_fr3_finger_joint2"]
 
 
 def ramp(start: float = 10.0, n: int = 5, dt: float = 0.1, widths=None, q0: float = 0.0) -> JointTrajectory:
@@ -63,22 +62,15 @@ def test_follower_replaces_from_the_new_start_and_keeps_the_old_before_it():
     assert follower.sample(11.1) is None
 
 
-def test_message_round_trip_keeps_times_joints_and_gripper_width():
+def test_message_round_trip_keeps_times_and_joints_and_leaves_the_gripper_out():
     traj = ramp(widths=[np.nan, 0.08, 0.08, 0.02, 0.02])
-    msg = trajectory_msg(traj, JOINTS, FINGERS)
-    assert msg["joint_names"] == JOINTS + FINGERS
-    assert msg["points"][0]["positions"][-2:] == [0.04, 0.04]  # before the first commanded width: that width
-    back = parse_trajectory(msg, JOINTS, FINGERS)
+    msg = trajectory_msg(traj, JOINTS)
+    assert msg["joint_names"] == JOINTS and all(len(p["positions"]) == 7 for p in msg["points"])
+    back = parse_trajectory(msg, JOINTS)
     np.testing.assert_allclose(back.times, traj.times, atol=1e-9)
     np.testing.assert_allclose(back.positions, traj.positions)
     np.testing.assert_allclose(back.velocities, traj.velocities)
-    np.testing.assert_allclose(back.widths, [0.08, 0.08, 0.08, 0.02, 0.02])
-
-
-def test_message_without_a_commanded_width_has_no_finger_joints():
-    msg = trajectory_msg(ramp(), JOINTS, FINGERS)
-    assert msg["joint_names"] == JOINTS
-    assert np.all(np.isnan(parse_trajectory(msg, JOINTS, FINGERS).widths))
+    assert np.all(np.isnan(back.widths))                 # the hand takes gripper goals, not trajectory points
 
 
 def test_joints_in_another_order_and_missing_velocities_are_read():

@@ -1,11 +1,14 @@
-"""action_node (one per arm, namespaced): each action chunk -> one joint trajectory for the arm's controller.
+"""action_node (one per arm, namespaced): each action chunk -> one joint trajectory for the arm's controller,
+and the hand's franka_gripper goals.
 
 Subscribes ``action_chunk`` (codi_msgs/ActionChunk; an empty one means stop) and ``joint_states``;
-publishes ``joint_trajectory_controller/joint_trajectory`` (trajectory_msgs/JointTrajectory, as a
-ros2_control JointTrajectoryController takes it, with the finger joints for the simulated Franka's):
-the executor's setpoints at the IK rate from just after the chunk arrived until the arm is at rest
-after it. Nothing is sent between plans; the controller interpolates. A watchdog (every 50 ms) stops
-the arm on stale or NaN joint states. All behaviour is in
+publishes ``joint_trajectory_controller/joint_trajectory`` (trajectory_msgs/JointTrajectory of the 7 arm
+joints, as a ros2_control JointTrajectoryController takes it): the executor's setpoints at the IK rate
+from just after the chunk arrived until the arm is at rest after it. Nothing is sent between plans; the
+controller interpolates. The widths those setpoints command become goals of the ``franka_gripper/move``
+and ``franka_gripper/grasp`` actions (franka_msgs; served by franka_gripper on the arms, by sim_node in
+simulation), one at a time. Every 50 ms a tick sends the gripper goal due and stops the arm on stale or NaN
+joint states (the watchdog). All behaviour is in
 :class:`codi_ros.ros.arm_interface.ArmInterface`, around the same
 :class:`codi_ros.control.executor.ArmExecutor` that ``codi eval`` runs.
 """
@@ -13,10 +16,13 @@ the arm on stale or NaN joint states. All behaviour is in
 from __future__ import annotations
 
 from codi_msgs.msg import ActionChunk
+from franka_msgs.action import Grasp, Move
+from rclpy.action import ActionClient
 from rclpy.node import Node
 from sensor_msgs.msg import JointState
 from trajectory_msgs.msg import JointTrajectory
 
+from codi_ros.control.gripper import GripperGoal
 from codi_ros.control.kinematics import ArmKinematics
 from codi_ros.control.trajectory import JointTrajectory as Trajectory
 from codi_ros.nodes._ros import (
@@ -30,12 +36,12 @@ from codi_ros.nodes._ros import (
     stamp_sec,
     world_config,
 )
-from codi_ros.robot.fr3 import ARM_JOINTS, FINGER_JOINTS
+from codi_ros.robot.fr3 import ARM_JOINTS
 from codi_ros.ros.arm_interface import ArmInterface, JointStateReader
 from codi_ros.ros.messages import trajectory_msg
 from codi_ros.ros.msg_dict import fill, to_dict
 
-WATCHDOG_PERIOD_S = 0.05   # the joint states are checked this often
+TICK_PERIOD_S = 0.05   # the joint states are checked, and gripper goals sent, this often
 
 
 class ActionNode(Node):
@@ -43,18 +49,23 @@ class ActionNode(Node):
         super().__init__("action_node")
         self.declare_parameter("arm", "left", describe("arm name from world.yaml"))
         self.declare_parameter("joint_names", list(ARM_JOINTS), describe("the 7 arm joints, in command order"))
-        self.declare_parameter("finger_joint_names", list(FINGER_JOINTS),
-                               describe("finger joints in the trajectory (each half the gripper width); [] for none"))
         self.declare_parameter("state_timeout", 0.2, describe("older joint states: stop the arm, s"))
         world = world_config(self)   # executor settings, workspace and limits: world.yaml, as in codi eval
         self.arm = param(self, "arm")
         self.controller = ArmInterface(world, self.arm, ArmKinematics(), param(self, "state_timeout"))
-        self.joints, self.fingers = list(param(self, "joint_names")), list(param(self, "finger_joint_names"))
+        self.joints = list(param(self, "joint_names"))
         self.reader = JointStateReader(self.joints, ())
         self.pub = self.create_publisher(JointTrajectory, "joint_trajectory_controller/joint_trajectory", COMMAND_QOS)
+        self.gripper = {"move": ActionClient(self, Move, "franka_gripper/move"),
+                        "grasp": ActionClient(self, Grasp, "franka_gripper/grasp")}
         self.create_subscription(ActionChunk, "action_chunk", self.on_chunk, COMMAND_QOS)
         self.create_subscription(JointState, "joint_states", self.on_joint_state, SENSOR_QOS)
-        self.create_timer(WATCHDOG_PERIOD_S, lambda: self.send(self.controller.check(now_sec(self))))
+        self.create_timer(TICK_PERIOD_S, self.tick)
+
+    def tick(self) -> None:
+        now = now_sec(self)
+        self.send(self.controller.check(now))
+        self.send_gripper(self.controller.gripper_goal(now))
 
     def on_chunk(self, msg: ActionChunk) -> None:
         self.send(self.controller.on_chunk(to_dict(msg), now_sec(self)))
@@ -66,7 +77,35 @@ class ActionNode(Node):
 
     def send(self, trajectory: Trajectory | None) -> None:
         if trajectory is not None:
-            self.pub.publish(fill(JointTrajectory(), trajectory_msg(trajectory, self.joints, self.fingers)))
+            self.pub.publish(fill(JointTrajectory(), trajectory_msg(trajectory, self.joints)))
+        log_lines(self, self.controller.pop_log())
+
+    def send_gripper(self, goal: GripperGoal | None) -> None:
+        if goal is None:
+            return
+        client = self.gripper[goal.action]
+        if not client.server_is_ready():
+            name = self.resolve_topic_name(f"franka_gripper/{goal.action}")
+            self.gripper_done(goal.seq, False, f"no action server {name} (franka_gripper not running, or "
+                                               "use_fake_hardware)")
+            return
+        if goal.action == "grasp":
+            msg = Grasp.Goal(width=goal.width, speed=goal.speed, force=goal.force)
+            msg.epsilon.inner = msg.epsilon.outer = goal.epsilon
+        else:
+            msg = Move.Goal(width=goal.width, speed=goal.speed)
+        client.send_goal_async(msg).add_done_callback(lambda f, seq=goal.seq: self.on_goal_response(seq, f))
+
+    def on_goal_response(self, seq: int, future) -> None:
+        handle = future.result()
+        if handle is None or not handle.accepted:
+            self.gripper_done(seq, False, "goal rejected")
+            return
+        handle.get_result_async().add_done_callback(
+            lambda f: self.gripper_done(seq, bool(f.result().result.success), str(f.result().result.error)))
+
+    def gripper_done(self, seq: int, success: bool, error: str) -> None:
+        self.send_gripper(self.controller.gripper_result(seq, success, error, now_sec(self)))
         log_lines(self, self.controller.pop_log())
 
 

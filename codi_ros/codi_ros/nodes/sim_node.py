@@ -1,8 +1,9 @@
 """sim_node: the two-arm MuJoCo world in real time, with the topics the real arms would have.
 
-Per arm: subscribes ``/<arm>/joint_trajectory_controller/joint_trajectory`` (trajectory_msgs/
-JointTrajectory, as a ros2_control JointTrajectoryController; the simulated one takes the finger joints
-too, see :mod:`codi_ros.ros.sim_bridge`); publishes ``/<arm>/joint_states`` at
+Per arm, the interfaces of a Franka under franka_ros2: subscribes
+``/<arm>/joint_trajectory_controller/joint_trajectory`` (trajectory_msgs/JointTrajectory, as a ros2_control
+JointTrajectoryController); serves ``/<arm>/franka_gripper/{move,grasp,homing}`` (franka_msgs actions, see
+:class:`codi_ros.ros.sim_bridge.SimulatedHand`); publishes ``/<arm>/joint_states`` (arm and fingers) at
 ``joint_state_rate_hz`` and, when offscreen rendering works (MUJOCO_GL=egl or osmesa),
 ``/<arm>/wrist_camera/image_raw`` + ``camera_info``. With ``publish_true_cube_pose`` it
 publishes the true cube pose on ``/codi/cube_detections`` at ``cube_pose_rate_hz``, on the arm states'
@@ -15,12 +16,16 @@ goes out latched on ``/codi/goal``. ``~/reset`` (std_srvs/Trigger) starts the ne
 from __future__ import annotations
 
 import array
+import functools
 import threading
 
 import rclpy
 from codi_msgs.msg import CubeDetection
+from franka_msgs.action import Grasp, Homing, Move
 from geometry_msgs.msg import PointStamped
+from rclpy.action import ActionServer
 from rclpy.node import Node
+from rclpy.task import Future
 from rclpy.time import Time
 from sensor_msgs.msg import CameraInfo, Image, JointState
 from std_srvs.srv import Trigger
@@ -84,6 +89,9 @@ class SimNode(Node):
         for a in arms:
             self.create_subscription(JointTrajectory, f"/{a}/joint_trajectory_controller/joint_trajectory",
                                      lambda m, a=a: self.on_trajectory(a, m), COMMAND_QOS)
+            for kind, action_type in (("move", Move), ("grasp", Grasp), ("homing", Homing)):
+                ActionServer(self, action_type, f"/{a}/franka_gripper/{kind}",   # a partial stays a coroutine
+                             functools.partial(self.on_gripper_goal, a, kind, action_type))   # function for rclpy
             t, q = camera_in_tcp(self.world, a)
             self.get_logger().info(f"wrist_{a} hand-eye (aruco_node parameters): hand_eye_translation "
                                    f"{t.round(4).tolist()}, hand_eye_quaternion_xyzw {q.round(6).tolist()}")
@@ -114,6 +122,19 @@ class SimNode(Node):
     def on_trajectory(self, arm: str, msg: JointTrajectory) -> None:
         with self.lock:
             self.bridge.command_trajectory(arm, to_dict(msg))
+
+    async def on_gripper_goal(self, arm: str, kind: str, action_type: type, handle):
+        """A franka_gripper goal: runs on the simulated hand until its fingers stop (or a newer goal or a reset
+        aborts it)."""
+        goal, future = handle.request, Future()
+        width = self.world.cfg.control.gripper_max_width if kind == "homing" else goal.width
+        epsilon = max(goal.epsilon.inner, goal.epsilon.outer) if kind == "grasp" else 0.0
+        with self.lock:
+            self.bridge.hands[arm].start("grasp" if kind == "grasp" else "move", width, epsilon, now_sec(self),
+                                         lambda ok, err, w: future.set_result((ok, err)))
+        success, error = await future
+        (handle.succeed if success else handle.abort)()
+        return action_type.Result(success=success, error=error)
 
     def step(self) -> None:
         now = now_sec(self)

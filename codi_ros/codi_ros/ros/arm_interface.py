@@ -1,4 +1,5 @@
-"""Per-arm behaviour: joint states -> arm state (arm_state_node); action chunk -> joint trajectory (action_node).
+"""Per-arm behaviour: joint states -> arm state (arm_state_node); action chunk -> joint trajectory and
+gripper goals (action_node).
 
 The kinematics (:class:`codi_ros.control.kinematics.ArmKinematics`) and the executor
 (:class:`codi_ros.control.executor.ArmExecutor`: IK, limits, workspace) are the ones ``codi eval`` and
@@ -13,6 +14,7 @@ import numpy as np
 
 from codi_ros.config import WorldConfig
 from codi_ros.control.executor import ArmExecutor, ChunkError
+from codi_ros.control.gripper import GripperCommander, GripperGoal
 from codi_ros.control.kinematics import ArmKinematics
 from codi_ros.control.trajectory import JointTrajectory
 from codi_ros.robot.fr3 import ARM_JOINTS, FINGER_JOINTS
@@ -60,8 +62,9 @@ class JointStateReader:
 
 class ArmInterface:
     """action_node: chunk messages -> the arm's :class:`ArmExecutor` (the one eval and the simulator run)
-    -> one joint trajectory per accepted chunk, for the arm's trajectory controller; with a watchdog on
-    the joint states (stale or NaN: stop, and a trajectory that brings the arm to rest).
+    -> one joint trajectory per accepted chunk, for the arm's trajectory controller, and the franka_gripper
+    goals of the widths it commands (:class:`GripperCommander`); with a watchdog on the joint states (stale
+    or NaN: stop, and a trajectory that brings the arm to rest; the hand keeps its grip).
 
     A trajectory starts ``DELIVERY_MARGIN_S`` after the chunk arrived (it must reach the controller before
     its first point is due); up to there the executor runs what it already sent."""
@@ -75,6 +78,8 @@ class ArmInterface:
         self._q: np.ndarray | None = None
         self._qdot: np.ndarray | None = None
         self._stopped = False              # stopped for the joint states' sake (until they are fine again)
+        self.gripper = GripperCommander(world)
+        self._sent: JointTrajectory | None = None   # the last trajectory sent: its widths are the gripper's wishes
         self._log = LogOnce()
         self._lines: list[tuple[str, str]] = []
 
@@ -129,7 +134,21 @@ class ArmInterface:
     def _trajectory(self, start: float) -> JointTrajectory:
         trajectory = self.executor.trajectory(start, self._q, self._qdot)
         self._lines += self.executor.pop_events()
+        self._sent = trajectory
         return trajectory
+
+    def gripper_goal(self, now: float) -> GripperGoal | None:
+        """The gripper goal to send now, if any, for the width the trajectory sent commands now (call it every
+        few tens of ms)."""
+        goal = self.gripper.command(None if self._sent is None else self._sent.sample(now)[2], now)
+        self._lines += self.gripper.pop_log()
+        return goal
+
+    def gripper_result(self, seq: int, success: bool, error: str, now: float) -> GripperGoal | None:
+        """Gripper goal ``seq`` ended: the goal to send now, if any."""
+        goal = self.gripper.finished(seq, success, error, now)
+        self._lines += self.gripper.pop_log()
+        return goal
 
     def pop_log(self) -> list[tuple[str, str]]:
         lines, self._lines = self._lines, []

@@ -129,37 +129,24 @@ def parse_chunk(msg: Msg) -> tuple[str, str, Chunk]:
 
 # --------------------------------------------------------------------------- trajectory_msgs/JointTrajectory
 
-def trajectory_msg(trajectory: JointTrajectory, joint_names: Sequence[str], finger_names: Sequence[str] = ()) -> dict:
-    """A JointTrajectory stamped with its first point's time. With ``finger_names`` (the simulated Franka's
-    controller takes the fingers too) each finger joint is at half the gripper width, from the first
-    commanded width on (points before it: that width; no finger joints if none is commanded)."""
-    widths = trajectory.widths
-    fingers = list(finger_names) if np.any(np.isfinite(widths)) else []
-    if fingers:
-        first = int(np.argmax(np.isfinite(widths)))
-        widths = np.where(np.arange(len(widths)) < first, widths[first], widths)
+def trajectory_msg(trajectory: JointTrajectory, joint_names: Sequence[str]) -> dict:
+    """A JointTrajectory of the arm's joints, stamped with its first point's time (the gripper widths stay
+    out: the hand takes franka_gripper goals, :mod:`codi_ros.control.gripper`)."""
     t0 = trajectory.start
-    points = []
-    for k, t in enumerate(trajectory.times):
-        half = [0.5 * float(widths[k])] * len(fingers)
-        points.append({"positions": [*trajectory.positions[k].tolist(), *half],
-                       "velocities": [*trajectory.velocities[k].tolist(), *[0.0] * len(fingers)],
-                       "time_from_start": sec_to_stamp(float(t) - t0)})
-    return {"header": header(t0, ""), "joint_names": [*joint_names, *fingers], "points": points}
+    points = [{"positions": trajectory.positions[k].tolist(), "velocities": trajectory.velocities[k].tolist(),
+               "time_from_start": sec_to_stamp(float(t) - t0)} for k, t in enumerate(trajectory.times)]
+    return {"header": header(t0, ""), "joint_names": list(joint_names), "points": points}
 
 
-def parse_trajectory(msg: Msg, joint_names: Sequence[str], finger_names: Sequence[str] = ()) -> JointTrajectory:
-    """The arm's trajectory in a JointTrajectory dict (gripper width: the sum of the finger joints, NaN
-    without them); raises TrajectoryError naming the field. Joints may come in any order; velocities may be
-    left out (zero)."""
+def parse_trajectory(msg: Msg, joint_names: Sequence[str]) -> JointTrajectory:
+    """The arm's trajectory in a JointTrajectory dict (no gripper widths: NaN); raises TrajectoryError naming
+    the field. Joints may come in any order; velocities may be left out (zero)."""
     names = [str(n) for n in msg.get("joint_names", [])]
     missing = [n for n in joint_names if n not in names]
     if missing:
         raise TrajectoryError(f"joint_names: missing {missing} (got {names})")
     index = [names.index(n) for n in joint_names]
-    fingers = [names.index(n) for n in finger_names] if all(n in names for n in finger_names) and finger_names \
-        else []
-    t0, times, q, v, w = header_time(msg), [], [], [], []
+    t0, times, q, v = header_time(msg), [], [], []
     for i, point in enumerate(msg.get("points", [])):
         pos = np.asarray(point.get("positions", []), dtype=float)
         vel = np.asarray(point.get("velocities", []) or np.zeros(len(names)), dtype=float)
@@ -169,10 +156,9 @@ def parse_trajectory(msg: Msg, joint_names: Sequence[str], finger_names: Sequenc
         times.append(t0 + stamp_to_sec(point.get("time_from_start", {})))
         q.append(pos[index])
         v.append(vel[index])
-        w.append(float(pos[fingers].sum()) if fingers else float("nan"))
     if not times:
         raise TrajectoryError("points: empty")
-    return JointTrajectory(np.array(times), np.array(q), np.array(v), np.array(w))
+    return JointTrajectory(np.array(times), np.array(q), np.array(v), np.full(len(times), np.nan))
 
 
 # --------------------------------------------------------------------------- codi_msgs/CubeDetection

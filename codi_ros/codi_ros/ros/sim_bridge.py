@@ -1,17 +1,19 @@
 """sim_node's behaviour: the MuJoCo world in real time behind the interfaces the real arms have.
 
-Commands arrive like a ros2_control JointTrajectoryController's: a trajectory_msgs/JointTrajectory per
-arm, which replaces the current one from its first point on and is interpolated at the IK rate; the
-simulated controller takes the two finger joints too (their sum is the gripper width, held from each
-point on). Joint states go out like a joint_state_broadcaster's. Every trajectory the action nodes send
-ends at rest, so an arm whose action node dies stops at the end of what it was sent. Wrist
-images come with an ideal pinhole CameraInfo; the hand-eye calibration the aruco nodes need is
-:func:`camera_in_tcp`.
+Commands arrive like a ros2_control JointTrajectoryController's: a trajectory_msgs/JointTrajectory of
+the 7 arm joints per arm, which replaces the current one from its first point on and is interpolated at
+the IK rate. The hand takes franka_gripper's blocking goals (:class:`SimulatedHand`: move, grasp, homing).
+Joint states (arm and fingers, each finger half the width) go out like franka_ros2's merged
+joint_states. Every trajectory the action nodes send ends at rest, so an arm whose action node dies
+stops at the end of what it was sent. Wrist images come with an ideal pinhole CameraInfo; the hand-eye
+calibration the aruco nodes need is :func:`camera_in_tcp`.
 """
 
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
+from dataclasses import dataclass
 
 import mujoco
 import numpy as np
@@ -26,8 +28,66 @@ from codi_ros.ros.watchdog import LogOnce
 from codi_ros.sim.tasks import HandoverTask
 from codi_ros.sim.world import TwoArmWorld
 
+HAND_SETTLE_S = 0.05      # the fingers count as stopped when the width changed less than HAND_STILL_M in this long
+HAND_STILL_M = 2e-4
 LAG_REPORT_HOLD_S = 5.0   # a skip ahead stays one reported problem until none has happened for this long
 MUJOCO_TO_OPTICAL = np.diag([1.0, -1.0, -1.0])   # MuJoCo cameras look along -z with y up; OpenCV: +z, y down
+
+
+@dataclass
+class _HandGoal:
+    action: str
+    width: float                  # the goal's width (grasp: the object's)
+    epsilon: float
+    done: Callable[[bool, str, float], None]   # (success, error, width): the goal's result
+    started: float
+    still_since: float
+    last_width: float
+
+
+class SimulatedHand:
+    """franka_gripper's actions on one simulated Franka hand. A move drives the fingers to its width, a grasp
+    closes them on whatever is between (the hand's position servo squeezes to its force limit; the goal's
+    speed and force are not modelled); a goal ends when the fingers stop. A grasp succeeds when they stop at
+    its width +- epsilon (franka_gripper's rule), so closing on nothing fails. A new goal aborts the running
+    one, as does an episode reset."""
+
+    def __init__(self, world: TwoArmWorld, arm: str):
+        self.world, self.arm = world, arm
+        self._goal: _HandGoal | None = None
+
+    def start(self, action: str, width: float, epsilon: float, now: float,
+              done: Callable[[bool, str, float], None]) -> None:
+        if action not in ("move", "grasp"):
+            raise ValueError(f"action: 'move' or 'grasp', got {action!r}")
+        self.abort("preempted by a new goal")
+        w = self.world.gripper_width(self.arm)
+        self._goal = _HandGoal(action, float(width), float(epsilon), done, now, now, w)
+        self.world.set_gripper(self.arm, 0.0 if action == "grasp" else float(width))
+
+    def abort(self, reason: str) -> None:
+        if self._goal is not None:
+            goal, self._goal = self._goal, None
+            goal.done(False, reason, self.world.gripper_width(self.arm))
+
+    def update(self, now: float) -> None:
+        """End the running goal once the fingers have stopped."""
+        goal = self._goal
+        if goal is None:
+            return
+        w = self.world.gripper_width(self.arm)
+        if abs(w - goal.last_width) > HAND_STILL_M:
+            goal.still_since, goal.last_width = now, w
+        if now - goal.still_since < HAND_SETTLE_S:
+            return
+        self._goal = None
+        if goal.action == "move":
+            ok = abs(w - goal.width) <= 0.005
+            goal.done(ok, "" if ok else f"blocked at width {w:.3f} m (goal {goal.width:.3f} m)", w)
+        else:
+            ok = abs(w - goal.width) <= goal.epsilon
+            goal.done(ok, "" if ok else f"the fingers stopped at {w:.3f} m, not {goal.width:.3f} +- "
+                                        f"{goal.epsilon:.3f} m: nothing grasped", w)
 
 
 class SimBridge:
@@ -39,16 +99,19 @@ class SimBridge:
         self._log = LogOnce()
         self._lines: list[tuple[str, str]] = []
         self._lag, self._lagging_until = 0.0, -math.inf   # the last skip ahead, and until when it is reported
+        self.hands = {a: SimulatedHand(world, a) for a in world.cfg.arm_names}
 
     def reset(self, task: HandoverTask, seed: int, index: int) -> None:
         """Episode ``index`` of ``task`` with ``seed``: the same start ``codi eval`` gives that episode."""
+        for hand in self.hands.values():
+            hand.abort("episode reset")
         task.reset(self.world, seed, index)
         self._clock = None
 
     def command_trajectory(self, arm: str, msg: Msg) -> None:
         """A JointTrajectory message (wall clock) for the arm's simulated trajectory controller."""
         try:
-            trajectory = parse_trajectory(msg, ARM_JOINTS, FINGER_JOINTS)
+            trajectory = parse_trajectory(msg, ARM_JOINTS)
         except TrajectoryError as e:
             self._lines.append(("warn", f"arm {arm}: ignoring a joint trajectory: {e}"))
             return
@@ -73,6 +136,8 @@ class SimBridge:
         if n > 0:
             self.world.step(n * self.ik_dt)
             self._clock += n * self.ik_dt
+        for hand in self.hands.values():
+            hand.update(now)
         return n * self.ik_dt
 
     def joint_state(self, arm: str) -> tuple[list[str], list[float], list[float]]:

@@ -1,0 +1,86 @@
+"""The Franka hand takes blocking goals, not a streamed width: :class:`GripperCommander` turns the width the
+executor commands into franka_gripper goals, in the simulated graph as on the arms.
+
+franka_gripper's Move (width, speed) and Grasp (width, epsilon, speed, force) actions each run to their end,
+so (settings: ``gripper`` in world.yaml):
+
+- hysteresis: a commanded width below ``close_below`` asks for a grasp of the cube (``cube.size`` within
+  ``epsilon``, ``force``), one above ``open_above`` for an open to ``control.gripper_max_width``; in between
+  the last wish stands (the demonstrations command 0.08 m open and 0 closed, the policy about the same);
+- one goal at a time: a wish that changes while a goal runs is sent when that goal ends (the newest only);
+- a goal that has not ended within ``timeout`` has failed: reported, and the wish is sent again;
+- a grasp that closes on nothing fails (franka_gripper: the width is outside cube.size +- epsilon): reported;
+  the hand is then closed, and the policy reopens it by commanding a wide width.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from dataclasses import dataclass
+from typing import Literal
+
+from codi_ros.config import WorldConfig
+
+
+@dataclass(frozen=True)
+class GripperGoal:
+    """One franka_gripper goal: ``action`` "move" (width, speed) or "grasp" (all fields); ``seq`` numbers the
+    goals sent, so that a late result of an abandoned goal is recognised."""
+
+    action: Literal["move", "grasp"]
+    width: float      # m
+    speed: float      # m/s
+    force: float = 0.0     # N (grasp)
+    epsilon: float = 0.0   # m (grasp: inner and outer)
+    seq: int = 0
+
+
+class GripperCommander:
+    def __init__(self, world: WorldConfig):
+        g = world.gripper
+        self.cfg = g
+        self.wishes = {"move": GripperGoal("move", world.control.gripper_max_width, g.speed),
+                       "grasp": GripperGoal("grasp", world.cube.size, g.speed, g.force, g.epsilon)}
+        self.wanted: str | None = None            # "move" (open) or "grasp", from the commanded widths
+        self.done: str | None = None              # the action of the last goal that ended, None: unknown
+        self.running: tuple[GripperGoal, float] | None = None   # the goal sent and when
+        self._seq = 0
+        self._lines: list[tuple[str, str]] = []
+
+    def command(self, width: float | None, now: float) -> GripperGoal | None:
+        """The width commanded now (None or NaN: none yet); the goal to send now, if any (call it often: a
+        goal running past its timeout is given up here)."""
+        if width is not None and math.isfinite(width):
+            if width < self.cfg.close_below:
+                self.wanted = "grasp"
+            elif width > self.cfg.open_above:
+                self.wanted = "move"
+        if self.running is not None and now - self.running[1] > self.cfg.timeout:
+            goal, _ = self.running
+            self._lines.append(("warn", f"gripper {goal.action} to {goal.width:.3f} m did not finish within "
+                                        f"{self.cfg.timeout:g} s: giving it up"))
+            self.running, self.done = None, None
+        return self._next(now)
+
+    def finished(self, seq: int, success: bool, error: str, now: float) -> GripperGoal | None:
+        """Goal ``seq`` ended (its result); the goal to send now, if any."""
+        if self.running is None or self.running[0].seq != seq:
+            return None                           # abandoned after a timeout: its result no longer counts
+        goal, _ = self.running
+        self.running, self.done = None, goal.action
+        if not success:
+            self._lines.append(("warn", f"gripper {goal.action} to {goal.width:.3f} m failed: {error or 'no reason'}"))
+        return self._next(now)
+
+    def _next(self, now: float) -> GripperGoal | None:
+        if self.running is not None or self.wanted is None or self.wanted == self.done:
+            return None
+        self._seq += 1
+        goal = dataclasses.replace(self.wishes[self.wanted], seq=self._seq)
+        self.running = (goal, now)
+        return goal
+
+    def pop_log(self) -> list[tuple[str, str]]:
+        lines, self._lines = self._lines, []
+        return lines

@@ -1,0 +1,104 @@
+"""The hand: commanded widths -> franka_gripper goals (control/gripper.py), and the simulated Franka hand that
+serves them (ros/sim_bridge.py SimulatedHand)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from logic_fakes import WORLD, texts
+
+from codi_ros.control.gripper import GripperCommander
+from codi_ros.frames import yaw_of
+from codi_ros.ros.sim_bridge import SimBridge, SimulatedHand
+from codi_ros.sim.physics_model import posture_for
+from codi_ros.sim.tasks import HANDOVER
+
+G = WORLD.gripper
+
+
+def test_widths_become_one_grasp_and_one_open_with_hysteresis():
+    g = GripperCommander(WORLD)
+    assert g.command(None, 0.0) is None and g.command(float("nan"), 0.0) is None   # no width commanded yet
+    first = g.command(0.08, 0.0)
+    assert (first.action, first.width) == ("move", WORLD.control.gripper_max_width)
+    assert g.finished(first.seq, True, "", 0.1) is None
+    for w in (0.08, 0.07, G.open_above - 1e-3, G.close_below + 1e-3):    # open, or inside the band: nothing
+        assert g.command(w, 0.2) is None
+    grasp = g.command(G.close_below - 1e-3, 0.3)
+    assert (grasp.action, grasp.width, grasp.force, grasp.epsilon) == ("grasp", WORLD.cube.size, G.force, G.epsilon)
+    assert g.command(0.0, 0.35) is None                     # still closing: nothing more
+    assert g.finished(grasp.seq, True, "", 0.6) is None
+    assert g.command(G.open_above - 1e-3, 0.7) is None      # the band keeps the grip
+    assert g.command(0.08, 0.8).action == "move"
+
+
+def test_a_wish_that_changes_while_a_goal_runs_is_sent_when_it_ends():
+    g = GripperCommander(WORLD)
+    grasp = g.command(0.0, 0.0)
+    assert g.command(0.08, 0.1) is None and g.command(0.0, 0.15) is None and g.command(0.08, 0.2) is None
+    nxt = g.finished(grasp.seq, True, "", 0.4)              # the newest wish only: open
+    assert nxt.action == "move" and nxt.seq == grasp.seq + 1
+
+
+def test_a_failed_grasp_is_reported_and_the_hand_reopens_when_asked():
+    g = GripperCommander(WORLD)
+    grasp = g.command(0.0, 0.0)
+    assert g.finished(grasp.seq, False, "nothing grasped", 0.5) is None     # no retry on its own
+    assert texts(g.pop_log()) == [f"gripper grasp to {WORLD.cube.size:.3f} m failed: nothing grasped"]
+    assert g.command(0.0, 0.6) is None
+    assert g.command(0.08, 0.7).action == "move"
+
+
+def test_a_goal_past_its_timeout_is_given_up_sent_again_and_its_late_result_ignored():
+    g = GripperCommander(WORLD)
+    grasp = g.command(0.0, 0.0)
+    assert g.command(0.0, G.timeout - 0.01) is None
+    again = g.command(0.0, G.timeout + 0.01)
+    assert again.action == "grasp" and again.seq != grasp.seq
+    assert "did not finish within" in texts(g.pop_log())[0]
+    assert g.finished(grasp.seq, True, "", G.timeout + 0.1) is None and g.running[0] == again   # late: ignored
+    assert g.finished(again.seq, True, "", G.timeout + 0.5) is None and g.done == "grasp"
+
+
+def hand_over_cube(world, arm="left"):
+    """The arm's open fingers around the resting cube (tool at the cube centre, fingers across its faces)."""
+    frame = WORLD.base_frame(arm)
+    xy = np.array(frame.xy) + 0.5 * np.array([np.cos(frame.yaw), np.sin(frame.yaw)])   # 0.5 m ahead of the base
+    q = posture_for(world.executors[arm].kinematics, np.asarray(WORLD.home_qpos),
+                    frame.point_to_base(np.r_[xy, WORLD.cube.size / 2]))
+    world.reset(cube_xy=tuple(xy), arm_qpos={arm: q})
+    tool_yaw = yaw_of(world.data.site_xmat[world.arms[arm].tcp].reshape(3, 3))
+    world.reset(cube_xy=tuple(xy), cube_yaw=tool_yaw, arm_qpos={arm: q})
+
+
+def run_goal(world, hand, action, width, epsilon=0.0, seconds=2.0):
+    results = []
+    hand.start(action, width, epsilon, world.time, lambda ok, err, w: results.append((ok, err, w)))
+    while not results and world.time < seconds + 10:
+        world.step(0.01)
+        hand.update(world.time)
+    return results[0]
+
+
+def test_the_simulated_hand_grasps_the_cube_and_fails_on_nothing(world):
+    hand = SimulatedHand(world, "left")
+    hand_over_cube(world)
+    ok, err, width = run_goal(world, hand, "grasp", WORLD.cube.size, G.epsilon)
+    assert ok and err == "" and width == pytest.approx(WORLD.cube.size, abs=G.epsilon)
+    ok, _, width = run_goal(world, hand, "move", WORLD.control.gripper_max_width)
+    assert ok and width == pytest.approx(WORLD.control.gripper_max_width, abs=0.005)
+    world.reset()                                            # no cube between the fingers
+    ok, err, width = run_goal(world, hand, "grasp", WORLD.cube.size, G.epsilon)
+    assert not ok and "nothing grasped" in err and width < 0.01
+
+
+def test_a_new_goal_or_an_episode_reset_aborts_the_running_one(world):
+    bridge, results = SimBridge(world), []
+    bridge.reset(HANDOVER, seed=0, index=0)
+    hand = bridge.hands["left"]
+    hand.start("grasp", WORLD.cube.size, G.epsilon, 0.0, lambda *r: results.append(r))
+    hand.start("move", 0.08, 0.0, 0.01, lambda *r: results.append(r))
+    bridge.reset(HANDOVER, seed=0, index=1)
+    assert [r[:2] for r in results] == [(False, "preempted by a new goal"), (False, "episode reset")]
+    with pytest.raises(ValueError, match="action"):
+        hand.start("squeeze", 0.0, 0.0, 0.02, lambda *r: None)
