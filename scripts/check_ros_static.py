@@ -11,7 +11,15 @@ Every launch/*.launch.py:
   - each launch_ros ``Node(...)`` of package codi_ros names an executable of NODE_ENTRY_POINTS;
   - each parameter it passes, inline or in a config/*.yaml parameter file it names, is declared by
     that node, and a YAML value has the type of the declared default (rclpy rejects an integer for a
-    double parameter); each parameter-file section names a launched node in a namespace it runs in.
+    double parameter); each parameter-file section names a node that a launch file using the file (directly
+    or through an included launch file of ours) runs, in a namespace it runs in;
+  - each launch file of ours it includes exists, and every other package it names (Node ``package=``,
+    ``get_package_share_directory``) is an exec_depend of codi_ros/package.xml.
+config/franka_controllers.yaml (the controllers of the real arms):
+  - the controller manager runs at 1 kHz and defines every controller the launch files spawn and
+    franka_bringup spawns (joint_state_broadcaster, franka_robot_state_broadcaster);
+  - each arm's joint_trajectory_controller commands positions of exactly that arm's 7 joints, as
+    codi_ros.robot.fr3 names them (``<arm>_`` + ARM_JOINTS), interpolating with splines.
 
 Usage: check_ros_static.py [REPO_ROOT]. Prints what it checked; exit status 1 with one line per problem.
 """
@@ -244,11 +252,13 @@ def keyword(call: ast.Call, name: str) -> ast.expr | None:
 
 
 def parameter_files(tree: ast.Module, config: Path) -> list[Path]:
-    """config/*.yaml files named by string constants in a launch file that hold ros__parameters sections."""
+    """config/*.yaml files named by string constants in a launch file that hold ros__parameters sections of
+    nodes (not of ros2_control controllers)."""
     names = {Path(n.value).name for n in ast.walk(tree) if isinstance(n, ast.Constant) and isinstance(n.value, str)
              and n.value.endswith(".yaml")}
     files = [config / n for n in sorted(names)]
-    return [f for f in files if f.is_file() and "ros__parameters" in f.read_text()]
+    return [f for f in files if f.is_file() and "ros__parameters" in f.read_text()
+            and "controller_manager" not in f.read_text()]     # controllers: check_controllers
 
 
 def yaml_sections(data: Any, prefix: tuple[str, ...] = ()):
@@ -272,22 +282,55 @@ def check_parameter(where: str, node: NodeInfo, name: str, value: Any, problems:
         problems.append(f"{where}: parameter {name!r} of {node.executable} is a {got}, declared as {want}")
 
 
-def check_launch(path: Path, repo: Path, nodes: dict[str, NodeInfo], arms: list[str], problems: list[str]) -> int:
-    """Checks one launch file; returns how many Node(...) actions it has."""
+@dataclass
+class LaunchInfo:
+    """What one launch file runs and reads, its included launch files of ours not counted."""
+
+    launched: list[LaunchedNode] = field(default_factory=list)
+    parameter_files: list[Path] = field(default_factory=list)
+    includes: list[str] = field(default_factory=list)         # file names in launch/
+    spawned: list[str] = field(default_factory=list)          # controllers named to controller_manager's spawner
+
+
+def dict_keys(item: ast.expr, func_dicts: dict[str, list[ast.Dict]]) -> list[ast.Dict]:
+    """The dict literals a ``parameters=[...]`` item is: itself, or every dict literal assigned to its name."""
+    if isinstance(item, ast.Dict):
+        return [item]
+    return func_dicts.get(item.id, []) if isinstance(item, ast.Name) else []
+
+
+def check_launch(path: Path, repo: Path, nodes: dict[str, NodeInfo], problems: list[str]) -> LaunchInfo:
+    """Checks one launch file's Node(...) actions of our package and what it includes."""
+    info = LaunchInfo()
     src = path.read_text()
     try:
         compile(src, str(path), "exec")
     except SyntaxError as e:
         problems.append(f"{path}:{e.lineno}: does not compile: {e.msg}")
-        return 0
+        return info
     tree = ast.parse(src)
-    launched: list[LaunchedNode] = []
+    dicts: dict[str, list[ast.Dict]] = {}
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Assign) and len(node.targets) == 1 and isinstance(node.targets[0], ast.Name) \
+                and isinstance(node.value, ast.Dict):
+            dicts.setdefault(node.targets[0].id, []).append(node.value)
+    info.parameter_files = parameter_files(tree, repo / "config")
+    packages: set[str] = set()
     for call in (n for n in ast.walk(tree) if isinstance(n, ast.Call)):
         f = call.func
-        if not ((isinstance(f, ast.Name) and f.id == "Node") or (isinstance(f, ast.Attribute) and f.attr == "Node")):
-            continue
+        fname = f.attr if isinstance(f, ast.Attribute) else f.id if isinstance(f, ast.Name) else ""
         where = f"{path}:{call.lineno}"
+        if fname in ("get_package_share_directory", "FindPackageShare") and string_arg(call, 0):
+            packages.add(string_arg(call, 0))
+        if fname != "Node":
+            continue
         pkg, exe, name, ns = (keyword(call, k) for k in ("package", "executable", "name", "namespace"))
+        if isinstance(pkg, ast.Constant):
+            packages.add(pkg.value)
+        if isinstance(pkg, ast.Constant) and pkg.value == "controller_manager" and isinstance(exe, ast.Constant) \
+                and exe.value == "spawner" and isinstance(keyword(call, "arguments"), ast.List):
+            first = keyword(call, "arguments").elts[0]
+            info.spawned += [first.value] if isinstance(first, ast.Constant) else []
         if not (isinstance(pkg, ast.Constant) and pkg.value == PACKAGE):
             continue
         if not (isinstance(exe, ast.Constant) and isinstance(exe.value, str)):
@@ -298,32 +341,107 @@ def check_launch(path: Path, repo: Path, nodes: dict[str, NodeInfo], arms: list[
             continue
         node_name = name.value if isinstance(name, ast.Constant) else exe.value
         namespace = "" if ns is None else ns.value.strip("/") if isinstance(ns, ast.Constant) else PER_ARM
-        launched.append(LaunchedNode(exe.value, node_name, namespace, call.lineno))
+        info.launched.append(LaunchedNode(exe.value, node_name, namespace, call.lineno))
         params = keyword(call, "parameters")
         if params is None:
             continue
         if not isinstance(params, ast.List):
             problems.append(f"{where}: parameters must be a list literal to be checked")
             continue
-        for item in params.elts:
-            if isinstance(item, ast.Dict):
-                for key in item.keys:
-                    if not (isinstance(key, ast.Constant) and isinstance(key.value, str)):
-                        problems.append(f"{where}: parameter names must be string literals")
-                    else:
-                        check_parameter(where, nodes[exe.value], key.value, None, problems, typed=False)
-    for yaml_path in parameter_files(tree, repo / "config"):
+        for item in (d for elt in params.elts for d in dict_keys(elt, dicts)):
+            for key in item.keys:
+                if not (isinstance(key, ast.Constant) and isinstance(key.value, str)):
+                    problems.append(f"{where}: parameter names must be string literals")
+                else:
+                    check_parameter(where, nodes[exe.value], key.value, None, problems, typed=False)
+    for call in (n for n in ast.walk(tree) if isinstance(n, ast.Call) and ast.unparse(n.func) == "os.path.join"):
+        last, first = call.args[-1], call.args[0]
+        if not (isinstance(last, ast.Constant) and str(last.value).endswith(".launch.py")):
+            continue
+        external = isinstance(first, ast.Call) and string_arg(first, 0) not in (None, PACKAGE)
+        if not external:        # ours: os.path.join(<codi_ros share>, "launch", NAME)
+            if (repo / "launch" / last.value).is_file():
+                info.includes.append(last.value)
+            else:
+                problems.append(f"{path}:{call.lineno}: includes {last.value}, which is not in launch/")
+    declared = package_dependencies(repo / PACKAGE / "package.xml")
+    for pkg in sorted(packages - {PACKAGE} - declared):
+        problems.append(f"{path}: uses package {pkg!r}, which is not an exec_depend of {PACKAGE}/package.xml")
+    return info
+
+
+def package_dependencies(package_xml: Path) -> set[str]:
+    import xml.etree.ElementTree as ET
+
+    root = ET.parse(package_xml).getroot()
+    return {e.text.strip() for tag in ("exec_depend", "depend") for e in root.iter(tag) if e.text}
+
+
+def with_includes(name: str, infos: dict[str, LaunchInfo], seen: tuple[str, ...] = ()) -> LaunchInfo:
+    """A launch file's nodes, parameter files and spawned controllers with those of the launch files it includes."""
+    own = infos[name]
+    out = LaunchInfo(list(own.launched), list(own.parameter_files), list(own.includes), list(own.spawned))
+    for inc in own.includes:
+        if inc in infos and inc not in seen:
+            sub = with_includes(inc, infos, (*seen, name))
+            out.launched += sub.launched
+            out.parameter_files += [p for p in sub.parameter_files if p not in out.parameter_files]
+            out.spawned += sub.spawned
+    return out
+
+
+def check_parameter_files(infos: dict[str, LaunchInfo], nodes: dict[str, NodeInfo], arms: list[str],
+                          problems: list[str]) -> None:
+    """Each section of each parameter file names a node that some launch file reading the file runs."""
+    files = sorted({p for i in infos.values() for p in i.parameter_files})
+    for yaml_path in files:
+        users = [with_includes(n, infos) for n in infos if yaml_path in with_includes(n, infos).parameter_files]
+        launched = [node for u in users for node in u.launched]
         for fqn, values in yaml_sections(yaml.safe_load(yaml_path.read_text())):
             namespace, _, node_name = fqn.strip("/").rpartition("/")
             matches = [n for n in launched if n.name == node_name and
                        (n.namespace == namespace or (n.namespace == PER_ARM and namespace in arms))]
             if not matches:
-                problems.append(f"{yaml_path}: section {fqn} matches no node launched by {path.name} "
+                problems.append(f"{yaml_path}: section {fqn} matches no node launched with it "
                                 f"(launched: {', '.join(sorted({n.name for n in launched}))}; arms: {', '.join(arms)})")
                 continue
             for pname, value in values.items():
                 check_parameter(f"{yaml_path}: {fqn}", nodes[matches[0].executable], pname, value, problems, typed=True)
-    return len(launched)
+
+
+def arm_joints(repo: Path) -> list[str]:
+    """ARM_JOINTS of codi_ros/robot/fr3.py (a pure expression of literals), evaluated."""
+    tree = ast.parse((repo / PACKAGE / PACKAGE / "robot" / "fr3.py").read_text())
+    expr = next(n.value for n in tree.body if isinstance(n, ast.Assign) and isinstance(n.targets[0], ast.Name)
+                and n.targets[0].id == "ARM_JOINTS")
+    return list(eval(compile(ast.Expression(expr), "fr3.py", "eval"), {"__builtins__": {}, "tuple": tuple,
+                                                                        "range": range}))
+
+
+def check_controllers(repo: Path, arms: list[str], spawned: list[str], problems: list[str]) -> None:
+    path = repo / "config" / "franka_controllers.yaml"
+    if not path.is_file():
+        problems.append(f"{path}: missing (the real arms' controllers)")
+        return
+    data = yaml.safe_load(path.read_text())
+    manager = data.get("/**", {}).get("controller_manager", {}).get("ros__parameters", {})
+    if manager.get("update_rate") != 1000:
+        problems.append(f"{path}: controller_manager update_rate must be the FR3's 1000 Hz, got "
+                        f"{manager.get('update_rate')}")
+    for name in sorted({*spawned, "joint_state_broadcaster", "franka_robot_state_broadcaster"}):
+        if not isinstance(manager.get(name), dict) or "type" not in manager[name]:
+            problems.append(f"{path}: controller {name!r} (spawned) has no type under controller_manager")
+    for arm in arms:
+        want = [f"{arm}_{j}" for j in arm_joints(repo)]
+        jtc = data.get(f"/{arm}/joint_trajectory_controller", {}).get("ros__parameters")
+        if jtc is None:
+            problems.append(f"{path}: no section /{arm}/joint_trajectory_controller")
+            continue
+        for key, value in (("joints", want), ("command_interfaces", ["position"]),
+                           ("interpolation_method", "splines")):
+            if jtc.get(key) != value:
+                problems.append(f"{path}: /{arm}/joint_trajectory_controller {key} must be {value}, "
+                                f"got {jtc.get(key)}")
 
 
 def main(repo: Path) -> int:
@@ -333,13 +451,19 @@ def main(repo: Path) -> int:
     nodes = {exe: inspect_node(exe, module, func, ev, problems) for exe, (module, func) in eps.items()}
     arms = [a["name"] for a in yaml.safe_load((repo / "config" / "world.yaml").read_text())["arms"]]
     launch_files = sorted((repo / "launch").glob("*.launch.py"))
-    counts = {p.name: check_launch(p, repo, nodes, arms, problems) for p in launch_files}
+    infos = {p.name: check_launch(p, repo, nodes, problems) for p in launch_files}
+    for name, info in infos.items():
+        problems += [f"{repo / 'launch' / name}: includes itself" for inc in info.includes if inc == name]
+    check_parameter_files(infos, nodes, arms, problems)
+    check_controllers(repo, arms, [c for i in infos.values() for c in i.spawned], problems)
+    counts = {n: len(with_includes(n, infos).launched) for n in infos}
     for p in problems:
         print(f"ERROR {p}")
     declared = [t for n in nodes.values() for t in n.declared.values()]
     print(f"check_ros_static: {len(nodes)} node executables ({len(declared)} parameters, "
           f"{declared.count(None)} of unknown type), {len(launch_files)} launch files "
-          f"({', '.join(f'{k}: {v} nodes' for k, v in counts.items())}), {len(problems)} problems")
+          f"({', '.join(f'{k}: {v} nodes' for k, v in counts.items())}; nodes of ours, with what they include), "
+          f"{len(arms)} arms' controllers, {len(problems)} problems")
     return 1 if problems else 0
 
 

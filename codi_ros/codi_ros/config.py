@@ -62,6 +62,8 @@ def _value(hint: Any, v: Any, where: str) -> Any:
         if v in args:
             return v
         raise ConfigError(f"{where}: must be one of {list(args)}, got {v!r}")
+    if origin is dict and isinstance(v, dict):
+        return {_value(args[0], k, where): _value(args[1], x, f"{where}.{k}") for k, x in v.items()}
     if origin is tuple and isinstance(v, list | tuple):
         if len(args) == 2 and args[1] is Ellipsis:
             return tuple(_value(args[0], x, f"{where}[{i}]") for i, x in enumerate(v))
@@ -310,15 +312,58 @@ def world_config_from_dict(d: dict[str, Any], source: str = "<dict>") -> WorldCo
     return from_dict(WorldConfig, d, source, source=source)
 
 
-def load_world_config(path: str | Path | None = None) -> WorldConfig:
-    """Load the world config (default: the installed/shipped ``config/world.yaml``)."""
-    p = Path(path) if path is not None else config_dir() / "world.yaml"
+def read_yaml_mapping(path: str | Path) -> dict[str, Any]:
+    """The top-level mapping of a YAML file, or a ConfigError naming the file."""
+    p = Path(path)
     if not p.is_file():
-        raise ConfigError(f"world config not found: {p}")
+        raise ConfigError(f"config file not found: {p}")
     try:
         data = yaml.safe_load(p.read_text())
     except yaml.YAMLError as e:
         raise ConfigError(f"{p}: not valid YAML: {e}") from None
     if not isinstance(data, dict):
         raise ConfigError(f"{p}: expected a mapping at the top level")
-    return world_config_from_dict(data, source=str(p))
+    return data
+
+
+def load_world_config(path: str | Path | None = None) -> WorldConfig:
+    """Load the world config (default: the installed/shipped ``config/world.yaml``)."""
+    p = Path(path) if path is not None else config_dir() / "world.yaml"
+    return world_config_from_dict(read_yaml_mapping(p), source=str(p))
+
+
+@dataclass(frozen=True)
+class RobotConnection:
+    """One real arm of ``config/hw.yaml``: its FR3, its wrist camera and the camera's hand-eye calibration."""
+
+    robot_ip: str
+    hand_eye_translation: tuple[float, float, float]        # m: the camera's optical frame in the tool frame
+    hand_eye_quaternion_xyzw: tuple[float, float, float, float]
+    image_topic: str
+    camera_info_topic: str
+    camera_serial: str = ""
+
+    def __post_init__(self) -> None:
+        _check(bool(self.robot_ip), "robot_ip must not be empty")
+        values = (*self.hand_eye_translation, *self.hand_eye_quaternion_xyzw)
+        _check(all(math.isfinite(v) for v in values), f"hand_eye: NaN or inf in {values}")
+        norm = math.sqrt(sum(v * v for v in self.hand_eye_quaternion_xyzw))
+        _check(abs(norm - 1.0) < 1e-3, f"hand_eye_quaternion_xyzw: not a unit quaternion (norm {norm:.4f})")
+        _check(self.image_topic.startswith("/") and self.camera_info_topic.startswith("/"),
+               "image_topic / camera_info_topic: absolute topic names (/...)")
+
+
+@dataclass(frozen=True)
+class HardwareConfig:
+    arms: dict[str, RobotConnection]
+
+
+def load_hardware_config(path: str | Path | None = None, world: WorldConfig | None = None) -> HardwareConfig:
+    """``config/hw.yaml`` (default: the installed one), strictly, with one entry per arm of ``world``
+    (default: the installed world.yaml)."""
+    p = Path(path) if path is not None else config_dir() / "hw.yaml"
+    world = world if world is not None else load_world_config()
+    hw = from_dict(HardwareConfig, read_yaml_mapping(p), str(p))
+    _check(set(hw.arms) == set(world.arm_names),
+           f"{p}: arms {sorted(hw.arms)} must be world.yaml's arms {sorted(world.arm_names)}")
+    return hw

@@ -2,7 +2,7 @@
 
 For the node tests and experiments in environments with rclpy but without launch_ros (the PyPI ROS 2
 wheels: scripts/ros_venv.sh). Each node is a codi_ros console script next to this interpreter, run
-with ``--ros-args``: its node name, namespace, config/ros_sim.yaml as parameter file, remaps and
+with ``--ros-args``: its node name, namespace, config/ros.yaml as parameter file, remaps and
 ``-p`` parameters. All processes and the client node share one ROS_DOMAIN_ID, discovery on localhost.
 """
 
@@ -32,7 +32,7 @@ class LocalGraph:
     """Node processes (logs in ``logs``) and a client node ``client`` spun by the caller's waits."""
 
     def __init__(self, logs: Path, domain_id: int, params_file: Path | None = None):
-        self.logs, self.params_file = Path(logs), params_file or config_dir() / "ros_sim.yaml"
+        self.logs, self.params_file = Path(logs), params_file or config_dir() / "ros.yaml"
         self.procs: dict[str, subprocess.Popen] = {}
         self.env = {**os.environ, "ROS_DOMAIN_ID": str(domain_id), "ROS_AUTOMATIC_DISCOVERY_RANGE": "LOCALHOST",
                     "OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1"}

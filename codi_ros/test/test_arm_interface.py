@@ -11,7 +11,7 @@ from logic_fakes import DT, WORLD, H, chunk_of, left_arm_interface, texts
 
 from codi_ros.control.executor import Chunk
 from codi_ros.control.kinematics import arm_state_from_joints
-from codi_ros.robot.fr3 import ARM_JOINTS, FINGER_JOINTS
+from codi_ros.robot.fr3 import FINGER_JOINTS, arm_joint_names
 from codi_ros.ros.arm_interface import DELIVERY_MARGIN_S, JointStateReader
 from codi_ros.ros.messages import chunk_msg
 from codi_ros.sim.tasks import HANDOVER
@@ -26,8 +26,8 @@ def test_arm_state_from_joint_states_matches_the_simulator(world, kinematics):
     world.step(0.2)
     mujoco.mj_forward(world.model, world.data)            # site poses of the current qpos (mj_step leaves the last)
     for arm in WORLD.arm_names:
-        reader = JointStateReader()
-        names, q = [*FINGER_JOINTS, *reversed(ARM_JOINTS)], world.joint_positions(arm)
+        reader = JointStateReader(arm_joint_names(arm))
+        names, q = [*FINGER_JOINTS, *reversed(arm_joint_names(arm))], world.joint_positions(arm)
         half = world.gripper_width(arm) / 2
         assert reader.update(names, [half, half, *q[::-1]], [0, 0, *world.joint_velocities(arm)[::-1]], 1.0)
         est = arm_state_from_joints(kinematics, WORLD.base_frame(arm), reader.q, reader.qdot, reader.gripper_width)
@@ -40,10 +40,11 @@ def test_arm_state_from_joint_states_matches_the_simulator(world, kinematics):
 
 
 def test_joint_state_reader_handles_split_and_foreign_messages():
-    r = JointStateReader()
+    r = JointStateReader(arm_joint_names("left"))
     assert not r.update(["other_joint"], [1.0], [], 0.0) and r.q is None and not r.take()
     assert not r.update(list(FINGER_JOINTS), [0.01, 0.02], [], 0.0) and r.gripper_width == pytest.approx(0.03)
-    assert r.update(list(ARM_JOINTS), list(range(7)), [], 2.0)         # no velocities: zero
+    assert not r.update(list(arm_joint_names("right")), list(range(7)), [], 1.0)   # the other arm's
+    assert r.update(list(arm_joint_names("left")), list(range(7)), [], 2.0)         # no velocities: zero
     assert r.take() and not r.take() and np.all(r.qdot == 0) and r.stamp == 2.0
 
 

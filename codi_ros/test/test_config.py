@@ -6,7 +6,7 @@ import pytest
 import yaml
 from fakes import edited_config, shipped_config
 
-from codi_ros.config import ConfigError, load_world_config
+from codi_ros.config import ConfigError, load_hardware_config, load_world_config
 from codi_ros.core.cost import CostConfig, load_cost_config
 from codi_ros.core.planner import PlannerConfig, load_planner_config
 
@@ -61,3 +61,23 @@ def test_a_missing_key_is_refused_by_name(tmp_path, name):
 def test_a_mistyped_value_is_refused_by_name(tmp_path, name, key, value, message):
     with pytest.raises(ConfigError, match=message):
         LOADERS[name](edited_config(tmp_path, name, key, value))
+
+
+def test_the_shipped_hw_config_has_every_arm_of_the_world():
+    hw = load_hardware_config()
+    assert set(hw.arms) == set(load_world_config().arm_names)
+    assert all(a.robot_ip and a.image_topic.startswith(f"/{name}/") for name, a in hw.arms.items())
+
+
+@pytest.mark.parametrize("edit, message", [
+    (lambda d: d["arms"]["left"].update(robot_ipp=d["arms"]["left"].pop("robot_ip")),
+     r"arms\.left: unknown keys \['robot_ipp'\], missing keys \['robot_ip'\]"),
+    (lambda d: d["arms"].pop("right"), r"arms \['left'\] must be world.yaml's arms \['left', 'right'\]"),
+    (lambda d: d["arms"]["left"].update(hand_eye_quaternion_xyzw=[0.0, 0.0, 0.0, 2.0]), "not a unit quaternion"),
+    (lambda d: d["arms"]["right"].update(image_topic="camera/image_raw"), "absolute topic names"),
+])
+def test_a_bad_hw_config_is_refused_by_name(tmp_path, edit, message):
+    data = shipped_config("hw.yaml")
+    edit(data)
+    with pytest.raises(ConfigError, match=message):
+        load_hardware_config(write(tmp_path, "hw.yaml", data))

@@ -6,7 +6,7 @@ import numpy as np
 from logic_fakes import WORLD, FakePlanner
 
 from codi_ros.control.kinematics import arm_state_from_joints
-from codi_ros.robot.fr3 import ARM_JOINTS
+from codi_ros.robot.fr3 import arm_joint_names
 from codi_ros.ros.arm_interface import ArmInterface, JointStateReader
 from codi_ros.ros.coordinator import Coordinator
 from codi_ros.ros.messages import (
@@ -26,14 +26,14 @@ def test_sim_graph_wired_like_the_launch_file_moves_both_arms_and_stops(world, k
     bridge.reset(HANDOVER, seed=1, index=0)
     coord = Coordinator(WORLD, FakePlanner())
     coord.start()
-    readers = {a: JointStateReader() for a in WORLD.arm_names}
+    readers = {a: JointStateReader(arm_joint_names(a)) for a in WORLD.arm_names}
     actions = {a: ArmInterface(WORLD, a, kinematics) for a in WORLD.arm_names}
     start = {a: world.arm_state(a).ee_pos for a in WORLD.arm_names}
 
     def send(chunk: dict, t: float) -> None:
         trajectory = actions[chunk["arm"]].on_chunk(chunk, t)
         if trajectory is not None:
-            bridge.command_trajectory(chunk["arm"], trajectory_msg(trajectory, ARM_JOINTS))
+            bridge.command_trajectory(chunk["arm"], trajectory_msg(trajectory, arm_joint_names(chunk["arm"])))
 
     def grip(arm: str, goal, t: float) -> None:           # the action node's franka_gripper client
         if goal is not None:

@@ -3,7 +3,7 @@
 Needs rclpy and codi_msgs: `make test` runs this file in .ros-venv (scripts/ros_venv.sh: the
 ros-jazzy-* wheels from PyPI, codi_msgs built with CMake). Elsewhere it is skipped. Each graph is
 started as launch/two_arm_sim.launch.py starts it (launch_ros has no wheels; codi_ros/test/local_graph.py):
-one process per node, the per-arm nodes in the arm's namespace, config/ros_sim.yaml as parameter file,
+one process per node, the per-arm nodes in the arm's namespace, config/ros.yaml as parameter file,
 the launch's per-node parameters on the command line, a ROS_DOMAIN_ID of its own.
 """
 
@@ -31,7 +31,7 @@ from codi_ros.bounds import PLAN_BUDGET  # noqa: E402
 from codi_ros.config import load_world_config  # noqa: E402
 from codi_ros.frames import WorldState  # noqa: E402
 from codi_ros.nodes._ros import COMMAND_QOS, SENSOR_QOS  # noqa: E402
-from codi_ros.robot.fr3 import ARM_JOINTS  # noqa: E402
+from codi_ros.robot.fr3 import arm_joint_names  # noqa: E402
 from codi_ros.ros.messages import pose_msg  # noqa: E402
 from codi_ros.ros.msg_dict import fill  # noqa: E402
 from codi_ros.ros.services import cost_request, world_state_msg  # noqa: E402
@@ -74,13 +74,13 @@ def stamp_of(msg) -> float:
 
 
 def test_arm_states_and_the_true_cube_pose_come_at_one_rate_with_the_same_stamps(sim_graph):
-    """Both arms' states at ros_sim.yaml's publish_rate_hz, and the simulator's true cube pose at the same
+    """Both arms' states at ros.yaml's publish_rate_hz, and the simulator's true cube pose at the same
     instants (stamps): the planner sees cube and arms at one time."""
     import yaml
 
     from codi_ros.paths import config_dir
 
-    params = yaml.safe_load((config_dir() / "ros_sim.yaml").read_text())
+    params = yaml.safe_load((config_dir() / "ros.yaml").read_text())
     wanted = params[f"/{ARMS[0]}/arm_state_node"]["ros__parameters"]["publish_rate_hz"]
     states = {arm: sim_graph.record(ArmState, f"/{arm}/arm_state", SENSOR_QOS) for arm in ARMS}
     cubes = sim_graph.record(CubeDetection, "/codi/cube_detections", SENSOR_QOS)
@@ -122,8 +122,8 @@ def test_plan_from_the_latest_state_is_executed_then_stop_brings_both_arms_to_re
               for arm, received in commands.items()}
     assert all(v > 1e-3 for v in moving.values()), (f"largest joint velocity commands: {moving}, plan latency "
                                                     f"{response.latency:.2f} s\n" + sim_graph.log("left/action_node"))
-    assert all(list(m.joint_names[:7]) == list(ARM_JOINTS) and len(m.points) > H
-               for r in commands.values() for _, m in r), [(list(m.joint_names), len(m.points))
+    assert all(list(m.joint_names) == list(arm_joint_names(arm)) and len(m.points) > H
+               for arm, r in commands.items() for _, m in r), [(list(m.joint_names), len(m.points))
                                                            for r in commands.values() for _, m in r]
 
     stop = sim_graph.call(Trigger, "/codi/stop", Trigger.Request(), timeout=5.0)

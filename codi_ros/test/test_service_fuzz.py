@@ -14,7 +14,7 @@ from codi_ros.control.executor import Chunk
 from codi_ros.control.kinematics import ArmKinematics, arm_state_from_joints
 from codi_ros.core.planner import Planner
 from codi_ros.perception.fusion import Detection
-from codi_ros.robot.fr3 import ARM_JOINTS
+from codi_ros.robot.fr3 import arm_joint_names
 from codi_ros.ros.coordinator import Coordinator
 from codi_ros.ros.messages import (
     arm_state_msg,
@@ -148,7 +148,7 @@ def test_fuzzed_state_and_chunk_messages_never_raise_and_never_command_non_finit
     chunk_base = chunk_msg("left", Chunk(1.0, DT, actions[:4]))
     arm = left_arm_interface(ArmKinematics())
     arm.on_joint_positions(q, 1.0)
-    trajectory_base = trajectory_msg(arm.on_chunk(chunk_base, now=1.0), ARM_JOINTS)
+    trajectory_base = trajectory_msg(arm.on_chunk(chunk_base, now=1.0), arm_joint_names("left"))
     bridge = SimBridge(world)
     bridge.reset(HANDOVER, seed=0, index=0)
     bridge.advance(1.0)

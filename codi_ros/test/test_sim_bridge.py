@@ -10,7 +10,7 @@ from logic_fakes import WORLD, chunk_of, texts
 from codi_ros.control.executor import MAX_TARGET_LEAD
 from codi_ros.frames import quat_to_mat
 from codi_ros.paths import config_dir
-from codi_ros.robot.fr3 import ARM_JOINTS, FINGER_JOINTS
+from codi_ros.robot.fr3 import FINGER_JOINTS, arm_joint_names
 from codi_ros.ros.arm_interface import ArmInterface
 from codi_ros.ros.messages import (
     chunk_msg,
@@ -31,7 +31,7 @@ def test_sim_bridge_steps_in_real_time_and_follows_trajectories_in_the_wall_cloc
     ctl = ArmInterface(WORLD, "left", kinematics)         # the action node, in the wall clock
     ctl.on_joint_positions(world.joint_positions("left"), 100.05)
     trajectory = ctl.on_chunk(chunk_msg("left", chunk_of([0.1, 0, 0, 0, 0, 0], start=100.05)), 100.05)
-    bridge.command_trajectory("left", trajectory_msg(trajectory, ARM_JOINTS))
+    bridge.command_trajectory("left", trajectory_msg(trajectory, arm_joint_names("left")))
     for k in range(1, 31):
         bridge.advance(100.05 + 0.01 * k)
     q_due, _, _ = trajectory.sample(100.35)
@@ -42,10 +42,10 @@ def test_sim_bridge_steps_in_real_time_and_follows_trajectories_in_the_wall_cloc
     np.testing.assert_allclose(world.arms["left"].q_target,  # the targets' jump within MAX_TARGET_LEAD
                                np.clip(q_due, q - MAX_TARGET_LEAD, q + MAX_TARGET_LEAD), atol=1e-9)
     assert sum("behind real time" in t for lvl, t in bridge.pop_log() if lvl == "warn") == 1
-    bad = trajectory_msg(trajectory, ARM_JOINTS)
+    bad = trajectory_msg(trajectory, arm_joint_names("left"))
     bad["points"][3]["positions"] = bad["points"][3]["positions"][:5]
     bridge.command_trajectory("left", bad)
-    bridge.command_trajectory("left", {**bad, "joint_names": ["fr3_joint1"]})
+    bridge.command_trajectory("left", {**trajectory_msg(trajectory, arm_joint_names("right"))})   # another arm's
     log = texts(bridge.pop_log())
     assert any("points[3]" in t for t in log) and any("joint_names: missing" in t for t in log)
 
@@ -78,12 +78,13 @@ def test_sim_task_is_seeded_and_joint_states_hold_arm_and_fingers(world):
     bridge.reset(HANDOVER, seed=4, index=0)
     np.testing.assert_allclose(world.cube_state().pos, cube)
     names, q, _ = bridge.joint_state("right")
-    assert names == [*ARM_JOINTS, *FINGER_JOINTS] and q[7] + q[8] == pytest.approx(world.gripper_width("right"))
+    assert names == [*arm_joint_names("right"), *FINGER_JOINTS]
+    assert q[7] + q[8] == pytest.approx(world.gripper_width("right"))
 
 
 def test_sim_hand_eye_matches_the_aruco_parameters(world):
-    """The aruco nodes' hand-eye parameters in ros_sim.yaml are the simulated wrist camera's pose."""
-    params = yaml.safe_load((config_dir() / "ros_sim.yaml").read_text())
+    """The aruco nodes' hand-eye parameters in ros.yaml are the simulated wrist camera's pose."""
+    params = yaml.safe_load((config_dir() / "ros.yaml").read_text())
     for arm in WORLD.arm_names:
         t, q = camera_in_tcp(world, arm)
         p = params[f"/{arm}/aruco_node"]["ros__parameters"]

@@ -65,7 +65,7 @@ def test_rate_grids_thin_a_jittery_stream_to_the_same_instants():
 
 def test_simulated_graph_publishes_the_true_cube_pose_at_the_arm_state_rate():
 
-    params = yaml.safe_load((config_dir() / "ros_sim.yaml").read_text())
+    params = yaml.safe_load((config_dir() / "ros.yaml").read_text())
     cube_rate = params["/sim_node"]["ros__parameters"]["cube_pose_rate_hz"]
     assert [params[f"/{a}/arm_state_node"]["ros__parameters"]["publish_rate_hz"] for a in WORLD.arm_names] \
         == [cube_rate] * len(WORLD.arm_names)

@@ -11,7 +11,7 @@ import numpy as np
 
 from codi_ros.config import ArmConfig
 from codi_ros.frames import ArmState, BaseFrame
-from codi_ros.robot.fr3 import ARM_JOINTS, build_arm_xml
+from codi_ros.robot.fr3 import arm_joint_names, build_arm_xml
 
 _NAME = "arm"
 
@@ -21,10 +21,10 @@ class ArmKinematics:
         self.model = mujoco.MjModel.from_xml_string(build_arm_xml(ArmConfig(_NAME, (0.0, 0.0), 0.0)))
         self.data = mujoco.MjData(self.model)
         self._site = self.model.site(f"{_NAME}_tcp").id
-        self._qadr = [self.model.joint(f"{_NAME}_{j}").qposadr[0] for j in ARM_JOINTS]
-        self._dofs = [self.model.joint(f"{_NAME}_{j}").dofadr[0] for j in ARM_JOINTS]
-        self.q_lower = np.array([self.model.joint(f"{_NAME}_{j}").range[0] for j in ARM_JOINTS])
-        self.q_upper = np.array([self.model.joint(f"{_NAME}_{j}").range[1] for j in ARM_JOINTS])
+        self._qadr = [self.model.joint(j).qposadr[0] for j in arm_joint_names(_NAME)]
+        self._dofs = [self.model.joint(j).dofadr[0] for j in arm_joint_names(_NAME)]
+        self.q_lower = np.array([self.model.joint(j).range[0] for j in arm_joint_names(_NAME)])
+        self.q_upper = np.array([self.model.joint(j).range[1] for j in arm_joint_names(_NAME)])
 
     def _set(self, q: np.ndarray) -> None:
         q = np.asarray(q, dtype=float)

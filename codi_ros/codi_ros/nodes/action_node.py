@@ -36,7 +36,7 @@ from codi_ros.nodes._ros import (
     stamp_sec,
     world_config,
 )
-from codi_ros.robot.fr3 import ARM_JOINTS
+from codi_ros.robot.fr3 import arm_joint_names
 from codi_ros.ros.arm_interface import ArmInterface, JointStateReader
 from codi_ros.ros.messages import trajectory_msg
 from codi_ros.ros.msg_dict import fill, to_dict
@@ -48,12 +48,11 @@ class ActionNode(Node):
     def __init__(self) -> None:
         super().__init__("action_node")
         self.declare_parameter("arm", "left", describe("arm name from world.yaml"))
-        self.declare_parameter("joint_names", list(ARM_JOINTS), describe("the 7 arm joints, in command order"))
         self.declare_parameter("state_timeout", 0.2, describe("older joint states: stop the arm, s"))
         world = world_config(self)   # executor settings, workspace and limits: world.yaml, as in codi eval
         self.arm = param(self, "arm")
         self.controller = ArmInterface(world, self.arm, ArmKinematics(), param(self, "state_timeout"))
-        self.joints = list(param(self, "joint_names"))
+        self.joints = list(arm_joint_names(self.arm))   # franka_bringup's with arm_prefix:=<arm>, as the sim's
         self.reader = JointStateReader(self.joints, ())
         self.pub = self.create_publisher(JointTrajectory, "joint_trajectory_controller/joint_trajectory", COMMAND_QOS)
         self.gripper = {"move": ActionClient(self, Move, "franka_gripper/move"),

@@ -16,7 +16,7 @@ from sensor_msgs.msg import JointState
 
 from codi_ros.control.kinematics import ArmKinematics, arm_state_from_joints
 from codi_ros.nodes._ros import SENSOR_QOS, describe, param, run, stamp_sec, world_config
-from codi_ros.robot.fr3 import ARM_JOINTS, FINGER_JOINTS
+from codi_ros.robot.fr3 import FINGER_JOINTS, arm_joint_names
 from codi_ros.ros.arm_interface import JointStateReader
 from codi_ros.ros.messages import arm_state_msg
 from codi_ros.ros.msg_dict import fill
@@ -27,16 +27,12 @@ class ArmStateNode(Node):
     def __init__(self) -> None:
         super().__init__("arm_state_node")
         self.declare_parameter("arm", "left", describe("arm name from world.yaml"))
-        self.declare_parameter("joint_names", list(ARM_JOINTS), describe("the 7 arm joints in joint_states"))
-        self.declare_parameter("finger_joint_names", list(FINGER_JOINTS),
-                               describe("the 2 finger joints; gripper width = their sum"))
         self.declare_parameter("publish_rate_hz", 25.0, describe("arm_state rate, Hz (the joint-state rate at most)"))
         world = world_config(self)
         self.arm = param(self, "arm")
         self.frame = world.base_frame(self.arm)
         self.kinematics = ArmKinematics()
-        self.reader = JointStateReader(list(param(self, "joint_names")),
-                                       list(param(self, "finger_joint_names")))
+        self.reader = JointStateReader(arm_joint_names(self.arm), FINGER_JOINTS)
         self.pub = self.create_publisher(ArmState, "arm_state", SENSOR_QOS)
         self.create_subscription(JointState, "joint_states", self.on_joint_state, SENSOR_QOS)
         self.grid = RateGrid(param(self, "publish_rate_hz"))

@@ -7,7 +7,8 @@ hand of google-deepmind/mujoco_menagerie (Apache-2.0); their meshes are not avai
 collision shapes are primitives: capsules on the wrist, a box hand and box finger pads (pads with
 friction 1.5, condim 4, priority 1 grasp the cube reliably). Joint names are franka_ros2's
 (``fr3_joint1`` .. ``fr3_joint7``, ``fr3_finger_joint1/2``); in a multi-arm model each is prefixed
-with the arm's name.
+with the arm's name, as franka_bringup's ``arm_prefix`` does for the arm joints (``left_fr3_joint1``:
+:func:`arm_joint_names`); franka_gripper names the fingers without it, in each arm's own namespace.
 """
 
 from __future__ import annotations
@@ -60,6 +61,11 @@ FINGER_RANGE = 0.04        # each finger's travel; width = 2 * q_finger
 ARM_JOINTS = tuple(f"fr3_joint{i}" for i in range(1, 8))
 FINGER_JOINTS = ("fr3_finger_joint1", "fr3_finger_joint2")
 CONTYPE_WORLD, CONTYPE_ARM = 1, 2   # arm geoms collide with world geoms but not with each other
+
+
+def arm_joint_names(arm: str) -> tuple[str, ...]:
+    """The 7 joints of arm ``arm`` as its driver, the simulator and the trajectory controller name them."""
+    return tuple(f"{arm}_{j}" for j in ARM_JOINTS)
 
 
 def _yaw_quat(yaw: float) -> str:

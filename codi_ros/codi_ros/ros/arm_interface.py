@@ -17,7 +17,7 @@ from codi_ros.control.executor import ArmExecutor, ChunkError
 from codi_ros.control.gripper import GripperCommander, GripperGoal
 from codi_ros.control.kinematics import ArmKinematics
 from codi_ros.control.trajectory import JointTrajectory
-from codi_ros.robot.fr3 import ARM_JOINTS, FINGER_JOINTS
+from codi_ros.robot.fr3 import FINGER_JOINTS
 from codi_ros.ros.messages import Msg, parse_chunk
 from codi_ros.ros.watchdog import LogOnce, StateMonitor
 
@@ -31,7 +31,7 @@ class JointStateReader:
     the gripper width is the sum of the finger positions seen last, NaN until one was seen.
     """
 
-    def __init__(self, joint_names: Sequence[str] = ARM_JOINTS, finger_names: Sequence[str] = FINGER_JOINTS):
+    def __init__(self, joint_names: Sequence[str], finger_names: Sequence[str] = FINGER_JOINTS):
         if len(joint_names) != 7:
             raise ValueError(f"joint_names: an FR3 has 7 joints, got {list(joint_names)}")
         self.joint_names, self.finger_names = tuple(joint_names), tuple(finger_names)

@@ -1,7 +1,8 @@
 """sim_node's behaviour: the MuJoCo world in real time behind the interfaces the real arms have.
 
 Commands arrive like a ros2_control JointTrajectoryController's: a trajectory_msgs/JointTrajectory of
-the 7 arm joints per arm, which replaces the current one from its first point on and is interpolated at
+the 7 arm joints per arm (named as franka_bringup's ``arm_prefix`` names them: ``left_fr3_joint1``), which
+replaces the current one from its first point on and is interpolated at
 the IK rate. The hand takes franka_gripper's blocking goals (:class:`SimulatedHand`: move, grasp, homing).
 Joint states (arm and fingers, each finger half the width) go out like franka_ros2's merged
 joint_states. Every trajectory the action nodes send ends at rest, so an arm whose action node dies
@@ -22,7 +23,7 @@ from codi_ros.control.trajectory import TrajectoryError
 from codi_ros.frames import mat_to_quat
 from codi_ros.perception.aruco import invert, make_transform
 from codi_ros.perception.fusion import Detection
-from codi_ros.robot.fr3 import ARM_JOINTS, FINGER_JOINTS
+from codi_ros.robot.fr3 import FINGER_JOINTS, arm_joint_names
 from codi_ros.ros.messages import Msg, detection_msg, header, parse_trajectory
 from codi_ros.ros.watchdog import LogOnce
 from codi_ros.sim.tasks import HandoverTask
@@ -111,7 +112,7 @@ class SimBridge:
     def command_trajectory(self, arm: str, msg: Msg) -> None:
         """A JointTrajectory message (wall clock) for the arm's simulated trajectory controller."""
         try:
-            trajectory = parse_trajectory(msg, ARM_JOINTS)
+            trajectory = parse_trajectory(msg, arm_joint_names(arm))
         except TrajectoryError as e:
             self._lines.append(("warn", f"arm {arm}: ignoring a joint trajectory: {e}"))
             return
@@ -143,7 +144,7 @@ class SimBridge:
     def joint_state(self, arm: str) -> tuple[list[str], list[float], list[float]]:
         """(names, positions, velocities) of the 7 arm joints and the 2 fingers (each half the width)."""
         half = self.world.gripper_width(arm) / 2
-        return ([*ARM_JOINTS, *FINGER_JOINTS], [*self.world.joint_positions(arm).tolist(), half, half],
+        return ([*arm_joint_names(arm), *FINGER_JOINTS], [*self.world.joint_positions(arm).tolist(), half, half],
                 [*self.world.joint_velocities(arm).tolist(), 0.0, 0.0])
 
     def truth_detection(self, now: float) -> dict:

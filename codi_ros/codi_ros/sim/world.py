@@ -21,7 +21,7 @@ from codi_ros.control.executor import MAX_TARGET_LEAD, ArmExecutor, Chunk, Event
 from codi_ros.control.kinematics import ArmKinematics
 from codi_ros.control.trajectory import JointTrajectory, TrajectoryFollower
 from codi_ros.frames import ArmState, CubeState, observe
-from codi_ros.robot.fr3 import ARM_JOINTS, FINGER_JOINTS, FINGER_RANGE
+from codi_ros.robot.fr3 import FINGER_JOINTS, FINGER_RANGE, arm_joint_names
 from codi_ros.sim.scene import CUBE_FACES, build_scene_xml
 
 
@@ -70,9 +70,9 @@ class TwoArmWorld:
             bodies = {b for b in range(m.nbody) if m.body(b).name.startswith(p)}
             self.arms[a.name] = _Arm(
                 name=a.name,
-                qadr=np.array([m.joint(p + j).qposadr[0] for j in ARM_JOINTS]),
-                dofadr=np.array([m.joint(p + j).dofadr[0] for j in ARM_JOINTS]),
-                actuators=np.array([m.actuator(p + j).id for j in ARM_JOINTS]),
+                qadr=np.array([m.joint(j).qposadr[0] for j in arm_joint_names(a.name)]),
+                dofadr=np.array([m.joint(j).dofadr[0] for j in arm_joint_names(a.name)]),
+                actuators=np.array([m.actuator(j).id for j in arm_joint_names(a.name)]),
                 gripper_actuator=m.actuator(p + "gripper").id,
                 finger_qadr=np.array([m.joint(p + f).qposadr[0] for f in FINGER_JOINTS]),
                 tcp=m.site(p + "tcp").id,
