@@ -42,6 +42,7 @@ from codi_ros.version import code_version, machine_description
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "codi_ros" / "test"))  # the launch stand-in
 from local_graph import LocalGraph  # noqa: E402
 
+QUANTITIES = ("velocity", "acceleration", "jerk")
 RESULTS = Path(__file__).resolve().parent / "results" / "ros_handover.json"
 
 
@@ -100,7 +101,7 @@ def main() -> None:
     world = load_world_config()
     logs = Path(tempfile.mkdtemp(prefix="ros_handover_"))
     graph = LocalGraph(logs, domain_id=1 + os.getpid() % 100)
-    episodes = []
+    episodes, motion = [], []   # motion: per episode, the sim's 1 kHz report (peaks, FR3 violations)
     try:
         graph.start("sim_node", seed=args.seed, episode=args.first, publish_images=False, publish_true_cube_pose=True)
         graph.start("coordinator_node", autonomous=False, cost_backend="in_process")
@@ -125,7 +126,8 @@ def main() -> None:
             graph.call(Trigger, "/codi/stop", Trigger.Request())
             if i > args.first:                                   # the sim starts in the first task
                 n_goals = len(goals)
-                graph.call(Trigger, "/sim_node/reset", Trigger.Request())
+                motion.append(json.loads(graph.call(Trigger, "/sim_node/reset", Trigger.Request()).message
+                                         .split("motion before: ", 1)[1]))
                 graph.spin_until(lambda n=n_goals: len(goals) > n, 5.0)    # the new task's goal
             graph.spin_for(0.5)                                  # fresh states after the reset
             graph.call(Trigger, "/codi/start", Trigger.Request())
@@ -144,6 +146,8 @@ def main() -> None:
             if args.trace is not None:
                 write_trace(args.trace / f"episode_{i}.json", start, goal, cubes, arm_states)
         graph.call(Trigger, "/codi/stop", Trigger.Request())
+        motion.append(json.loads(graph.call(Trigger, "/sim_node/reset", Trigger.Request()).message
+                                 .split("motion before: ", 1)[1]))
         overruns = graph.log("coordinator_node").count("planning overrun")
         completed = graph.log("coordinator_node").count("handover complete")
         dropped = {"coordinator": graph.log("coordinator_node").count("dropped a late plan"),
@@ -161,7 +165,15 @@ def main() -> None:
         "plans_dropped": dropped,   # late plans, dropped by the coordinator (before sending) or an action node
         "trajectory_slack_ms": latency_histogram(slack, bin_ms=10),   # arrival -> first point (< 0: late)
         "joint_state_interval_ms": interval_summary([t for t, _ in joint_states]),
-        "per_episode": episodes, "logs": str(logs), "machine": machine_description(), "code_version": code_version(),
+        # the simulated FR3's check of the 1 kHz command streams (simulate_reflexes false: counted, not stopped)
+        "fr3_violations": sum(m[a]["violations"] for m in motion for a in m),
+        "episodes_with_violations": sum(any(m[a]["violations"] for a in m) for m in motion),
+        "late_trajectories": sum(m[a]["late_trajectories"] for m in motion for a in m),
+        "peak_1khz": {q: max(m[a]["peaks"][q] for m in motion for a in m) for q in QUANTITIES},
+        "peak_1khz_p50_episode": {q: float(np.median([max(m[a]["peaks"][q] for a in m) for m in motion]))
+                                  for q in QUANTITIES},
+        "per_episode": [{**e, "motion": m} for e, m in zip(episodes, motion, strict=True)],
+        "logs": str(logs), "machine": machine_description(), "code_version": code_version(),
     }
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(result, indent=1) + "\n")

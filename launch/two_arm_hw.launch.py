@@ -82,16 +82,13 @@ def generate_launch_description():
                               description="franka_ros2's merged joint_states rate, Hz (our arm states: ros.yaml)"),
         DeclareLaunchArgument("cameras", default_value="true",
                               description="run ArUco on the wrist cameras (hw_config's topics)"),
-        DeclareLaunchArgument("autonomous", default_value="false",
-                              description="start the receding-horizon loop at once (else: ros2 service call "
-                                          "/codi/start std_srvs/srv/Trigger)"),
         DeclareLaunchArgument("rviz", default_value="false",
                               description="RViz with the arms, the planned tool paths, the fused cube and the goal"),
-        # first: it sets the discovery range, domain and enclave for every process after it
+        # first: it sets the discovery range, domain and enclave for every process after it; it declares
+        # autonomous, cost_backend and the rest of our nodes' arguments
         IncludeLaunchDescription(
             PythonLaunchDescriptionSource(os.path.join(share, "launch", "codi_nodes.launch.py")),
-            launch_arguments={"hw_config": hw_config, "cameras": LaunchConfiguration("cameras"),
-                              "autonomous": LaunchConfiguration("autonomous")}.items()),
+            launch_arguments={"hw_config": hw_config, "cameras": LaunchConfiguration("cameras")}.items()),
         OpaqueFunction(function=robot_nodes, args=[share, world]),
         Node(package="rviz2", executable="rviz2", output="screen", condition=IfCondition(LaunchConfiguration("rviz")),
              arguments=["-d", os.path.join(share, "config", "codi.rviz")]),

@@ -19,6 +19,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "demo": ("codi_ros.evaluation.demo", "one two-arm CoDi handover in simulation, with video and plots"),
     "eval": ("codi_ros.evaluation.evaluate", "closed-loop evaluation in simulation (single-arm, CoDi, baselines)"),
     "bench": ("codi_ros.evaluation.bench", "time the planner, policy or data generator, beside a closed-loop check"),
+    "calibrate": ("codi_ros.perception.calibration", "calibrate the real arms: hand-eye (wrist camera in tool frame)"),
 }
 # subcommands that run torch in this process: their --threads sets torch's thread count (two torch
 # processes with default threads on 2 cores ran ~20x slower than with one thread each)

@@ -151,8 +151,8 @@ class ControlConfig:
     ik_damping: float = 0.05
     nullspace_gain: float = 0.5
     joint_velocity_limit: tuple[float, ...] = (2.0, 1.0, 1.5, 1.25, 3.0, 1.5, 3.0)
-    joint_acceleration_limit: tuple[float, ...] = (10.0,) * 7
-    joint_jerk_limit: tuple[float, ...] = (5000.0,) * 7
+    joint_acceleration_limit: tuple[float, ...] = (9.0,) * 7
+    joint_jerk_limit: tuple[float, ...] = (4500.0,) * 7
     servo_rate_hz: float = 1000.0   # the arm controller's rate (FR3: 1 kHz): jerk is bounded as it sees it
     tracking_time_constant: float = 0.1   # s: the joints follow velocity commands with this first-order lag
 
@@ -201,9 +201,11 @@ class ExecutorConfig:
     blend_time: float = 0.0       # s: cross-fade from the last twist into a new chunk (0: zero-order hold)
     stop_time: float = 0.1        # s: a hold ramps every joint to zero within this
     late_tolerance: float = 0.02  # s: a latency-aware chunk arriving later than its takeover + this is dropped
+    delivery_margin: float = 0.2   # s: from a chunk to its arm's first new command (the action node's trajectory)
 
     def __post_init__(self) -> None:
         _check(self.blend_time >= 0 and self.late_tolerance >= 0, "executor: blend_time, late_tolerance must be >= 0")
+        _check(self.delivery_margin > 0, "executor.delivery_margin must be positive")
         _check(self.stop_time > 0, "executor.stop_time must be positive")
 
 

@@ -22,6 +22,10 @@ WORLD = load_world_config()
 H, DT = WORLD.horizon.prediction, WORLD.control.dt
 
 
+def STILL() -> float:   # noqa: N802 (a clock that stands still: computing a trajectory takes no time)
+    return 0.0
+
+
 def chunk_of(twist, n: int = H, start: float = 0.0, width: float = 0.08) -> Chunk:
     return Chunk(start, DT, np.tile(np.r_[twist, width], (n, 1)))
 
@@ -31,7 +35,7 @@ def texts(lines) -> list[str]:
 
 
 def left_arm_interface(kinematics, world=WORLD) -> ArmInterface:
-    return ArmInterface(world, "left", kinematics)
+    return ArmInterface(world, "left", kinematics, compute_clock=STILL)
 
 
 def state_msg(world_sim: TwoArmWorld | None = None, **overrides) -> dict:

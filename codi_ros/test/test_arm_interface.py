@@ -11,8 +11,10 @@ from logic_fakes import DT, WORLD, H, chunk_of, left_arm_interface, texts
 
 from codi_ros.control.executor import Chunk
 from codi_ros.control.kinematics import arm_state_from_joints
+from codi_ros.control.smoothness import MotionGeneratorCheck
+from codi_ros.control.trajectory import TrajectoryFollower
 from codi_ros.robot.fr3 import FINGER_JOINTS, arm_joint_names
-from codi_ros.ros.arm_interface import DELIVERY_MARGIN_S, JointStateReader
+from codi_ros.ros.arm_interface import SEND_LEAD_S, ArmInterface, JointStateReader
 from codi_ros.ros.messages import chunk_msg
 from codi_ros.sim.tasks import HANDOVER
 from codi_ros.sim.world import TwoArmWorld
@@ -85,7 +87,7 @@ def test_action_node_tracks_a_chunk_on_the_simulated_arm_then_stops(world, kinem
     msg = chunk_msg("left", chunk_of([0.1, 0, 0, 0, 0, 0], start=world.time, width=0.05))
     sent, qdots = drive(world, ctl, 2.5, chunks=[(world.time + 0.01, msg)])
     moved = WORLD.base_frame("left").vec_to_base(world.arm_state("left").ee_pos - start)
-    assert 0.14 < moved[0] < 0.165 and abs(moved[1]) < 0.01 and abs(moved[2]) < 0.01, moved
+    assert 0.13 < moved[0] < 0.165 and abs(moved[1]) < 0.01 and abs(moved[2]) < 0.01, moved
     assert len(sent) == 1 and np.all(sent[0].widths == 0.05) and not np.any(sent[0].velocities[-1])
     end = round(H * DT / 0.01)                             # the chunk ends at 1.6 s
     assert sent[0].end - (world.time - 2.5 + H * DT) <= 2 * ctl.executor.limiter.stop_time + 1e-9  # commanded to rest
@@ -103,8 +105,9 @@ def test_action_node_stops_the_arm_on_stale_or_nan_joint_states_and_logs_once(wo
     late = chunk_msg("left", chunk_of([0.2, 0, 0, 0, 0, 0], n=50, start=world.time + 0.3))
     sent, outs = drive(world, ctl, 1.0, chunks=[(world.time + 0.3, late)], states=fault == "nan" and "nan")
     detect = 0.2 if fault == "stale" else 0.0              # stale: detected once older than 0.2 s
-    assert len(sent) == 1 and not np.any(sent[0].velocities[-1]) and sent[0].start <= world.time - 1.0 + detect + 0.1
-    stopped = round((detect + 0.1 + 2 * ctl.executor.limiter.stop_time + 0.3) / 0.01)
+    begins = world.time - 1.0 + detect + 0.05 + ctl.delivery_margin + 0.01   # a watchdog tick, the margin, mid-period
+    assert len(sent) == 1 and not np.any(sent[0].velocities[-1]) and sent[0].start <= begins
+    stopped = round((detect + 0.05 + ctl.delivery_margin + 2 * ctl.executor.limiter.stop_time + 0.3) / 0.01)
     assert np.abs(outs[stopped:]).max() < 0.01             # at rest, and no new plan moves it while the fault lasts
     log = ctl.pop_log()
     assert len([t for lvl, t in log if lvl == "warn" and "joint states" in t and "arm left" in t]) == 1
@@ -120,9 +123,9 @@ def test_workspace_box_stops_the_tool_above_the_table(world, kinematics):
 
 
 def test_a_new_trajectory_continues_the_one_sent_before_it(world, kinematics):
-    """Smooth chunk joins: a chunk arriving mid-motion makes a trajectory that starts where the previous one
-    is at that time (the executor ran exactly what it had sent), and the joint accelerations across the join
-    stay within the limiter's."""
+    """Smooth chunk joins: a chunk arriving mid-motion makes a trajectory that continues the one sent before it,
+    so that the FR3's 1 kHz command stream (the trajectory controller's splines, each trajectory taken on
+    arrival) stays within the executor's limits, below the FR3's own, across the join."""
     world.reset()
     ctl = left_arm_interface(kinematics)
     t0 = world.time
@@ -130,13 +133,15 @@ def test_a_new_trajectory_continues_the_one_sent_before_it(world, kinematics):
     second = chunk_msg("left", chunk_of([0, 0.1, 0.05, 0, 0, 0], start=t0 + 0.5))
     sent, _ = drive(world, ctl, 1.0, chunks=[(t0, first), (t0 + 0.5, second)])
     a, b = sent
-    k = int(np.argmin(np.abs(a.times - b.start)))
-    assert a.times[k] == pytest.approx(b.start)
-    np.testing.assert_allclose(b.positions[0], a.positions[k], atol=1e-12)
-    joined = np.vstack([a.velocities[:k], b.velocities])
-    acc = np.abs(np.diff(joined, axis=0)).max(axis=0) / ctl.executor.dt
-    assert np.all(acc <= np.asarray(ctl.executor.limiter.a_max) + 1e-6), acc
-
+    follower, check = TrajectoryFollower(), MotionGeneratorCheck(*(np.array(x) * 1.001 for x in (
+        WORLD.control.joint_velocity_limit, WORLD.control.joint_acceleration_limit, WORLD.control.joint_jerk_limit)))
+    follower.hold(a.positions[0] - a.velocities[0] * ctl.executor.dt / 2)
+    check.reset(follower.positions(np.array([t0]))[0])
+    follower.replace(a, now=t0)
+    assert check.check(follower.positions(np.arange(t0, t0 + 0.5, 1e-3))) is None, check.peaks
+    follower.replace(b, now=t0 + 0.5)
+    assert check.check(follower.positions(np.arange(t0 + 0.5, b.end + 0.1, 1e-3))) is None, check.peaks
+    assert check.peaks["velocity"] > 0.05                 # it moved
 
 def test_trajectories_run_the_same_motion_as_the_executor_in_lockstep(kinematics):
     """One execution path: the chunks sent as trajectories (action node -> trajectory controller) move the
@@ -150,18 +155,19 @@ def test_trajectories_run_the_same_motion_as_the_executor_in_lockstep(kinematics
     later = actions.copy()
     later[d:, :3] = [0.0, 0.08, 0.02]
     chunks = [Chunk(t0, DT, actions), Chunk(t0 + 0.4, DT, later, committed=d)]
-    arrival = [t0, t0 + 0.4 - DELIVERY_MARGIN_S]     # the second reaches the arm at its stamp
+    margin = WORLD.executor.delivery_margin
+    arrival = [t0, t0 + 0.4 - margin]                 # the second reaches the arm at its stamp
     ctl, start_q = left_arm_interface(kinematics), graph.joint_positions("left")
     messages = [(t, chunk_msg("left", c)) for t, c in zip(arrival, chunks, strict=True)]
     drive(graph, ctl, 1.2, chunks=messages, state_period=0.01)
     for t, c in zip(arrival, chunks, strict=True):
-        lockstep.step(t + DELIVERY_MARGIN_S - lockstep.time)
+        lockstep.step(t + margin - lockstep.time)
         assert lockstep.execute("left", c)
     lockstep.step(graph.time - lockstep.time)
     graph_q = graph.joint_positions("left")
     tool_gap = np.linalg.norm(graph.arm_state("left").ee_pos - lockstep.arm_state("left").ee_pos)
-    assert tool_gap < 1e-3, tool_gap                        # 0.3 mm after 1.2 s (the prediction's error)
-    np.testing.assert_allclose(graph_q, lockstep.joint_positions("left"), atol=2e-3)
+    assert tool_gap < 3e-3, tool_gap    # 2 mm after 1.2 s: the prediction's error, the controller's splines
+    np.testing.assert_allclose(graph_q, lockstep.joint_positions("left"), atol=6e-3)
     assert np.abs(graph_q - start_q).max() > 0.05          # it did move
 
 
@@ -178,3 +184,16 @@ def test_action_node_rejects_chunks_for_another_arm_or_without_joint_states_and_
     malformed["gripper_widths"] = malformed["gripper_widths"][:3]
     assert ctl.on_chunk(malformed, now=0.1) is None
     assert any("malformed" in t for t in texts(ctl.pop_log()))
+
+
+def test_a_trajectory_computed_late_is_sent_without_its_points_already_due(world, kinematics):
+    """Computing took longer than the delivery margin (a loaded machine): the points due before it is sent go,
+    so the controller joins the motion it runs to the first point left instead of jumping into the middle."""
+    clock = iter([0.0, 0.12])                              # the computation takes 0.12 s, the margin is 0.05 s
+    ctl = ArmInterface(replace(WORLD, executor=replace(WORLD.executor, delivery_margin=0.05)), "left", kinematics,
+                       compute_clock=lambda: next(clock))
+    world.reset()
+    ctl.on_joint_positions(world.joint_positions("left"), 1.0)
+    trajectory = ctl.on_chunk(chunk_msg("left", chunk_of([0.1, 0, 0, 0, 0, 0], start=1.0)), now=1.0)
+    assert 1.0 + 0.12 + SEND_LEAD_S <= trajectory.start < 1.0 + 0.12 + SEND_LEAD_S + 0.01
+    assert any("computed late" in t for t in texts(ctl.pop_log()))

@@ -9,6 +9,7 @@ from fakes import edited_config, shipped_config
 from codi_ros.config import ConfigError, load_hardware_config, load_world_config
 from codi_ros.core.cost import CostConfig, load_cost_config
 from codi_ros.core.planner import PlannerConfig, load_planner_config
+from codi_ros.robot.fr3 import JOINT_ACCELERATION_LIMIT, JOINT_JERK_LIMIT, JOINT_VELOCITY_LIMIT
 
 LOADERS = {"world.yaml": load_world_config, "planner.yaml": load_planner_config, "cost.yaml": load_cost_config}
 
@@ -81,3 +82,12 @@ def test_a_bad_hw_config_is_refused_by_name(tmp_path, edit, message):
     edit(data)
     with pytest.raises(ConfigError, match=message):
         load_hardware_config(write(tmp_path, "hw.yaml", data))
+
+
+def test_the_executor_commands_stay_below_the_fr3s_own_limits():
+    """The FR3 aborts with a reflex at its limits: what the executor commands keeps a margin below them."""
+    c = load_world_config().control
+    for ours, fr3 in ((c.joint_velocity_limit, JOINT_VELOCITY_LIMIT), (c.joint_acceleration_limit,
+                                                                       JOINT_ACCELERATION_LIMIT),
+                      (c.joint_jerk_limit, JOINT_JERK_LIMIT)):
+        assert all(a <= 0.9 * b + 1e-9 for a, b in zip(ours, fr3, strict=True)), (ours, fr3)

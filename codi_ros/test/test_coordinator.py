@@ -20,13 +20,14 @@ from codi_ros.ros.messages import (
 
 
 def test_latency_aware_coordinator_commits_what_the_arms_run_while_it_plans():
-    """d from the recent plans' latency (0.25 s -> 3 steps): plan 2 starts with the 3 actions of plan 1 that
-    the action nodes run meanwhile, and its chunks say so (committed 3: taken over at start + 0.3 s).
+    """d from the recent plans' latency (0.09 s, + 0.2 s on the way to the arms: 3 steps): plan 2 starts
+    with the 3 actions of plan 1 that the action nodes run meanwhile, and its chunks say so (committed 3: taken
+    over at start + 0.3 s).
     /codi/start begins an episode: the planner is reset, as codi eval resets it per episode."""
     from codi_ros.core.realtime import RealtimeConfig
 
-    planner = FakePlanner(latency=0.25, ramp=True)
-    coord = Coordinator(WORLD, planner, realtime=RealtimeConfig(initial_latency=0.25))
+    planner = FakePlanner(latency=0.09, ramp=True)
+    coord = Coordinator(WORLD, planner, realtime=RealtimeConfig(initial_latency=0.09))
     coord.start()
     observe(coord, 1.0)
     first = coord.tick(1.0)
@@ -50,8 +51,8 @@ def test_latency_aware_coordinator_predicts_the_tools_from_the_arms_joint_states
     from codi_ros.core.realtime import RealtimeConfig
 
     kinematics, q = ArmKinematics(), np.array(WORLD.home_qpos)
-    planner = FakePlanner(latency=0.25)
-    coord = Coordinator(WORLD, planner, realtime=RealtimeConfig(initial_latency=0.25))
+    planner = FakePlanner(latency=0.09)
+    coord = Coordinator(WORLD, planner, realtime=RealtimeConfig(initial_latency=0.09))
     coord.start()
     observe(coord, 1.0)
     coord.tick(1.0)                                   # plan 1: holds still for 3 steps, then 0.05 m/s along x
@@ -75,8 +76,8 @@ def test_a_plan_slower_than_its_commitment_is_dropped_by_the_coordinator_and_its
     (the next plan commits to that chunk's actions, not to the dropped one's), and the slow plan raises d."""
     from codi_ros.core.realtime import RealtimeConfig
 
-    planner = FakePlanner(latency=0.25, ramp=True)
-    coord = Coordinator(WORLD, planner, realtime=RealtimeConfig(initial_latency=0.25))
+    planner = FakePlanner(latency=0.09, ramp=True)
+    coord = Coordinator(WORLD, planner, realtime=RealtimeConfig(initial_latency=0.09))
     coord.start()
     observe(coord, 1.0)
     assert coord.tick(1.0)                                   # plan 1 (0.05 m/s) sent
@@ -86,8 +87,8 @@ def test_a_plan_slower_than_its_commitment_is_dropped_by_the_coordinator_and_its
     assert any("dropped a late plan" in t and "3 committed steps" in t for t in texts(coord.pop_log()))
     observe(coord, 1.9)
     third = coord.tick(1.9)
-    assert third and all(c["committed"] == 5 for c in third)                     # d now covers 0.45 s
-    np.testing.assert_allclose(planner.committed[2]["left"][:, 0], [0.05] * 5)   # plan 1's, not plan 2's
+    assert third and all(c["committed"] == 7 for c in third)                     # d covers 0.45 s + 0.2 s
+    np.testing.assert_allclose(planner.committed[2]["left"][:, 0], [0.05] * 7)   # plan 1's, not plan 2's
 
 
 def test_states_and_stops_are_taken_while_the_planner_runs():

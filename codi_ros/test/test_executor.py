@@ -97,7 +97,7 @@ def test_a_chunk_ending_far_ahead_is_refused_before_any_trajectory_is_built(chun
     ex = ArmExecutor(WORLD, "left", ArmKinematics())
     assert not ex.accept(chunk, now=5.0)
     assert "wrong dt or start stamp" in texts(ex.pop_events())[0]
-    assert len(ex.trajectory(5.0, np.array(WORLD.home_qpos)).times) == 1      # at rest: one point
+    assert len(ex.trajectory(5.0, np.array(WORLD.home_qpos)).times) == 2      # at rest: one point (and the one before)
 
 
 @pytest.mark.parametrize("kwargs, field_name", [
@@ -124,14 +124,19 @@ def test_limiter_keeps_velocity_and_acceleration_limits():
         prev = out
 
 
-def test_limiter_ramps_to_zero_within_stop_time_and_holds():
-    v_max = np.array(WORLD.control.joint_velocity_limit)
-    lim = JointCommandLimiter(v_max, WORLD.control.joint_acceleration_limit, dt=0.01, stop_time=0.1)
-    lim.last = 0.9 * v_max                                # faster than a_max * stop_time allows to stop
-    outs = [lim.limit(np.ones(7), hold=True) for _ in range(15)]
+def test_limiter_ramps_to_zero_within_its_limits_and_holds():
+    """A hold from faster than a_max * stop_time allows to stop: a monotone ramp at the acceleration limit
+    (never above it: the FR3 would abort), at rest once v / a_max has passed, then zero."""
+    v_max, a_max = np.array(WORLD.control.joint_velocity_limit), np.array(WORLD.control.joint_acceleration_limit)
+    lim = JointCommandLimiter(v_max, a_max, dt=0.01, stop_time=0.1)
+    lim.last = 0.9 * v_max
+    outs = [lim.limit(np.ones(7), hold=True) for _ in range(40)]
     norms = [np.abs(o).max() for o in outs]
     assert all(b <= a for a, b in zip(norms, norms[1:], strict=False))    # monotone ramp, no jump
-    assert np.all(outs[9] == 0) and all(np.all(o == 0) for o in outs[9:])  # zero after 10 steps = 100 ms
+    steps = np.abs(np.diff(np.vstack([lim.last * 0 + 0.9 * v_max, *outs]), axis=0)) / 0.01
+    assert np.all(steps <= a_max + 1e-9)                                   # within the acceleration limit
+    slowest = int(np.ceil((0.9 * v_max / a_max).max() / 0.01))             # the fastest joint's ramp, steps
+    assert all(np.all(o == 0) for o in outs[slowest:])                     # then at rest
     assert np.all(lim.limit(np.full(7, np.nan)) == 0)                      # NaN command: hold
 
 

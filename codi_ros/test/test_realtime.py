@@ -146,7 +146,7 @@ def test_latency_estimate_follows_a_quantile_of_the_recent_plans():
     assert est.steps() == 10 and est.commit_steps() == 4          # capped at max_commit
     assert LatencyEstimate(RealtimeConfig(commit=False), DT).commit_steps() == 0
     assert LatencyEstimate(RealtimeConfig(), DT, fixed=0.4).commit_steps() == 4   # injected: the whole delay
-    quick = LatencyEstimate(RealtimeConfig(delivery_margin=0.02), DT)
+    quick = LatencyEstimate(RealtimeConfig(), DT, delivery_margin=0.02)
     for _ in range(20):
         quick.update(0.09)
     assert quick.commit_steps() == 2          # a 90 ms plan plus 20 ms on its way to the arms: two steps

@@ -57,7 +57,7 @@ def sim_graph(tmp_path_factory):
         graph.start("coordinator_node", autonomous=False, cost_backend="in_process")
         graph.start("coordinator_node", namespace="via_service", cost_backend="service",
                     remap={"/codi/plan": "/codi/via_service/plan", "/codi/stop": "/codi/via_service/stop",
-                           "/codi/start": "/codi/via_service/start",
+                           "/codi/start": "/codi/via_service/start", "/codi/recover": "/codi/via_service/recover",
                            "/codi/cube_pose": "/codi/via_service/cube_pose"})
         for arm in ARMS:
             graph.start("arm_state_node", namespace=arm, arm=arm)
@@ -123,8 +123,8 @@ def test_plan_from_the_latest_state_is_executed_then_stop_brings_both_arms_to_re
     assert all(v > 1e-3 for v in moving.values()), (f"largest joint velocity commands: {moving}, plan latency "
                                                     f"{response.latency:.2f} s\n" + sim_graph.log("left/action_node"))
     assert all(list(m.joint_names) == list(arm_joint_names(arm)) and len(m.points) > H
-               for arm, r in commands.items() for _, m in r), [(list(m.joint_names), len(m.points))
-                                                           for r in commands.values() for _, m in r]
+               for arm, r in commands.items() for _, m in r), [(arm, m.joint_names[0], len(m.points))
+                                                           for arm, r in commands.items() for _, m in r]
 
     stop = sim_graph.call(Trigger, "/codi/stop", Trigger.Request(), timeout=5.0)
     stopped_at = time.monotonic()
@@ -167,6 +167,68 @@ def test_commanded_widths_reach_the_hand_as_franka_gripper_goals_and_a_grasp_on_
     command(0.08)
     assert sim_graph.spin_until(lambda: width() > 0.075, 3.0), f"the fingers did not open: width {width():.3f}"
     sim_graph.check_alive()
+
+
+@pytest.fixture()
+def reflex_graph(tmp_path):
+    """The simulated graph with the FR3's reflexes simulated (ros.yaml leaves them off, see there)."""
+    graph = LocalGraph(tmp_path, _domain_id(3))
+    try:
+        graph.start("sim_node", publish_images=False, publish_true_cube_pose=True, simulate_reflexes=True)
+        graph.start("coordinator_node", autonomous=False, cost_backend="in_process")
+        for arm in ARMS:
+            graph.start("arm_state_node", namespace=arm, arm=arm)
+            graph.start("action_node", namespace=arm, arm=arm)
+        graph.plan_when_ready()
+        yield graph
+    finally:
+        graph.close()
+
+
+def test_a_reflex_on_one_arm_stops_both_and_recover_restarts_them(reflex_graph):
+    """A trajectory that jumps (no executor sends one) makes the simulated FR3 abort with a reflex, as the real
+    one would: the left arm's state reports it, the coordinator stops both arms and refuses to plan or start;
+    /codi/recover runs franka's recovery on both arms (error recovery, hardware component, controller), after
+    which the arms plan and move again."""
+    from trajectory_msgs.msg import JointTrajectoryPoint
+
+    states = {arm: reflex_graph.record(ArmState, f"/{arm}/arm_state", SENSOR_QOS) for arm in ARMS}
+    right_chunks = reflex_graph.record(ActionChunk, "/right/action_chunk", COMMAND_QOS)
+    joints = reflex_graph.record(JointState, "/left/joint_states", SENSOR_QOS)
+    jump = reflex_graph.node.create_publisher(JointTrajectory, "/left/joint_trajectory_controller/joint_trajectory",
+                                           COMMAND_QOS)
+    reflex_graph.spin_until(lambda: joints, 2.0)
+    reflex_graph.spin_for(0.3)                               # the publisher is matched
+    q = np.array(joints[-1][1].position[:7])
+    msg = JointTrajectory(joint_names=list(arm_joint_names("left")))
+    msg.header.stamp = reflex_graph.node.get_clock().now().to_msg()
+    msg.points = [JointTrajectoryPoint(positions=(q + [0.2, 0, 0, 0, 0, 0, 0]).tolist(), velocities=[0.0] * 7)]
+    msg.points[0].time_from_start.nanosec = 20_000_000    # 0.2 rad in 20 ms: far beyond the FR3's 10 rad/s^2
+    sent_at = time.monotonic()
+    jump.publish(msg)
+
+    def fault(arm: str) -> str:
+        return states[arm][-1][1].fault if states[arm] else ""
+
+    assert reflex_graph.spin_until(lambda: fault("left") == "reflex", 2.0), reflex_graph.log("sim_node")
+    assert "_violation: joint 1 " in reflex_graph.log("sim_node")
+    assert reflex_graph.spin_until(lambda: any(t > sent_at and not m.twists for t, m in right_chunks), 2.0), \
+        "the right arm was not stopped"
+    assert fault("right") == ""                           # only the left arm had the reflex
+    plan = reflex_graph.call(Plan, "/codi/plan", Plan.Request(execute=True))
+    assert not plan.success and "arm left: reflex" in plan.message and "/codi/recover" in plan.message
+    start = reflex_graph.call(Trigger, "/codi/start", Trigger.Request())
+    assert not start.success and "/codi/recover first" in start.message
+    recover = reflex_graph.call(Trigger, "/codi/recover", Trigger.Request(), timeout=60.0)
+    assert recover.success, recover.message + reflex_graph.log("left/action_node")
+    assert fault("left") == "" and "recovered" in reflex_graph.log("left/action_node")
+    response = reflex_graph.call(Plan, "/codi/plan", Plan.Request(execute=True))
+    assert response.success, response.message
+    moving = reflex_graph.spin_until(lambda: max(abs(v) for v in joints[-1][1].velocity[:7]) > 1e-3, 3.0)
+    assert moving, "the left arm did not move after the recovery"
+    reflex_graph.call(Trigger, "/codi/stop", Trigger.Request())
+    reflex_graph.spin_for(0.8)
+    reflex_graph.check_alive()
 
 
 def test_stop_is_answered_at_once_mid_plan_and_cancels_the_plan_and_plan_meanwhile_is_busy(sim_graph):

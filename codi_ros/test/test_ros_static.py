@@ -124,7 +124,10 @@ def test_both_graphs_are_reachable_only_from_this_machine_unless_asked_and_take_
 
 def test_the_hardware_launch_declares_what_a_lab_needs():
     tree = ast.parse((REPO / HW).read_text())
-    declared = {ast.unparse(c.args[0]) for c in ast.walk(tree) if isinstance(c, ast.Call)
-                and ast.unparse(c.func) == "DeclareLaunchArgument"}
+    declared = {ast.unparse(c.args[0]) for path in (HW, NODES) for c in ast.walk(ast.parse((REPO / path).read_text()))
+                if isinstance(c, ast.Call) and ast.unparse(c.func) == "DeclareLaunchArgument"}
     assert {"'use_fake_hardware'", "'camera_driver'", "'cameras'", "'autonomous'", "'rviz'", "'hw_config'",
             "f\"{a['name']}_robot_ip\""} <= declared, declared
+    named = {n.value for n in ast.walk(tree) if isinstance(n, ast.Constant) and isinstance(n.value, str)
+             and n.value.endswith((".yaml", ".rviz"))}
+    assert named and all((REPO / "config" / name).is_file() for name in named), named   # what it loads exists

@@ -5,12 +5,12 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import yaml
-from logic_fakes import WORLD, chunk_of, texts
+from logic_fakes import STILL, WORLD, chunk_of, texts
 
 from codi_ros.control.executor import MAX_TARGET_LEAD
 from codi_ros.frames import quat_to_mat
 from codi_ros.paths import config_dir
-from codi_ros.robot.fr3 import FINGER_JOINTS, arm_joint_names
+from codi_ros.robot.fr3 import FINGER_JOINTS, RobotMode, arm_joint_names
 from codi_ros.ros.arm_interface import ArmInterface
 from codi_ros.ros.messages import (
     chunk_msg,
@@ -28,7 +28,7 @@ def test_sim_bridge_steps_in_real_time_and_follows_trajectories_in_the_wall_cloc
     assert bridge.advance(100.034) == pytest.approx(0.03)  # whole 10 ms periods only
     assert bridge.advance(100.05) == pytest.approx(0.02)
     assert world.time - t0 == pytest.approx(0.05)
-    ctl = ArmInterface(WORLD, "left", kinematics)         # the action node, in the wall clock
+    ctl = ArmInterface(WORLD, "left", kinematics, compute_clock=STILL)   # the action node, in the wall clock
     ctl.on_joint_positions(world.joint_positions("left"), 100.05)
     trajectory = ctl.on_chunk(chunk_msg("left", chunk_of([0.1, 0, 0, 0, 0, 0], start=100.05)), 100.05)
     bridge.command_trajectory("left", trajectory_msg(trajectory, arm_joint_names("left")))
@@ -91,3 +91,33 @@ def test_sim_hand_eye_matches_the_aruco_parameters(world):
         np.testing.assert_allclose(p["hand_eye_translation"], t, atol=1e-4)
         R = quat_to_mat(np.roll(p["hand_eye_quaternion_xyzw"], 1))
         assert np.abs(R - quat_to_mat(np.roll(q, 1))).max() < 1e-5
+
+
+@pytest.mark.parametrize("reflexes", [True, False])
+def test_a_jump_beyond_the_fr3s_limits_is_a_reflex_that_recovers_in_franka_order(world, reflexes):
+    """A trajectory that jumps 0.2 rad in 20 ms: with reflexes simulated the arm stops, ignores trajectories, and
+    restarts only through error recovery, then its hardware component, then its controller (franka_ros2's
+    order); without, the violation is counted and logged and the arm goes on."""
+    bridge = SimBridge(world, reflexes=reflexes)
+    bridge.reset(HANDOVER, seed=0, index=0)
+    bridge.advance(100.0)
+    q = world.joint_positions("left")
+    jump = {"header": {"stamp": {"sec": 100, "nanosec": 20_000_000}}, "joint_names": list(arm_joint_names("left")),
+            "points": [{"positions": (q + [0.2, 0, 0, 0, 0, 0, 0]).tolist(), "velocities": [0.0] * 7,
+                        "time_from_start": {"sec": 0, "nanosec": 20_000_000}}]}
+    bridge.command_trajectory("left", jump)
+    for k in range(1, 11):
+        bridge.advance(100.0 + 0.01 * k)
+    robot, log = bridge.robots["left"], texts(bridge.pop_log())
+    assert robot.violations >= 1 and bridge.robots["right"].violations == 0
+    if not reflexes:
+        assert robot.mode != RobotMode.REFLEX and any("the FR3 would abort here" in t for t in log)
+        return
+    assert robot.mode == RobotMode.REFLEX and any("reflex (joint_motion_generator_" in t for t in log)
+    bridge.command_trajectory("left", jump)
+    assert any("controller is inactive" in t for t in texts(bridge.pop_log()))
+    assert bridge.set_component_active("left", True)[0] is False             # error recovery first
+    assert bridge.switch_controller("left", True)[0] is False                # the component first
+    assert bridge.error_recovery("left") == (True, "")
+    assert bridge.set_component_active("left", True)[0] and bridge.switch_controller("left", True)[0]
+    assert robot.mode == RobotMode.MOVE

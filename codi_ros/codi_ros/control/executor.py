@@ -249,9 +249,9 @@ class JointCommandLimiter:
     per cycle (so the jerk at ``servo_hz`` stays within the limit), and is eased off ahead of the target
     (|a| <= sqrt(J |dv| / dt): it lands with |a| <= J and stops accelerating in the next cycle) instead of
     overshooting. A hold (no
-    chunk, stale or NaN state, stop) brings every joint to exactly zero within about ``stop_time``, with
-    the acceleration and jerk limits raised by the same factor if that is what it takes (stopping in
-    time wins)."""
+    chunk, stale or NaN state, stop) brings every joint to exactly zero, within the same limits: in about
+    ``stop_time`` from up to ``acceleration_limit * stop_time``, later from faster (the limits win: beyond
+    the FR3's it would abort with a reflex, which is no safer a stop)."""
 
     def __init__(self, velocity_limit, acceleration_limit, dt: float, stop_time: float = 0.1,
                  jerk_limit=None, servo_hz: float = 1000.0):
@@ -267,20 +267,15 @@ class JointCommandLimiter:
         self.dt, self.stop_time, self.servo_hz = dt, stop_time, servo_hz
         self.last = np.zeros_like(self.v_max)
         self.acc = np.zeros_like(self.v_max)          # acceleration of the last cycle
-        self._stop_scale: float | None = None          # limit factor of the current stop ramp
 
     def limit(self, qdot: np.ndarray, hold: bool = False) -> np.ndarray:
         """The joint velocity to command this cycle, given the desired one (ignored while holding)."""
         qdot = np.asarray(qdot, dtype=float)
-        scale = 1.0
         if hold or qdot.shape != self.last.shape or not np.all(np.isfinite(qdot)):
-            if self._stop_scale is None:
-                self._stop_scale = max(1.0, float(np.max(np.abs(self.last) / (self.a_max * self.stop_time))))
-            target, scale = np.zeros_like(self.last), self._stop_scale
+            target = np.zeros_like(self.last)
         else:
-            self._stop_scale = None
             target = _scale_into(qdot, self.v_max)
-        a_max, jump = scale * self.a_max, scale * self.j_max / self.servo_hz
+        a_max, jump = self.a_max, self.j_max / self.servo_hz
         gap = target - self.last
         ease = np.sqrt(np.minimum(jump, 1e12) * np.abs(gap) / self.dt)   # 1e12: no jerk limit
         wanted = np.sign(gap) * np.minimum(np.minimum(np.abs(gap) / self.dt, a_max), ease)
@@ -288,12 +283,12 @@ class JointCommandLimiter:
         acc = np.clip(acc, -a_max, a_max)
         landed = np.abs(gap - acc * self.dt) < 1e-9 * np.maximum(1.0, np.abs(target))
         new = np.where(landed, target, self.last + acc * self.dt)
-        new = np.clip(new, -self.v_max * scale, self.v_max * scale)
+        new = np.clip(new, -self.v_max, self.v_max)
         self.acc, self.last = (new - self.last) / self.dt, new
         return new.copy()
 
     def reset(self) -> None:
-        self.last, self.acc, self._stop_scale = np.zeros_like(self.v_max), np.zeros_like(self.v_max), None
+        self.last, self.acc = np.zeros_like(self.v_max), np.zeros_like(self.v_max)
 
 
 class Kinematics(Protocol):
@@ -423,16 +418,16 @@ class ArmExecutor:
         q0 = ghost.q_cmd if q is None else q
         usable = q is not None and qdot is not None and np.shape(qdot) == (7,) and np.all(np.isfinite(qdot))
         v0 = np.asarray(qdot, dtype=float) if usable else np.zeros(7)
-        q_start = ghost.q_cmd.copy()
+        q_start, v_before = ghost.q_cmd.copy(), ghost.limiter.last.copy()
         steps = 0 if ghost.at_rest else steps
         setpoints, self._ahead, _, _ = ghost._lagged(self._next, q0, v0, steps, until_rest=True)
-        # point k: position at t_k, velocity over [t_k, t_k+1)
+        # point k: position at t_k, commanded velocity over [t_k, t_k+1)
         qs = [q_start, *(sp.q for sp in setpoints)]
         vs = [*(sp.qdot for sp in setpoints), ghost.limiter.last.copy()]
         widths = [sp.width for sp in setpoints]
         widths.append(widths[-1] if widths else ghost.chunks.gripper)
-        return JointTrajectory(self._next + self.dt * np.arange(len(qs)), np.array(qs), np.array(vs),
-                               np.array([math.nan if w is None else w for w in widths]))
+        return JointTrajectory.from_segments(self._next + self.dt * np.arange(len(qs)), np.array(qs), np.array(vs),
+                                             np.array([math.nan if w is None else w for w in widths]), v_before)
 
     def _lagged(self, t: float, q: np.ndarray, qdot: np.ndarray, steps: int, until_rest: bool = False):
         """Step this executor ``steps`` IK periods from time t with the IK at predicted joints, which start at

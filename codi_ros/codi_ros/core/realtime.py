@@ -20,7 +20,8 @@ actions of its chunk (the chunk takes over at t0 + d dt, exactly at its first ne
   before the new actions.
 
 d must be chosen before planning: :class:`LatencyEstimate` takes the ``quantile`` (0.9) of the last
-``window`` plans' latencies plus ``delivery_margin`` for the chunks' way to the arms, or a fixed
+``window`` plans' latencies plus the world's ``executor.delivery_margin`` for the chunks' way to the
+arms' commands, or a fixed
 latency when one is injected. (The margin: in the simulated ROS graph on 2 cores, plans of about
 95 ms got d = 1 whenever the quantile dipped under 100 ms, and the action nodes then dropped 42 of
 them, each arriving 21-23 ms after its first new action was due.) A plan slower than its d is
@@ -50,16 +51,13 @@ class RealtimeConfig:
     commit: bool = True            # latency-aware: keep the actions that run while planning (False: naive)
     method: str = "predict"        # predict: plan from the state after them | inpaint: sample around them
     initial_latency: float = 0.3   # s assumed before any plan was measured
-    delivery_margin: float = 0.02  # s added to the measured latency for the chunks' transport to the arms
     window: int = 20               # recent plans whose latencies set d
     quantile: float = 0.9          # ... by this quantile of them
     max_commit: int = 8            # at most this many committed steps (d <= H - execution)
 
     def __post_init__(self) -> None:
-        for name in ("initial_latency", "delivery_margin"):
-            value = getattr(self, name)
-            if not (math.isfinite(value) and value >= 0):
-                raise ConfigError(f"planner.realtime.{name} must be finite and >= 0, got {value}")
+        if not (math.isfinite(self.initial_latency) and self.initial_latency >= 0):
+            raise ConfigError(f"planner.realtime.initial_latency must be finite and >= 0, got {self.initial_latency}")
         if not 0 < self.quantile <= 1:
             raise ConfigError(f"planner.realtime.quantile must be in (0, 1], got {self.quantile}")
         if self.window < 1 or self.max_commit < 0:
@@ -70,10 +68,11 @@ class RealtimeConfig:
 
 class LatencyEstimate:
     """How many control steps the next plan will take: ceil((recent latency quantile + delivery margin) / dt),
-    or ceil(fixed / dt) for an injected latency (the whole delay, delivery included)."""
+    or ceil(fixed / dt) for an injected latency (the whole delay, delivery included). ``delivery_margin``:
+    the world's ``executor.delivery_margin``."""
 
-    def __init__(self, config: RealtimeConfig, dt: float, fixed: float | None = None):
-        self.config, self.dt, self.fixed = config, dt, fixed
+    def __init__(self, config: RealtimeConfig, dt: float, fixed: float | None = None, delivery_margin: float = 0.0):
+        self.config, self.dt, self.fixed, self.delivery_margin = config, dt, fixed, delivery_margin
         self._recent: deque[float] = deque(maxlen=config.window)
 
     def update(self, latency_s: float) -> None:
@@ -88,7 +87,7 @@ class LatencyEstimate:
         return float(np.quantile(np.asarray(self._recent), self.config.quantile))
 
     def steps(self) -> int:
-        margin = 0.0 if self.fixed is not None else self.config.delivery_margin
+        margin = 0.0 if self.fixed is not None else self.delivery_margin
         return steps_for(self.seconds() + margin, self.dt)
 
     def commit_steps(self) -> int:

@@ -17,6 +17,7 @@ from rcl_interfaces.msg import ParameterDescriptor
 from rclpy.executors import ExternalShutdownException, SingleThreadedExecutor
 from rclpy.node import Node
 from rclpy.qos import DurabilityPolicy, HistoryPolicy, QoSProfile, ReliabilityPolicy, qos_profile_sensor_data
+from rclpy.task import Future
 
 from codi_ros.config import WorldConfig, load_world_config
 
@@ -50,11 +51,29 @@ def stamp_sec(stamp: Any) -> float:
     return stamp.sec + 1e-9 * stamp.nanosec
 
 
+async def within(node: Node, future: Future, seconds: float) -> Any:
+    """(in a coroutine callback) ``future``'s result, or None when it has none after ``seconds``."""
+    done = Future(executor=node.executor)
+
+    def finish(result: Any) -> None:
+        if not done.done():
+            done.set_result(result)
+
+    future.add_done_callback(lambda f: finish(f.result()))
+    timer = node.create_timer(seconds, lambda: finish(None))
+    try:
+        return await done
+    finally:
+        node.destroy_timer(timer)
+
+
 def log_lines(node: Node, lines: Iterable[tuple[str, str]]) -> None:
     """Log (level, text) pairs. One call site per severity: rclpy refuses a call site whose severity changes."""
     logger = node.get_logger()
     for level, text in lines:
-        if level == "warn":
+        if level == "error":
+            logger.error(text)
+        elif level == "warn":
             logger.warning(text)
         else:
             logger.info(text)

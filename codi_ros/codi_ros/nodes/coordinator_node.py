@@ -1,5 +1,7 @@
-"""coordinator_node: holds the CoDi planner; serves /codi/plan, /codi/stop, /codi/start; runs the
-receding-horizon loop in autonomous mode and publishes one action chunk per arm.
+"""coordinator_node: holds the CoDi planner; serves /codi/plan, /codi/stop, /codi/start, /codi/recover; runs the
+receding-horizon loop in autonomous mode and publishes one action chunk per arm. An arm state with a fault
+(a reflex) stops every arm; /codi/recover calls each arm's ``/<arm>/action_node/recover`` (franka's error
+recovery and the controller's reactivation) and then waits for the arms' states to report no fault.
 
 Subscribes ``/<arm>/arm_state``, ``/codi/cube_detections`` (fused, see perception/fusion.py) and
 ``/codi/goal`` (latched); publishes ``/<arm>/action_chunk`` and the fused ``/codi/cube_pose``.
@@ -49,6 +51,7 @@ from codi_ros.nodes._ros import (
     param,
     run,
     torch_threads,
+    within,
     world_config,
 )
 from codi_ros.perception.fusion import FusionConfig
@@ -65,6 +68,8 @@ from codi_ros.ros.remote_cost import (
 from codi_ros.ros.services import failure
 
 SERVICE_WAIT_S = 10.0   # how long start-up waits for /codi/evaluate_cost before going on without it
+RECOVER_TIMEOUT_S = 40.0   # an arm's whole recovery (three steps, each up to the action node's 10 s)
+FRESH_STATES_S = 0.3       # after the arms recovered: their states since then must report no fault
 
 
 class CoordinatorNode(Node):
@@ -104,7 +109,7 @@ class CoordinatorNode(Node):
                            for a in world.arm_names}
         self.cube_pub = self.create_publisher(PoseStamped, "/codi/cube_pose", SENSOR_QOS)
         for a in world.arm_names:
-            self.create_subscription(ArmState, f"/{a}/arm_state", lambda m: self.logic.on_arm_state(to_dict(m)),
+            self.create_subscription(ArmState, f"/{a}/arm_state", self.on_arm_state,
                                      LATEST_QOS)   # the newest state first after a plan
         self.create_subscription(CubeDetection, "/codi/cube_detections",
                                  lambda m: self.logic.on_cube_detection(to_dict(m)),
@@ -125,6 +130,10 @@ class CoordinatorNode(Node):
         self.service_node.create_service(Plan, "/codi/plan", self.on_plan, callback_group=ReentrantCallbackGroup())
         self.service_node.create_service(Trigger, "/codi/stop", self.on_stop)
         self.service_node.create_service(Trigger, "/codi/start", self.on_start)
+        self.recover_clients = {a: self.service_node.create_client(Trigger, f"/{a}/action_node/recover")
+                                for a in world.arm_names}
+        self.service_node.create_service(Trigger, "/codi/recover", self.on_recover,
+                                         callback_group=ReentrantCallbackGroup())
         self.services_executor = SingleThreadedExecutor(context=self.context)
         self.services_executor.add_node(self.service_node)
         # busy from before the services thread starts: a /codi/plan queued meanwhile is answered "busy". Taken after
@@ -219,9 +228,34 @@ class CoordinatorNode(Node):
         return response
 
     def on_start(self, request: Trigger.Request, response: Trigger.Response) -> Trigger.Response:
-        self.logic.start()
+        response.success, response.message = self.logic.start()
         log_lines(self, self.logic.pop_log())
-        response.success, response.message = True, "autonomous mode on"
+        return response
+
+    def on_arm_state(self, msg: ArmState) -> None:
+        self.publish_chunks(self.logic.on_arm_state(to_dict(msg)))   # a new fault: every arm's stop
+        log_lines(self, self.logic.pop_log())
+
+    async def on_recover(self, request: Trigger.Request, response: Trigger.Response) -> Trigger.Response:
+        """(services thread) Every arm's recovery, then fresh arm states without a fault."""
+        since = now_sec(self)
+        for arm, client in self.recover_clients.items():
+            if not client.service_is_ready():
+                return fill(response, failure(f"arm {arm}: no service {client.srv_name} (is its action_node "
+                                              "running?)"))
+        answers = {arm: within(self.service_node, client.call_async(Trigger.Request()), RECOVER_TIMEOUT_S)
+                   for arm, client in self.recover_clients.items()}
+        failed = []
+        for arm, answer in answers.items():
+            result = await answer
+            if result is None or not result.success:
+                failed.append(f"arm {arm}: {'no answer' if result is None else result.message}")
+        if failed:
+            response.success, response.message = False, "; ".join(failed)
+            return response
+        await within(self.service_node, Future(), FRESH_STATES_S)   # the arms' states after the recovery
+        response.success, response.message = self.logic.recovered(since)
+        log_lines(self, self.logic.pop_log())
         return response
 
     def destroy_node(self) -> None:

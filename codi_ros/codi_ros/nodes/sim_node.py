@@ -2,9 +2,15 @@
 
 Per arm, the interfaces of a Franka under franka_ros2: subscribes
 ``/<arm>/joint_trajectory_controller/joint_trajectory`` (trajectory_msgs/JointTrajectory, as a ros2_control
-JointTrajectoryController); serves ``/<arm>/franka_gripper/{move,grasp,homing}`` (franka_msgs actions, see
-:class:`codi_ros.ros.sim_bridge.SimulatedHand`); publishes ``/<arm>/joint_states`` (arm and fingers) at
-``joint_state_rate_hz`` and, when offscreen rendering works (MUJOCO_GL=egl or osmesa),
+JointTrajectoryController, splined at 1 kHz and checked against the FR3's limits: beyond them a simulated
+reflex); serves ``/<arm>/franka_gripper/{move,grasp,homing}`` (franka_msgs actions, see
+:class:`codi_ros.ros.sim_bridge.SimulatedHand`), ``/<arm>/action_server/error_recovery`` (franka_msgs
+ErrorRecovery) and ``/<arm>/controller_manager/{set_hardware_component_state,switch_controller}``
+(controller_manager_msgs: the recovery's reactivation, :class:`codi_ros.ros.sim_bridge.SimulatedFranka`);
+publishes ``/<arm>/joint_states`` (arm and fingers) and
+``/<arm>/franka_robot_state_broadcaster/robot_state`` (franka_msgs/FrankaRobotState: header and robot_mode
+only; the real broadcaster's 1 kHz would cost this process too much) at ``joint_state_rate_hz`` and, when
+offscreen rendering works (MUJOCO_GL=egl or osmesa),
 ``/<arm>/wrist_camera/image_raw`` + ``camera_info``. With ``publish_true_cube_pose`` it
 publishes the true cube pose on ``/codi/cube_detections`` at ``cube_pose_rate_hz``, on the arm states'
 time grid (the same joint-state stamps as arm_state_node picks at the same rate), instead of needing
@@ -17,11 +23,14 @@ from __future__ import annotations
 
 import array
 import functools
+import json
 import threading
 
 import rclpy
 from codi_msgs.msg import CubeDetection
-from franka_msgs.action import Grasp, Homing, Move
+from controller_manager_msgs.srv import SetHardwareComponentState, SwitchController
+from franka_msgs.action import ErrorRecovery, Grasp, Homing, Move
+from franka_msgs.msg import FrankaRobotState
 from geometry_msgs.msg import PointStamped
 from rclpy.action import ActionServer
 from rclpy.node import Node
@@ -43,6 +52,7 @@ from codi_ros.nodes._ros import (
     world_config,
 )
 from codi_ros.perception.aruco import CubeMarkerLayout, mujoco_face_images
+from codi_ros.robot.fr3 import TRAJECTORY_CONTROLLER, hardware_component_name
 from codi_ros.ros.messages import header, vec3_msg
 from codi_ros.ros.msg_dict import fill, to_dict
 from codi_ros.ros.sim_bridge import SimBridge, camera_fovy, camera_in_tcp, camera_info_msg
@@ -61,6 +71,9 @@ class SimNode(Node):
         self.declare_parameter("joint_state_rate_hz", 25.0,
                                describe("joint_states rate, Hz: arm_state_node's publish_rate_hz (same instants)"))
         self.declare_parameter("camera_rate_hz", 10.0, describe("wrist image rate, Hz"))
+        self.declare_parameter("simulate_reflexes", True,
+                               describe("a command beyond the FR3's limits stops the arm until /codi/recover "
+                                        "(false: it is logged as a warning and the arm goes on)"))
         self.declare_parameter("image_width", 640, describe("wrist image width, px (<= 640)"))
         self.declare_parameter("image_height", 480, describe("wrist image height, px (<= 480)"))
         self.declare_parameter("publish_images", True, describe("render and publish the wrist cameras"))
@@ -72,7 +85,7 @@ class SimNode(Node):
         # the cube wears the default marker layout (the aruco_node's defaults) so the cameras can see it
         faces = mujoco_face_images(CubeMarkerLayout(cube_size=cfg.cube.size)) if param(self, "publish_images") else None
         self.world = TwoArmWorld(cfg, cube_faces=faces)
-        self.bridge = SimBridge(self.world)
+        self.bridge = SimBridge(self.world, reflexes=param(self, "simulate_reflexes"))
         self.seed, self.episode = param(self, "seed"), param(self, "episode")
         self.task = load_task(param(self, "task_file") or None)
         self.size = (param(self, "image_width"), param(self, "image_height"))
@@ -81,17 +94,26 @@ class SimNode(Node):
         self.state_grid = RateGrid(param(self, "joint_state_rate_hz"))
         arms = self.world.cfg.arm_names
         self.joint_pubs = {a: self.create_publisher(JointState, f"/{a}/joint_states", SENSOR_QOS) for a in arms}
+        self.robot_state_pubs = {a: self.create_publisher(FrankaRobotState,
+                                                          f"/{a}/franka_robot_state_broadcaster/robot_state",
+                                                          COMMAND_QOS) for a in arms}   # reliable, as franka's
         self.image_pubs = {a: self.create_publisher(Image, f"/{a}/wrist_camera/image_raw", SENSOR_QOS) for a in arms}
         self.info_pubs = {a: self.create_publisher(CameraInfo, f"/{a}/wrist_camera/camera_info", SENSOR_QOS)
                           for a in arms}
         self.truth_pub = self.create_publisher(CubeDetection, "/codi/cube_detections", SENSOR_QOS)
         self.goal_pub = self.create_publisher(PointStamped, "/codi/goal", LATCHED_QOS)
         for a in arms:
-            self.create_subscription(JointTrajectory, f"/{a}/joint_trajectory_controller/joint_trajectory",
+            self.create_subscription(JointTrajectory, f"/{a}/{TRAJECTORY_CONTROLLER}/joint_trajectory",
                                      lambda m, a=a: self.on_trajectory(a, m), COMMAND_QOS)
             for kind, action_type in (("move", Move), ("grasp", Grasp), ("homing", Homing)):
                 ActionServer(self, action_type, f"/{a}/franka_gripper/{kind}",   # a partial stays a coroutine
                              functools.partial(self.on_gripper_goal, a, kind, action_type))   # function for rclpy
+            ActionServer(self, ErrorRecovery, f"/{a}/action_server/error_recovery",
+                         functools.partial(self.on_error_recovery, a))
+            self.create_service(SetHardwareComponentState, f"/{a}/controller_manager/set_hardware_component_state",
+                                functools.partial(self.on_component_state, a))
+            self.create_service(SwitchController, f"/{a}/controller_manager/switch_controller",
+                                functools.partial(self.on_switch_controller, a))
             t, q = camera_in_tcp(self.world, a)
             self.get_logger().info(f"wrist_{a} hand-eye (aruco_node parameters): hand_eye_translation "
                                    f"{t.round(4).tolist()}, hand_eye_quaternion_xyzw {q.round(6).tolist()}")
@@ -114,9 +136,13 @@ class SimNode(Node):
                                f"goal {self.world.goal.round(3).tolist()}")
 
     def on_reset(self, request: Trigger.Request, response: Trigger.Response) -> Trigger.Response:
+        """The next episode; the answer ends with the last one's 1 kHz motion report (JSON, SimBridge.pop_motion)."""
+        with self.lock:
+            motion = self.bridge.pop_motion()
         self.episode += 1
         self.reset()
-        response.success, response.message = True, f"seed {self.seed} episode {self.episode}"
+        response.success = True
+        response.message = f"seed {self.seed} episode {self.episode}; motion before: {json.dumps(motion)}"
         return response
 
     def on_trajectory(self, arm: str, msg: JointTrajectory) -> None:
@@ -142,15 +168,46 @@ class SimNode(Node):
             self.bridge.advance(now)
             states = {arm: self.bridge.joint_state(arm) for arm in self.joint_pubs} if self.state_grid.due(now) \
                 else {}
+            modes = {arm: int(self.bridge.robots[arm].mode) for arm in states}
             truth = self.bridge.truth_detection(now) if self.truth and self.truth_grid.due(now) else None
         stamp = Time(nanoseconds=round(now * 1e9)).to_msg()
         for arm, (names, q, qdot) in states.items():   # built directly: fill() costs 5x as much at this rate
             msg = JointState(name=names, position=q, velocity=qdot)
             msg.header.stamp = stamp
             self.joint_pubs[arm].publish(msg)
+            robot_state = FrankaRobotState(robot_mode=modes[arm])
+            robot_state.header.stamp = stamp
+            self.robot_state_pubs[arm].publish(robot_state)
         if truth is not None:   # stamped as the joint states: the planner sees cube and arms at one time
             self.truth_pub.publish(fill(CubeDetection(), truth))
         log_lines(self, self.bridge.pop_log())
+
+    def on_error_recovery(self, arm: str, handle) -> ErrorRecovery.Result:
+        with self.lock:
+            ok, _ = self.bridge.error_recovery(arm)
+        (handle.succeed if ok else handle.abort)()
+        return ErrorRecovery.Result()
+
+    def on_component_state(self, arm: str, request, response):
+        """Only the arm's own hardware component, to active or inactive (lifecycle_msgs/State ids 3, 2)."""
+        state = request.target_state
+        active = state.id == 3 or state.label == "active"
+        if request.name != hardware_component_name(arm) or not (active or state.id == 2 or state.label == "inactive"):
+            response.ok = False
+            return response
+        with self.lock:
+            response.ok, _ = self.bridge.set_component_active(arm, active)
+        response.state.id, response.state.label = (3, "active") if active and response.ok else (2, "inactive")
+        return response
+
+    def on_switch_controller(self, arm: str, request, response):
+        names = {*request.activate_controllers, *request.deactivate_controllers}
+        if names - {TRAJECTORY_CONTROLLER}:
+            response.ok, response.message = False, f"unknown controllers {sorted(names)}"
+            return response
+        with self.lock:
+            response.ok, response.message = self.bridge.switch_controller(arm, bool(request.activate_controllers))
+        return response
 
     def render_loop(self) -> None:
         """The wrist cameras, in a thread of their own at camera_rate_hz: rendering never delays the physics

@@ -14,6 +14,7 @@ with the arm's name, as franka_bringup's ``arm_prefix`` does for the arm joints 
 from __future__ import annotations
 
 import math
+from enum import IntEnum
 
 from codi_ros.config import ArmConfig
 
@@ -60,12 +61,38 @@ TCP_OFFSET = 0.1034        # Panda hand: flange to the point between the fingert
 FINGER_RANGE = 0.04        # each finger's travel; width = 2 * q_finger
 ARM_JOINTS = tuple(f"fr3_joint{i}" for i in range(1, 8))
 FINGER_JOINTS = ("fr3_finger_joint1", "fr3_finger_joint2")
+# The FR3's own joint limits (Franka's datasheet; libfranka's rate_limiting.h): beyond them its motion generator
+# aborts the motion with a reflex (joint_motion_generator_*_discontinuity / _violation) and the arm stops until
+# error recovery. world.yaml's control limits, which the executor commands, stay within them (test_config.py).
+JOINT_VELOCITY_LIMIT = (2.62, 2.62, 2.62, 2.62, 5.26, 4.18, 5.26)   # rad/s
+JOINT_ACCELERATION_LIMIT = (10.0,) * 7                               # rad/s^2
+JOINT_JERK_LIMIT = (5000.0,) * 7                                     # rad/s^3
 CONTYPE_WORLD, CONTYPE_ARM = 1, 2   # arm geoms collide with world geoms but not with each other
 
 
 def arm_joint_names(arm: str) -> tuple[str, ...]:
     """The 7 joints of arm ``arm`` as its driver, the simulator and the trajectory controller name them."""
     return tuple(f"{arm}_{j}" for j in ARM_JOINTS)
+
+
+TRAJECTORY_CONTROLLER = "joint_trajectory_controller"   # each arm's, in config/franka_controllers.yaml
+
+
+def hardware_component_name(arm: str) -> str:
+    """The arm's ros2_control hardware component under franka_bringup (``arm_prefix:=<arm>``)."""
+    return f"{arm}_FrankaHardwareInterface"
+
+
+class RobotMode(IntEnum):
+    """libfranka's robot mode, numbered as franka_msgs/FrankaRobotState's ``robot_mode``."""
+
+    OTHER = 0
+    IDLE = 1
+    MOVE = 2
+    GUIDING = 3
+    REFLEX = 4
+    USER_STOPPED = 5
+    AUTOMATIC_ERROR_RECOVERY = 6
 
 
 def _yaw_quat(yaw: float) -> str:

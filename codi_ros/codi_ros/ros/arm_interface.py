@@ -8,7 +8,8 @@ the simulator use, in the arm's base frame.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import time
+from collections.abc import Callable, Sequence
 
 import numpy as np
 
@@ -17,11 +18,17 @@ from codi_ros.control.executor import ArmExecutor, ChunkError
 from codi_ros.control.gripper import GripperCommander, GripperGoal
 from codi_ros.control.kinematics import ArmKinematics
 from codi_ros.control.trajectory import JointTrajectory
-from codi_ros.robot.fr3 import FINGER_JOINTS
+from codi_ros.robot.fr3 import FINGER_JOINTS, RobotMode
 from codi_ros.ros.messages import Msg, parse_chunk
 from codi_ros.ros.watchdog import LogOnce, StateMonitor
 
-DELIVERY_MARGIN_S = 0.02    # s: a trajectory's first point is due this long after the chunk that made it arrived
+SEND_LEAD_S = 0.05    # s: a trajectory's first point is at least this far ahead when it is sent (the way to the
+                      # controller: a simulator beside the planner on 2 cores takes it up to tens of ms late)
+
+
+def robot_mode_fault(mode: int) -> str:
+    """Why an arm in franka's robot ``mode`` (FrankaRobotState.robot_mode) cannot move; "" when it can."""
+    return {RobotMode.REFLEX: "reflex", RobotMode.USER_STOPPED: "user stop"}.get(mode, "")
 
 
 class JointStateReader:
@@ -66,12 +73,17 @@ class ArmInterface:
     goals of the widths it commands (:class:`GripperCommander`); with a watchdog on the joint states (stale
     or NaN: stop, and a trajectory that brings the arm to rest; the hand keeps its grip).
 
-    A trajectory starts ``DELIVERY_MARGIN_S`` after the chunk arrived (it must reach the controller before
-    its first point is due); up to there the executor runs what it already sent."""
+    A trajectory starts the world's ``executor.delivery_margin`` after the chunk arrived: it must reach the
+    controller before its first point is due (a trajectory controller starts a late one part-way, a jump the
+    FR3 aborts on); up to there the executor runs what it already sent. One computed later than that loses
+    its points already due (:meth:`_trajectory`)."""
 
-    def __init__(self, world: WorldConfig, arm: str, kinematics: ArmKinematics, state_timeout: float = 0.2):
+    def __init__(self, world: WorldConfig, arm: str, kinematics: ArmKinematics, state_timeout: float = 0.2,
+                 compute_clock: Callable[[], float] = time.perf_counter):
+        """``compute_clock``: measures how long a trajectory takes to compute (a test's stands still)."""
         if not state_timeout > 0:
             raise ValueError(f"state_timeout must be positive, got {state_timeout}")
+        self.delivery_margin, self._compute_clock = world.executor.delivery_margin, compute_clock
         self.arm = arm
         self.executor = ArmExecutor(world, arm, kinematics)
         self.monitor = StateMonitor({"joint states": state_timeout})
@@ -82,6 +94,8 @@ class ArmInterface:
         self._sent: JointTrajectory | None = None   # the last trajectory sent: its widths are the gripper's wishes
         self._log = LogOnce()
         self._lines: list[tuple[str, str]] = []
+        self.compute_s = 0.0                # the last trajectory's computation time, s
+        self._late_log = LogOnce()
 
     def on_joint_positions(self, q: np.ndarray, stamp: float, velocities: np.ndarray | None = None) -> None:
         """Measured joint positions (and velocities: a trajectory's prediction of the arm starts from them)."""
@@ -108,7 +122,7 @@ class ArmInterface:
         if self.monitor.problems(now) and len(chunk.actions):
             self._lines.append(("warn", "rejected a chunk: the joint states are stale or NaN (holding)"))
             return None
-        start = now + DELIVERY_MARGIN_S   # the chunk reaches the arm then: the executor takes it as of then
+        start = now + self.delivery_margin   # the trajectory reaches the arm before: the executor takes it then
         self.executor.advance_to(start)
         if not self.executor.accept(chunk, start):
             self._lines += self.executor.pop_events()
@@ -126,14 +140,44 @@ class ArmInterface:
         if self._stopped or self._q is None:
             return None
         self._stopped = True
-        start = now + DELIVERY_MARGIN_S
+        if self.executor.at_rest and (self._sent is None or self._sent.end < now):
+            return None                    # nothing running: the controller holds the arm already
+        start = now + self.delivery_margin
         self.executor.advance_to(start)
         self.executor.stop(start)
         return self._trajectory(start)
 
+    def resync(self) -> None:
+        """The arm's controller was restarted (error recovery): forget what was sent and executed; the next
+        chunk starts from the measured joints, where the controller holds the arm."""
+        self.executor.reset()
+        if self._q is not None:
+            self.executor.sync(self._q)
+        self._sent, self._stopped = None, False
+        self._lines.append(("info", f"arm {self.arm}: recovered; holding at the measured joints"))
+
     def _trajectory(self, start: float) -> JointTrajectory:
+        """The executor's trajectory from ``start``, after the points of the one sent before it from now
+        (``start - delivery_margin``) on: what the executor runs until ``start`` is what it sent, so the
+        controller, taking the new trajectory at any moment before ``start``, runs on without a join. One that
+        took longer to compute than ``start`` allowed loses the points already due when it is sent (the
+        controller joins its motion to the first point left)."""
+        now = start - self.delivery_margin
+        tic = self._compute_clock()
         trajectory = self.executor.trajectory(start, self._q, self._qdot)
         self._lines += self.executor.pop_events()
+        self.compute_s = self._compute_clock() - tic
+        sent_at = now + self.compute_s
+        if sent_at + SEND_LEAD_S > trajectory.start:
+            trajectory = trajectory.after(sent_at + SEND_LEAD_S)
+            self._lines += self._late_log.update({"late": f"trajectories computed late (last: {self.compute_s:.3f} s, "
+                                                          f"margin {self.delivery_margin:.3f} s): sent without "
+                                                          "their points already due (world.yaml "
+                                                          "executor.delivery_margin)"}, context=f"arm {self.arm}: ")
+        else:
+            self._lines += self._late_log.update({})
+            if self._sent is not None:
+                trajectory = trajectory.following(self._sent, now)
         self._sent = trajectory
         return trajectory
 

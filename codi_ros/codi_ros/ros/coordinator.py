@@ -15,6 +15,9 @@ The handover is done when codi_ros/completion.py says so (the cube rests at the 
 autonomous mode then ends and the arms stop, as they do in ``codi eval``, where the episode ends.
 No plan is made from an arm state older than ``arm_timeout``, a cube pose older than
 ``cube_timeout`` or any NaN; while moving, the arms are then told to stop (an empty chunk).
+An arm state with a ``fault`` (a reflex, a user stop) stops every arm at once and autonomous mode, and
+no plan is made until /codi/recover has restarted the arms and their states report no fault
+(:meth:`recovered`).
 
 Two threads use a Coordinator (coordinator_node): the node's executor thread, which feeds it states
 and plans (:meth:`tick`, :meth:`handle_plan`), and a services thread, which serves /codi/stop and
@@ -78,7 +81,8 @@ class Coordinator:
                  fusion: FusionConfig | None = None, realtime: RealtimeConfig | None = None):
         self.world, self.planner = world, planner
         self.lock = threading.RLock()          # the state below; never held while the planner runs
-        self.latency = LatencyEstimate(realtime or RealtimeConfig(commit=False), world.control.dt)
+        self.latency = LatencyEstimate(realtime or RealtimeConfig(commit=False), world.control.dt,
+                                       delivery_margin=world.executor.delivery_margin)
         kinematics = ArmKinematics()
         self._running = {a: ArmExecutor(world, a, kinematics)
                          for a in world.arm_names}   # what each action node executes: the chunks it was sent
@@ -98,22 +102,47 @@ class Coordinator:
         self._executing_until = -math.inf     # end of the last chunk sent to the arms
         self._stops = 0                        # /codi/stop count: a plan started before a stop is not sent
         self._unknown_arms: set[str] = set()
+        self._faults: dict[str, str] = {}      # latched: arm -> its fault, until recovered()
+        self._fault_now: dict[str, tuple[str, float]] = {}   # arm -> (fault, stamp) of its latest state
         self._state_log, self._cube_log = LogOnce(), LogOnce()
         self._lines: list[tuple[str, str]] = []
 
     # ------------------------------------------------------------------ inputs
-    def on_arm_state(self, msg: Msg) -> None:
+    def on_arm_state(self, msg: Msg) -> list[dict]:
+        """Take an arm state; the chunks to publish: the stops of every arm when it reports a new fault."""
         arm, state, stamp = parse_arm_state(msg)
         joints = parse_arm_joints(msg)
+        fault = str(msg.get("fault", ""))
         with self.lock:
             if arm not in self.world.arm_names:
                 if arm not in self._unknown_arms:
                     self._unknown_arms.add(arm)
                     self._lines.append(("warn", f"ignoring arm states of unknown arm {arm!r}"))
-                return
+                return []
             self._arms[arm] = (state, stamp)
             self._joints[arm] = joints
             self.monitor.update(arm_key(arm), stamp, state_is_finite(state))
+            self._fault_now[arm] = (fault, stamp)
+            if not fault or arm in self._faults:
+                return []
+            self._faults[arm] = fault
+            self.autonomous, self._executing_until = False, -math.inf
+            self._stops += 1                   # a plan running now is not sent
+            self._lines.append(("error", f"arm {arm}: {fault}: stopping every arm; /codi/recover restarts them"))
+            return self.sent([stop_msg(a, stamp, self.world.control.dt) for a in self.world.arm_names], stamp)
+
+    def recovered(self, since: float) -> tuple[bool, str]:
+        """After /codi/recover restarted the arms: clear the faults of the arms whose states since ``since``
+        report none; whether none is left, and what is."""
+        with self.lock:
+            for arm in list(self._faults):
+                fault, stamp = self._fault_now.get(arm, ("", -math.inf))
+                if stamp >= since and not fault:
+                    del self._faults[arm]
+            if self._faults:
+                return False, "still faulted: " + ", ".join(f"{a} ({f})" for a, f in self._faults.items())
+            self._lines.append(("info", "recovered: no arm reports a fault; /codi/start to go on"))
+            return True, "recovered: every arm is back and holding; /codi/start to go on"
 
     def on_cube_detection(self, msg: Msg) -> None:
         detection = parse_detection(msg)
@@ -146,6 +175,8 @@ class Coordinator:
             if fused is None and (self.fusion.rejected or CUBE not in problems):   # (an earlier pose may be fresh)
                 left_out = "; ".join(f"{source}: {why}" for source, why in self.fusion.rejected.items())
                 problems[CUBE] = f"no cube pose now (detections left out: {left_out or 'none'})"
+            if self._faults:
+                problems["faults"] = ", ".join(f"arm {a}: {f}" for a, f in self._faults.items()) + " (/codi/recover)"
             if problems:
                 raise RequestError("no usable observed state: " + "; ".join(problems.values()))
             arms = {a: self._arms[a] for a in self.world.arm_names}
@@ -196,15 +227,19 @@ class Coordinator:
             self._lines.append(("info", "stop: autonomous mode off, arms stopping"))
             return self.sent([stop_msg(a, now, self.world.control.dt) for a in self.world.arm_names], now)
 
-    def start(self) -> None:
+    def start(self) -> tuple[bool, str]:
         """/codi/start: autonomous mode on, a new episode for the planner (its seed sequence restarts and
         the previous plan is forgotten, as codi eval resets it per episode: before the next plan); the next
-        tick plans."""
+        tick plans. Refused while an arm is faulted."""
         with self.lock:
+            if self._faults:
+                return False, ("refused: " + ", ".join(f"arm {a}: {f}" for a, f in self._faults.items())
+                               + "; /codi/recover first")
             self._reset_planner = True
             self.completion.reset()
             self.autonomous, self._next_replan = True, -math.inf
             self._lines.append(("info", "start: autonomous mode on"))
+            return True, "autonomous mode on"
 
     def due(self, now: float) -> bool:
         """Whether :meth:`tick` would plan now (autonomous, at the tick nearest the replanning time)."""

@@ -74,13 +74,14 @@ def parse_twist(d: Msg) -> np.ndarray:
 # --------------------------------------------------------------------------- codi_msgs/ArmState
 
 def arm_state_msg(arm: str, state: ArmState, stamp: float, frame_id: str = "world",
-                  joints: tuple[np.ndarray, np.ndarray] | None = None) -> dict:
-    """``joints``: the arm's (q, qdot), 7 each, when known."""
+                  joints: tuple[np.ndarray, np.ndarray] | None = None, fault: str = "") -> dict:
+    """``joints``: the arm's (q, qdot), 7 each, when known; ``fault``: why it cannot move ("": it can)."""
     q, qdot = ([], []) if joints is None else ([float(x) for x in joints[0]], [float(x) for x in joints[1]])
     return {"header": header(stamp, frame_id), "arm": arm,
             "ee_pose": pose_msg(state.ee_pos, mat_to_quat(state.ee_rot)),
             "ee_twist": twist_msg(np.concatenate([state.ee_linvel, state.ee_angvel])),
-            "gripper_width": float(state.gripper_width), "joint_positions": q, "joint_velocities": qdot}
+            "gripper_width": float(state.gripper_width), "joint_positions": q, "joint_velocities": qdot,
+            "fault": fault}
 
 
 def parse_arm_state(msg: Msg) -> tuple[str, ArmState, float]:
@@ -133,32 +134,40 @@ def trajectory_msg(trajectory: JointTrajectory, joint_names: Sequence[str]) -> d
     """A JointTrajectory of the arm's joints, stamped with its first point's time (the gripper widths stay
     out: the hand takes franka_gripper goals, :mod:`codi_ros.control.gripper`)."""
     t0 = trajectory.start
+    acc = trajectory.accelerations
     points = [{"positions": trajectory.positions[k].tolist(), "velocities": trajectory.velocities[k].tolist(),
+               "accelerations": [] if acc is None else acc[k].tolist(),
                "time_from_start": sec_to_stamp(float(t) - t0)} for k, t in enumerate(trajectory.times)]
     return {"header": header(t0, ""), "joint_names": list(joint_names), "points": points}
 
 
 def parse_trajectory(msg: Msg, joint_names: Sequence[str]) -> JointTrajectory:
     """The arm's trajectory in a JointTrajectory dict (no gripper widths: NaN); raises TrajectoryError naming
-    the field. Joints may come in any order; velocities may be left out (zero)."""
+    the field. Joints may come in any order; velocities may be left out (zero), accelerations too (then the
+    controller splines cubically, as ros2_control's does), but in every point or none."""
     names = [str(n) for n in msg.get("joint_names", [])]
     missing = [n for n in joint_names if n not in names]
     if missing:
         raise TrajectoryError(f"joint_names: missing {missing} (got {names})")
     index = [names.index(n) for n in joint_names]
-    t0, times, q, v = header_time(msg), [], [], []
+    t0, times, q, v, a = header_time(msg), [], [], [], []
     for i, point in enumerate(msg.get("points", [])):
         pos = np.asarray(point.get("positions", []), dtype=float)
         vel = np.asarray(point.get("velocities", []) or np.zeros(len(names)), dtype=float)
-        if pos.shape != (len(names),) or vel.shape != (len(names),):
-            raise TrajectoryError(f"points[{i}]: {len(names)} positions and velocities (or none) needed, got "
-                                  f"{pos.size} and {vel.size}")
+        acc = np.asarray(point.get("accelerations", []), dtype=float)
+        if pos.shape != (len(names),) or vel.shape != (len(names),) or acc.size not in (0, len(names)):
+            raise TrajectoryError(f"points[{i}]: {len(names)} positions, velocities (or none) and accelerations "
+                                  f"(or none) needed, got {pos.size}, {vel.size} and {acc.size}")
         times.append(t0 + stamp_to_sec(point.get("time_from_start", {})))
         q.append(pos[index])
         v.append(vel[index])
+        a.append(acc[index] if acc.size else None)
     if not times:
         raise TrajectoryError("points: empty")
-    return JointTrajectory(np.array(times), np.array(q), np.array(v), np.full(len(times), np.nan))
+    if len({x is None for x in a}) > 1:
+        raise TrajectoryError("points: accelerations in some points but not in others")
+    return JointTrajectory(np.array(times), np.array(q), np.array(v), np.full(len(times), np.nan),
+                           None if a[0] is None else np.array(a))
 
 
 # --------------------------------------------------------------------------- codi_msgs/CubeDetection

@@ -2,8 +2,14 @@
 
 Commands arrive like a ros2_control JointTrajectoryController's: a trajectory_msgs/JointTrajectory of
 the 7 arm joints per arm (named as franka_bringup's ``arm_prefix`` names them: ``left_fr3_joint1``), which
-replaces the current one from its first point on and is interpolated at
-the IK rate. The hand takes franka_gripper's blocking goals (:class:`SimulatedHand`: move, grasp, homing).
+the controller takes on arrival and splines at the FR3's 1 kHz
+(:class:`~codi_ros.control.trajectory.TrajectoryFollower`). That 1 kHz command stream is checked as the
+FR3's motion generator checks it (:class:`~codi_ros.control.smoothness.MotionGeneratorCheck`, the FR3's
+own limits): beyond them the arm
+has a reflex (:class:`SimulatedFranka`: it stops where it is, its hardware component is in error and its
+controller inactive) until franka's error recovery, the component's reactivation and the controller's,
+in that order, as on the real arms. The hand takes franka_gripper's blocking goals (:class:`SimulatedHand`:
+move, grasp, homing).
 Joint states (arm and fingers, each finger half the width) go out like franka_ros2's merged
 joint_states. Every trajectory the action nodes send ends at rest, so an arm whose action node dies
 stops at the end of what it was sent. Wrist images come with an ideal pinhole CameraInfo; the hand-eye
@@ -19,11 +25,19 @@ from dataclasses import dataclass
 import mujoco
 import numpy as np
 
+from codi_ros.control.smoothness import MotionGeneratorCheck
 from codi_ros.control.trajectory import TrajectoryError
 from codi_ros.frames import mat_to_quat
 from codi_ros.perception.aruco import invert, make_transform
 from codi_ros.perception.fusion import Detection
-from codi_ros.robot.fr3 import FINGER_JOINTS, arm_joint_names
+from codi_ros.robot.fr3 import (
+    FINGER_JOINTS,
+    JOINT_ACCELERATION_LIMIT,
+    JOINT_JERK_LIMIT,
+    JOINT_VELOCITY_LIMIT,
+    RobotMode,
+    arm_joint_names,
+)
 from codi_ros.ros.messages import Msg, detection_msg, header, parse_trajectory
 from codi_ros.ros.watchdog import LogOnce
 from codi_ros.sim.tasks import HandoverTask
@@ -31,6 +45,7 @@ from codi_ros.sim.world import TwoArmWorld
 
 HAND_SETTLE_S = 0.05      # the fingers count as stopped when the width changed less than HAND_STILL_M in this long
 HAND_STILL_M = 2e-4
+LATE_JOIN_S = 0.05        # s: a trajectory the simulator takes late is joined at its first point this far ahead
 LAG_REPORT_HOLD_S = 5.0   # a skip ahead stays one reported problem until none has happened for this long
 MUJOCO_TO_OPTICAL = np.diag([1.0, -1.0, -1.0])   # MuJoCo cameras look along -z with y up; OpenCV: +z, y down
 
@@ -91,8 +106,40 @@ class SimulatedHand:
                                         f"{goal.epsilon:.3f} m: nothing grasped", w)
 
 
+@dataclass
+class SimulatedFranka:
+    """One arm's franka_ros2 as far as recovery goes: the robot (in a reflex or not), its ros2_control
+    hardware component and its trajectory controller (active or not)."""
+
+    check: MotionGeneratorCheck
+    reflex: str = ""                  # why the robot stopped ("" while it has not)
+    component_active: bool = True
+    controller_active: bool = True
+    reflexes: int = 0                 # since the start
+    violations: int = 0               # commands beyond the FR3's limits (each a reflex, when simulated)
+    late: int = 0                     # trajectories taken after their first point
+    received: str = ""                # how the last trajectory was taken (for the reflex report)
+
+    @property
+    def mode(self) -> RobotMode:
+        return RobotMode.REFLEX if self.reflex else RobotMode.MOVE if self.controller_active else RobotMode.IDLE
+
+
+def _continues(trajectory, follower, t: float) -> bool:
+    """Whether ``trajectory`` at time t is the motion ``follower`` commands then (a trajectory sent after the
+    points of the one before it: the controller runs on without a jump)."""
+    running = follower.positions(np.array([t - 1e-3, t]))
+    if running is None:
+        return False
+    new = trajectory.sample_many(np.array([t - 1e-3, t]))[0]
+    return bool(np.abs(new - running).max() < 1e-7)
+
+
 class SimBridge:
-    def __init__(self, world: TwoArmWorld, max_lag: float = 0.1):
+    def __init__(self, world: TwoArmWorld, max_lag: float = 0.1, reflexes: bool = True):
+        """``reflexes``: a command beyond the FR3's limits stops the arm (False: it is counted and logged,
+        ``SimulatedFranka.violations``, and the arm goes on)."""
+        self.reflexes = reflexes
         self.world = world
         self.ik_dt = 1.0 / world.cfg.control.ik_rate_hz
         self.max_lag = max_lag
@@ -101,6 +148,9 @@ class SimBridge:
         self._lines: list[tuple[str, str]] = []
         self._lag, self._lagging_until = 0.0, -math.inf   # the last skip ahead, and until when it is reported
         self.hands = {a: SimulatedHand(world, a) for a in world.cfg.arm_names}
+        self.robots = {a: SimulatedFranka(MotionGeneratorCheck(JOINT_VELOCITY_LIMIT, JOINT_ACCELERATION_LIMIT,
+                                                               JOINT_JERK_LIMIT, world.cfg.control.servo_rate_hz))
+                       for a in world.cfg.arm_names}
 
     def reset(self, task: HandoverTask, seed: int, index: int) -> None:
         """Episode ``index`` of ``task`` with ``seed``: the same start ``codi eval`` gives that episode."""
@@ -108,6 +158,9 @@ class SimBridge:
             hand.abort("episode reset")
         task.reset(self.world, seed, index)
         self._clock = None
+        for arm, robot in self.robots.items():       # a new episode starts with healthy arms
+            robot.reflex, robot.component_active, robot.controller_active = "", True, True
+            robot.check.reset(self.world.joint_positions(arm))
 
     def command_trajectory(self, arm: str, msg: Msg) -> None:
         """A JointTrajectory message (wall clock) for the arm's simulated trajectory controller."""
@@ -116,8 +169,23 @@ class SimBridge:
         except TrajectoryError as e:
             self._lines.append(("warn", f"arm {arm}: ignoring a joint trajectory: {e}"))
             return
+        if not self.robots[arm].controller_active:
+            self._lines.append(("warn", f"arm {arm}: ignoring a joint trajectory: joint_trajectory_controller is "
+                                        f"inactive ({self.robots[arm].reflex or 'deactivated'}; /codi/recover)"))
+            return
         if self._clock is not None:
-            self.world.follow(arm, trajectory.shifted(self.world.time - self._clock))
+            trajectory = trajectory.shifted(self.world.time - self._clock)
+            now, follower = self.world.time, self.world.arms[arm].follower
+            self.robots[arm].received = f"last trajectory taken {trajectory.start - now:+.3f} s before its first point"
+            if trajectory.start < now and not _continues(trajectory, follower, now):
+                # taken after its first point, and not the motion running now: this simulator fell behind (the
+                # action nodes send each ahead of its first point); the real controller, never behind, would
+                # have joined it from its first point on
+                self.robots[arm].late += 1
+                trajectory = trajectory.after(now + LATE_JOIN_S)
+                if trajectory.start < now + LATE_JOIN_S:   # all of it past: go to its last point, joined
+                    trajectory = trajectory.shifted(now + LATE_JOIN_S - trajectory.start)
+            self.world.follow(arm, trajectory)
 
     def advance(self, now: float) -> float:
         """Step the physics up to wall time ``now`` in whole IK periods; the simulated seconds stepped."""
@@ -128,18 +196,82 @@ class SimBridge:
         if lag > self.max_lag:
             self._lagging_until = now + LAG_REPORT_HOLD_S
             self._clock, lag, self._lag = now - self.ik_dt, self.ik_dt, lag
-            for arm in self.world.arms.values():   # the world's clock fell behind the wall's: so do their times
-                arm.follower.shift(self.ik_dt - self._lag)
+            for name, arm in self.world.arms.items():   # the world's clock fell behind the wall's: so do their
+                arm.follower.shift(self.ik_dt - self._lag)   # times, and the 1 kHz check goes on from the shifted
+                recent = arm.follower.positions(self.world.time + np.array([-2e-3, -1e-3, 0.0]))   # commands
+                self.robots[name].check.restart(recent)
         slow = ({"lag": f"simulation {self._lag:.2f} s behind real time: skipping ahead"}
                 if now <= self._lagging_until else {})
         self._lines += self._log.update(slow)
         n = math.floor(lag / self.ik_dt + 1e-9)
         if n > 0:
+            t0 = self.world.time
             self.world.step(n * self.ik_dt)
             self._clock += n * self.ik_dt
+            self._check_servo(t0, n * self.ik_dt)
         for hand in self.hands.values():
             hand.update(now)
         return n * self.ik_dt
+
+    def _check_servo(self, t0: float, seconds: float) -> None:
+        """The FR3's check of each arm's 1 kHz commands over (t0, t0 + seconds]; a violation is a reflex."""
+        hz = self.world.cfg.control.servo_rate_hz
+        ts = t0 + np.arange(1, int(round(seconds * hz)) + 1) / hz
+        for arm, robot in self.robots.items():
+            commands = self.world.arms[arm].follower.positions(ts)
+            if robot.reflex or commands is None:
+                continue
+            problem = robot.check.check(commands)
+            if problem:
+                robot.violations += 1
+            if problem and not self.reflexes:
+                robot.check.restart(commands[-3:] if len(commands) >= 3 else np.repeat(commands[-1:], 3, 0))
+                self._lines.append(("warn", f"arm {arm}: the FR3 would abort here ({problem}; {robot.received})"))
+            elif problem:
+                self.world.hold(arm)
+                robot.check.reset(self.world.joint_positions(arm))   # the brakes' stop is no command
+                robot.reflex, robot.component_active, robot.controller_active = problem, False, False
+                robot.reflexes += 1
+                self._lines.append(("error", f"arm {arm}: reflex ({problem}; {robot.received}): the arm stopped; its "
+                                             "hardware component is in error and its controller inactive until "
+                                             "/codi/recover"))
+
+    def pop_motion(self) -> dict[str, dict]:
+        """Per arm since the last call: the peaks of its 1 kHz commands (velocity, acceleration, jerk), the
+        commands beyond the FR3's limits and the trajectories taken after their first point; then zeroed."""
+        report = {}
+        for arm, robot in self.robots.items():
+            report[arm] = {"peaks": {k: round(v, 3) for k, v in robot.check.peaks.items()},
+                           "violations": robot.violations, "late_trajectories": robot.late}
+            robot.check.peaks = dict.fromkeys(robot.check.peaks, 0.0)
+            robot.violations = robot.late = 0
+        return report
+
+    def error_recovery(self, arm: str) -> tuple[bool, str]:
+        """franka_msgs/action/ErrorRecovery: the robot leaves its reflex (libfranka's automaticErrorRecovery)."""
+        self.robots[arm].reflex = ""
+        return True, ""
+
+    def set_component_active(self, arm: str, active: bool) -> tuple[bool, str]:
+        """controller_manager's set_hardware_component_state for the arm's component (active or inactive)."""
+        robot = self.robots[arm]
+        if active and robot.reflex:
+            return False, f"the robot is in a reflex ({robot.reflex}): error recovery first"
+        robot.component_active = active
+        robot.controller_active = robot.controller_active and active
+        return True, ""
+
+    def switch_controller(self, arm: str, activate: bool) -> tuple[bool, str]:
+        """controller_manager's switch_controller for the arm's joint_trajectory_controller; on activation it
+        holds where the arm is (set_last_command_interface_value_as_state_on_activation)."""
+        robot = self.robots[arm]
+        if activate and not robot.component_active:
+            return False, "its hardware component is not active"
+        if activate and not robot.controller_active:
+            self.world.hold(arm)
+            robot.check.reset(self.world.joint_positions(arm))
+        robot.controller_active = activate
+        return True, ""
 
     def joint_state(self, arm: str) -> tuple[list[str], list[float], list[float]]:
         """(names, positions, velocities) of the 7 arm joints and the 2 fingers (each half the width)."""

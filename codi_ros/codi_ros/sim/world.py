@@ -3,9 +3,9 @@
 Each arm is driven either by its :class:`~codi_ros.control.executor.ArmExecutor` (``execute`` a
 time-stamped chunk, or ``apply_action`` one action for one control period), the same executor the
 ROS action nodes run, stepped at ``ik_rate_hz``; or, as the simulated graph's driver, by joint
-trajectories from outside (``follow``: the simulated trajectory controller, which a new trajectory
-replaces from its start on). Either way each IK period's commanded joint positions (the position due
-at the period's end) are the targets of the menagerie position servos, never more than
+trajectories from outside (``follow``: the simulated trajectory controller, which takes a new
+trajectory at once, joined to what it commands then). Either way each IK period's commanded joint
+positions (the position due at the period's end) are the targets of the menagerie position servos, never more than
 ``MAX_TARGET_LEAD`` ahead of the measured joints.
 """
 
@@ -107,7 +107,7 @@ class TwoArmWorld:
             self.data.qpos[arm.finger_qadr] = finger
             arm.q_target = q.copy()
             arm.driven = False
-            arm.follower.clear()
+            arm.follower.hold(q)
             self.executors[name].reset()
             self.executors[name].sync(q)    # the commanded joints start at the servos' targets
             self.data.ctrl[arm.actuators] = q
@@ -144,11 +144,19 @@ class TwoArmWorld:
         self.execute(arm, Chunk(self.time, self.cfg.control.dt, np.asarray(action, dtype=float)[None]))
 
     def follow(self, arm: str, trajectory: JointTrajectory) -> None:
-        """A joint trajectory (world clock) for the arm's simulated trajectory controller, replacing the
-        current one from its start on; the arm holds its last point after its end."""
+        """A joint trajectory (world clock) for the arm's simulated trajectory controller, which takes it now
+        (:class:`TrajectoryFollower`); the arm holds its last point after its end."""
         a = self.arms[arm]
         a.driven = False
-        a.follower.replace(trajectory)
+        a.follower.replace(trajectory, self.time)
+
+    def hold(self, arm: str) -> None:
+        """Stop the arm where it is now (its trajectory dropped; a reflex, an inactive controller)."""
+        a = self.arms[arm]
+        a.driven = False
+        a.q_target = self.joint_positions(arm)
+        a.follower.hold(a.q_target)
+        self.data.ctrl[a.actuators] = a.q_target
 
     def set_gripper(self, arm: str, width: float) -> None:
         w = float(width) if np.isfinite(width) else self.gripper_width(arm)
