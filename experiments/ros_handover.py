@@ -36,13 +36,13 @@ from std_srvs.srv import Trigger
 from trajectory_msgs.msg import JointTrajectory
 
 from codi_ros.config import load_world_config
+from codi_ros.control.smoothness import MotionGeneratorCheck
 from codi_ros.nodes._ros import COMMAND_QOS, LATCHED_QOS, SENSOR_QOS, stamp_sec
 from codi_ros.version import code_version, machine_description
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "codi_ros" / "test"))  # the launch stand-in
 from local_graph import LocalGraph  # noqa: E402
 
-QUANTITIES = ("velocity", "acceleration", "jerk")
 RESULTS = Path(__file__).resolve().parent / "results" / "ros_handover.json"
 
 
@@ -169,9 +169,9 @@ def main() -> None:
         "fr3_violations": sum(m[a]["violations"] for m in motion for a in m),
         "episodes_with_violations": sum(any(m[a]["violations"] for a in m) for m in motion),
         "late_trajectories": sum(m[a]["late_trajectories"] for m in motion for a in m),
-        "peak_1khz": {q: max(m[a]["peaks"][q] for m in motion for a in m) for q in QUANTITIES},
+        "peak_1khz": {q: max(m[a]["peaks"][q] for m in motion for a in m) for q in MotionGeneratorCheck.QUANTITIES},
         "peak_1khz_p50_episode": {q: float(np.median([max(m[a]["peaks"][q] for a in m) for m in motion]))
-                                  for q in QUANTITIES},
+                                  for q in MotionGeneratorCheck.QUANTITIES},
         "per_episode": [{**e, "motion": m} for e, m in zip(episodes, motion, strict=True)],
         "logs": str(logs), "machine": machine_description(), "code_version": code_version(),
     }

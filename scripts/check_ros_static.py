@@ -292,7 +292,7 @@ class LaunchInfo:
     spawned: list[str] = field(default_factory=list)          # controllers named to controller_manager's spawner
 
 
-def dict_keys(item: ast.expr, func_dicts: dict[str, list[ast.Dict]]) -> list[ast.Dict]:
+def parameter_dicts(item: ast.expr, func_dicts: dict[str, list[ast.Dict]]) -> list[ast.Dict]:
     """The dict literals a ``parameters=[...]`` item is: itself, or every dict literal assigned to its name."""
     if isinstance(item, ast.Dict):
         return [item]
@@ -348,7 +348,7 @@ def check_launch(path: Path, repo: Path, nodes: dict[str, NodeInfo], problems: l
         if not isinstance(params, ast.List):
             problems.append(f"{where}: parameters must be a list literal to be checked")
             continue
-        for item in (d for elt in params.elts for d in dict_keys(elt, dicts)):
+        for item in (d for elt in params.elts for d in parameter_dicts(elt, dicts)):
             for key in item.keys:
                 if not (isinstance(key, ast.Constant) and isinstance(key.value, str)):
                     problems.append(f"{where}: parameter names must be string literals")

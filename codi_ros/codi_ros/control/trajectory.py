@@ -135,14 +135,23 @@ class JointTrajectory:
         """The same trajectory in another clock (every time + ``offset``)."""
         return JointTrajectory(self.times + offset, self.positions, self.velocities, self.widths, self.accelerations)
 
+    def _take(self, index) -> JointTrajectory:
+        """The points ``index`` (a slice or a mask) selects."""
+        a = self.accelerations
+        return JointTrajectory(self.times[index], self.positions[index], self.velocities[index], self.widths[index],
+                               None if a is None else a[index])
+
+    def _then(self, later: JointTrajectory) -> JointTrajectory:
+        """These points, then ``later``'s (accelerations where both carry them)."""
+        acc = None if self.accelerations is None or later.accelerations is None else \
+            np.vstack([self.accelerations, later.accelerations])
+        return JointTrajectory(np.r_[self.times, later.times], np.vstack([self.positions, later.positions]),
+                               np.vstack([self.velocities, later.velocities]), np.r_[self.widths, later.widths], acc)
+
     def after(self, t: float) -> JointTrajectory:
         """The points after time t (at least the last one): what is left of a trajectory sent late."""
         keep = max(min(int(np.searchsorted(self.times, t, side="right")), len(self.times) - 1), 0)
-        if keep == 0:
-            return self
-        a = self.accelerations
-        return JointTrajectory(self.times[keep:], self.positions[keep:], self.velocities[keep:], self.widths[keep:],
-                               None if a is None else a[keep:])
+        return self if keep == 0 else self._take(slice(keep, None))
 
     def following(self, earlier: JointTrajectory, since: float) -> JointTrajectory:
         """This trajectory after the points of ``earlier`` from the last one at or before ``since`` up to this
@@ -150,14 +159,7 @@ class JointTrajectory:
         motion until this one's own points begin, with no join in between."""
         first = earlier.times[max(int(np.searchsorted(earlier.times, since, side="right")) - 1, 0)]
         keep = (earlier.times >= first) & (earlier.times < self.start - 1e-9)
-        if not keep.any():
-            return self
-        acc = None if earlier.accelerations is None or self.accelerations is None else \
-            np.vstack([earlier.accelerations[keep], self.accelerations])
-        return JointTrajectory(np.r_[earlier.times[keep], self.times],
-                               np.vstack([earlier.positions[keep], self.positions]),
-                               np.vstack([earlier.velocities[keep], self.velocities]),
-                               np.r_[earlier.widths[keep], self.widths], acc)
+        return earlier._take(keep)._then(self) if keep.any() else self
 
     def joined_from(self, t: float, q: np.ndarray, qdot: np.ndarray, qddot: np.ndarray) -> JointTrajectory:
         """This trajectory as a JointTrajectoryController runs it when it arrives at time t, before its first
@@ -165,9 +167,9 @@ class JointTrajectory:
         (with ``interpolate_from_desired_state``), then this. Unchanged when t is not before the first point."""
         if t >= self.start - 1e-9:
             return self
-        acc = None if self.accelerations is None else np.vstack([qddot, self.accelerations])
-        return JointTrajectory(np.r_[t, self.times], np.vstack([q, self.positions]),
-                               np.vstack([qdot, self.velocities]), np.r_[self.widths[0], self.widths], acc)
+        now = JointTrajectory(np.array([t]), np.asarray(q)[None], np.asarray(qdot)[None], self.widths[:1],
+                              np.asarray(qddot)[None])
+        return now._then(self)
 
 
 class TrajectoryFollower:

@@ -140,9 +140,12 @@ class Coordinator:
                 if stamp >= since and not fault:
                     del self._faults[arm]
             if self._faults:
-                return False, "still faulted: " + ", ".join(f"{a} ({f})" for a, f in self._faults.items())
+                return False, f"still faulted: {self._fault_text()}"
             self._lines.append(("info", "recovered: no arm reports a fault; /codi/start to go on"))
             return True, "recovered: every arm is back and holding; /codi/start to go on"
+
+    def _fault_text(self) -> str:
+        return ", ".join(f"arm {a}: {f}" for a, f in self._faults.items())
 
     def on_cube_detection(self, msg: Msg) -> None:
         detection = parse_detection(msg)
@@ -176,7 +179,7 @@ class Coordinator:
                 left_out = "; ".join(f"{source}: {why}" for source, why in self.fusion.rejected.items())
                 problems[CUBE] = f"no cube pose now (detections left out: {left_out or 'none'})"
             if self._faults:
-                problems["faults"] = ", ".join(f"arm {a}: {f}" for a, f in self._faults.items()) + " (/codi/recover)"
+                problems["faults"] = f"{self._fault_text()} (/codi/recover)"
             if problems:
                 raise RequestError("no usable observed state: " + "; ".join(problems.values()))
             arms = {a: self._arms[a] for a in self.world.arm_names}
@@ -233,8 +236,7 @@ class Coordinator:
         tick plans. Refused while an arm is faulted."""
         with self.lock:
             if self._faults:
-                return False, ("refused: " + ", ".join(f"arm {a}: {f}" for a, f in self._faults.items())
-                               + "; /codi/recover first")
+                return False, f"refused: {self._fault_text()}; /codi/recover first"
             self._reset_planner = True
             self.completion.reset()
             self.autonomous, self._next_replan = True, -math.inf

@@ -115,7 +115,6 @@ class SimulatedFranka:
     reflex: str = ""                  # why the robot stopped ("" while it has not)
     component_active: bool = True
     controller_active: bool = True
-    reflexes: int = 0                 # since the start
     violations: int = 0               # commands beyond the FR3's limits (each a reflex, when simulated)
     late: int = 0                     # trajectories taken after their first point
     received: str = ""                # how the last trajectory was taken (for the reflex report)
@@ -231,7 +230,6 @@ class SimBridge:
                 self.world.hold(arm)
                 robot.check.reset(self.world.joint_positions(arm))   # the brakes' stop is no command
                 robot.reflex, robot.component_active, robot.controller_active = problem, False, False
-                robot.reflexes += 1
                 self._lines.append(("error", f"arm {arm}: reflex ({problem}; {robot.received}): the arm stopped; its "
                                              "hardware component is in error and its controller inactive until "
                                              "/codi/recover"))
