@@ -51,7 +51,7 @@ def run(commit: bool, args: argparse.Namespace) -> dict:
         for executor in world.executors.values():
             executor.trace = []
         controller = PlannerSource(planner, latency=LatencyEstimate(config.realtime, cfg.control.dt, args.latency,
-                                                                                  delivery_margin=cfg.executor.delivery_margin))
+                                                                                  delivery_margin=config.realtime.delivery_margin))
         summary, _ = run_handover_episode(world, controller, args.seconds, timing=timing)
         successes += summary["success"]
         for executor in world.executors.values():

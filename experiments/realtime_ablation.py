@@ -124,7 +124,7 @@ def main() -> None:
     def controller(i: int) -> handover.PlannerSource:
         planner.reset(seed=config.seed + handover.EPISODE_SEED_STRIDE * i)
         latency = LatencyEstimate(config.realtime, world_cfg.control.dt, args.latency,
-                                  delivery_margin=world_cfg.executor.delivery_margin)
+                                  delivery_margin=config.realtime.delivery_margin)
         if args.accuracy:
             return AccuracyController(planner, None, latency, errors=errors)
         return OracleController(planner, None, latency)

@@ -51,13 +51,17 @@ class RealtimeConfig:
     commit: bool = True            # latency-aware: keep the actions that run while planning (False: naive)
     method: str = "predict"        # predict: plan from the state after them | inpaint: sample around them
     initial_latency: float = 0.3   # s assumed before any plan was measured
+    delivery_margin: float = 0.02  # s for a chunk's way to the executor in process (codi eval, codi demo); the ROS
+                                   # graph's coordinator uses world.yaml executor.delivery_margin instead
     window: int = 20               # recent plans whose latencies set d
     quantile: float = 0.9          # ... by this quantile of them
     max_commit: int = 8            # at most this many committed steps (d <= H - execution)
 
     def __post_init__(self) -> None:
-        if not (math.isfinite(self.initial_latency) and self.initial_latency >= 0):
-            raise ConfigError(f"planner.realtime.initial_latency must be finite and >= 0, got {self.initial_latency}")
+        for name in ("initial_latency", "delivery_margin"):
+            value = getattr(self, name)
+            if not (math.isfinite(value) and value >= 0):
+                raise ConfigError(f"planner.realtime.{name} must be finite and >= 0, got {value}")
         if not 0 < self.quantile <= 1:
             raise ConfigError(f"planner.realtime.quantile must be in (0, 1], got {self.quantile}")
         if self.window < 1 or self.max_commit < 0:

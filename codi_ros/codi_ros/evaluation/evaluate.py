@@ -120,7 +120,7 @@ def planner_controller(planner, overrides, config, timing, world_cfg, episode: i
     planner.reset(seed=config.seed + handover.EPISODE_SEED_STRIDE * episode)
     latency = (None if timing.mode == "paused" else
                LatencyEstimate(config.realtime, world_cfg.control.dt, fixed=timing.latency,
-                               delivery_margin=world_cfg.executor.delivery_margin))
+                               delivery_margin=config.realtime.delivery_margin))
     return handover.PlannerSource(planner, overrides, latency)
 
 

@@ -136,8 +136,8 @@ def episode_controller(policy, world: TwoArmWorld, arm: str, seed: int, index: i
     """Episode ``index`` of ``seed``'s controller: its own sampling seed, latency-aware under real-time
     ``timing`` (``realtime``: planner.yaml's section, default its defaults; ``commit: false``: naive)."""
     latency = (None if timing.mode == "paused" else
-               LatencyEstimate(realtime or RealtimeConfig(), world.cfg.control.dt, fixed=timing.latency,
-                               delivery_margin=world.cfg.executor.delivery_margin))
+               LatencyEstimate(rt := realtime or RealtimeConfig(), world.cfg.control.dt, fixed=timing.latency,
+                               delivery_margin=rt.delivery_margin))
     return PolicySource(policy, arm, sample_steps, method=method, seed=seed * 100_003 + index,
                             candidates=candidates, latency=latency, kinematic=kinematic)
 
