@@ -44,6 +44,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "codi_ros" / "test"
 from local_graph import LocalGraph  # noqa: E402
 
 RESULTS = Path(__file__).resolve().parent / "results" / "ros_handover.json"
+STOP_SETTLE_S = 1.0   # s after /codi/stop before a reset: the stop's trajectory (delivery margin + ramp) is done
 
 
 def position(msg) -> np.ndarray:
@@ -124,6 +125,7 @@ def main() -> None:
         latency = [graph.plan_when_ready().latency for _ in range(5)]
         for i in range(args.first, args.first + args.episodes):
             graph.call(Trigger, "/codi/stop", Trigger.Request())
+            graph.spin_for(STOP_SETTLE_S)                        # the arms at rest before they are moved
             if i > args.first:                                   # the sim starts in the first task
                 n_goals = len(goals)
                 motion.append(json.loads(graph.call(Trigger, "/sim_node/reset", Trigger.Request()).message
@@ -146,6 +148,7 @@ def main() -> None:
             if args.trace is not None:
                 write_trace(args.trace / f"episode_{i}.json", start, goal, cubes, arm_states)
         graph.call(Trigger, "/codi/stop", Trigger.Request())
+        graph.spin_for(STOP_SETTLE_S)
         motion.append(json.loads(graph.call(Trigger, "/sim_node/reset", Trigger.Request()).message
                                  .split("motion before: ", 1)[1]))
         overruns = graph.log("coordinator_node").count("planning overrun")
@@ -165,7 +168,7 @@ def main() -> None:
         "plans_dropped": dropped,   # late plans, dropped by the coordinator (before sending) or an action node
         "trajectory_slack_ms": latency_histogram(slack, bin_ms=10),   # arrival -> first point (< 0: late)
         "joint_state_interval_ms": interval_summary([t for t, _ in joint_states]),
-        # the simulated FR3's check of the 1 kHz command streams (simulate_reflexes false: counted, not stopped)
+        # the simulated FR3's check of the 1 kHz command streams (each violation a reflex, ros.yaml)
         "fr3_violations": sum(m[a]["violations"] for m in motion for a in m),
         "episodes_with_violations": sum(any(m[a]["violations"] for a in m) for m in motion),
         "late_trajectories": sum(m[a]["late_trajectories"] for m in motion for a in m),

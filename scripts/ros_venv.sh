@@ -2,7 +2,7 @@
 # A real ROS 2 Jazzy Python runtime without a ROS install, for the node tests
 # (codi_ros/test/test_ros_runtime.py): in the virtual environment VENV,
 #   1. torch (the CPU build, first: see Makefile), then the ros-jazzy-* wheels from PyPI: rclpy 7.1 with
-#      Fast DDS, std/geometry/sensor/std_srvs messages, ament_cmake and the rosidl generators;
+#      Fast DDS, std/geometry/sensor/trajectory/visualization/std_srvs messages, ament_cmake and the rosidl generators;
 #   2. codi_msgs generated and compiled with CMake into VENV (its Python package, typesupport libraries
 #      and share/codi_msgs), where rclpy and the wheels' loader (VENV/lib on LD_LIBRARY_PATH) find it,
 #      and so the test-only stand-ins of codi_ros/test/interfaces (franka_msgs: no wheel exists);
@@ -22,6 +22,7 @@ TORCH_VERSION=2.13.0
 ROS_PACKAGES=(
   "ros-jazzy-rclpy[fastrtps]==7.1.6" ros-jazzy-std-msgs==5.3.6 ros-jazzy-std-srvs==5.3.6
   ros-jazzy-geometry-msgs==5.3.6 ros-jazzy-sensor-msgs==5.3.6 ros-jazzy-trajectory-msgs==5.3.6
+  ros-jazzy-visualization-msgs==5.3.6
   # building codi_msgs: CMake packages and the generators rosidl_generate_interfaces() asks for
   ros-jazzy-ament-cmake==2.5.4 ros-jazzy-ament-cmake-python==2.5.4 ros-jazzy-ament-cmake-ros==0.12.0
   ros-jazzy-ament-cmake-include-directories==2.5.4 ros-jazzy-ament-cmake-gmock==2.5.4

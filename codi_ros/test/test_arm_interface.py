@@ -13,7 +13,13 @@ from codi_ros.control.executor import Chunk
 from codi_ros.control.kinematics import arm_state_from_joints
 from codi_ros.control.smoothness import MotionGeneratorCheck
 from codi_ros.control.trajectory import TrajectoryFollower
-from codi_ros.robot.fr3 import FINGER_JOINTS, arm_joint_names
+from codi_ros.robot.fr3 import (
+    FINGER_JOINTS,
+    JOINT_ACCELERATION_LIMIT,
+    JOINT_JERK_LIMIT,
+    JOINT_VELOCITY_LIMIT,
+    arm_joint_names,
+)
 from codi_ros.ros.arm_interface import SEND_LEAD_S, ArmInterface, JointStateReader
 from codi_ros.ros.messages import chunk_msg
 from codi_ros.sim.tasks import HANDOVER
@@ -142,6 +148,105 @@ def test_a_new_trajectory_continues_the_one_sent_before_it(world, kinematics):
     follower.replace(b, now=t0 + 0.5)
     assert check.check(follower.positions(np.arange(t0 + 0.5, b.end + 0.1, 1e-3))) is None, check.peaks
     assert check.peaks["velocity"] > 0.05                 # it moved
+
+def replanning_session(seed: int, kinematics, seconds: float) -> tuple[list, dict]:
+    """The action node's life on the simulated arm as the coordinator makes it: a plan every 0.3-0.5 s,
+    latency-aware (4 committed steps, planned 0.25 s before it arrives) or not, now and then a new twist up to
+    the IK's speed limits (joints run into their position limits), a stop with 2 s of rest, or 6 s without a
+    plan (the chunk runs out) and then a stop (/codi/stop after a handover completed); joint states
+    every 40 ms (a delivery margin behind the commands), the watchdog every 50 ms. Returns the FR3's 1 kHz
+    check of the controller's commands over the session: (violations, peaks); a trajectory that does not end
+    at rest counts as one (the controller would hold its last point: a stop within one period)."""
+    rng = np.random.default_rng(seed)
+    world = TwoArmWorld(WORLD)
+    HANDOVER.reset(world, seed, 0)
+    ctl = left_arm_interface(kinematics)
+    check = MotionGeneratorCheck(JOINT_VELOCITY_LIMIT, JOINT_ACCELERATION_LIMIT, JOINT_JERK_LIMIT)
+    check.reset(world.joint_positions("left"))
+    scale = [0.15, 0.15, 0.1, 1.0, 1.0, 1.5]
+    t0, twist, violations, stop_next = world.time, rng.uniform(-1, 1, 6) * scale, [], False
+    next_state, next_check, next_plan = t0, t0, t0 + 0.3
+    while world.time < t0 + seconds:
+        t, out = world.time, []
+        if t >= next_state - 1e-9:
+            ctl.on_joint_positions(world.joint_positions("left"), t, world.joint_velocities("left"))
+            next_state += 0.04
+        if t >= next_plan - 1e-9:
+            stop, stop_next = stop_next or rng.uniform() < 0.08, False
+            pause = not stop and rng.uniform() < 0.06
+            twist = rng.uniform(-1, 1, 6) * scale if rng.uniform() < 0.3 else twist
+            actions, start = np.tile(np.r_[twist, 0.08], (H, 1)), t - 0.25 + ctl.delivery_margin
+            committed = ctl.executor.chunks.upcoming(start, 4)
+            if stop:
+                chunk = Chunk(t, DT, np.zeros((0, 7)))
+            elif committed is not None and rng.uniform() < 0.9:
+                actions[:4] = committed
+                chunk = Chunk(start, DT, actions, committed=4)
+            else:
+                chunk = Chunk(t, DT, actions)
+            out.append(ctl.on_chunk(chunk_msg("left", chunk), t))
+            next_plan += rng.uniform(0.3, 0.5) + 2.0 * stop + 6.0 * pause
+            stop_next = pause
+        if t >= next_check - 1e-9:
+            out.append(ctl.check(t))
+            next_check += 0.05
+        for trajectory in filter(None, out):
+            world.follow("left", trajectory)
+            if np.any(trajectory.velocities[-1]):
+                violations.append((round(t - t0, 2), "a trajectory that ends moving"))
+        world.step(0.01)
+        commands = world.arms["left"].follower.positions(t + np.arange(1, 11) * 1e-3)
+        problem = check.check(commands)
+        if problem:
+            violations.append((round(t - t0, 2), problem))
+            check.restart(commands[-3:])
+        ctl.pop_log()
+    return violations, check.peaks
+
+
+@pytest.mark.parametrize("seed", [0, 3])
+def test_replanning_stopping_and_joint_limits_keep_the_fr3s_limits_at_1khz(kinematics, seed):
+    """Zero reflexes by construction: every trajectory continues the one the controller runs (predicted from
+    the measured joints without taking their delay for a blocked arm), stops ramp down, joints brake at their
+    limits; the FR3's own check of the 1 kHz command stream finds nothing over 20 s of replanning."""
+    violations, peaks = replanning_session(seed, kinematics, 20.0)
+    assert not violations, violations[:3]
+    assert peaks["velocity"] > 1.0 and peaks["acceleration"] > 5.0     # it moved, briskly
+
+
+def test_a_motion_after_a_rest_ramps_its_acceleration_up_from_zero(kinematics):
+    """The wrist turns one way, ramps down to rest (the limiter lands with deceleration in its state), rests,
+    then turns back: the new trajectory's first acceleration is one jerk step from zero, not that deceleration
+    carried over (a 9 rad/s^2 jump at 1 kHz: the reflex the simulated FR3 found)."""
+    ctl = left_arm_interface(kinematics)
+    ctl.on_joint_positions(np.array(WORLD.home_qpos), 0.0)
+    turn = ctl.on_chunk(chunk_msg("left", chunk_of([0, 0, 0, 0, 0, 1.0], n=5, start=0.0)), 0.0)
+    ctl.on_joint_positions(turn.positions[-1], 3.0)
+    back = ctl.on_chunk(chunk_msg("left", chunk_of([0, 0, 0, 0, 0, -1.0], n=5, start=3.0)), 3.0)
+    first = np.abs(back.velocities[1] - back.velocities[0]) / ctl.executor.dt
+    c = WORLD.control
+    assert np.all(first <= np.array(c.joint_jerk_limit) / c.servo_rate_hz + 1e-9), first
+
+
+def test_an_arm_at_rest_starts_from_its_held_command_unless_it_was_moved(kinematics):
+    """At rest the controller holds the last point sent: the next trajectory starts there even if the arm sags
+    a little under load (a jump otherwise); an arm measured far from it was moved without us (a simulator reset,
+    franka's move_to_start controller) and starts where it is, with a warning. A stop with nothing running
+    sends nothing."""
+    ctl = left_arm_interface(kinematics)
+    ctl.on_joint_positions(np.array(WORLD.home_qpos), 0.0)
+    held = ctl.on_chunk(chunk_msg("left", chunk_of([0.05, 0, 0, 0, 0, 0], n=3, start=0.0)), 0.0).positions[-1]
+    assert ctl.on_chunk(chunk_msg("left", Chunk(2.0, DT, np.zeros((0, 7)))), 2.0) is None
+    ctl.on_joint_positions(held + 0.04, 5.0)
+    after_sag = ctl.on_chunk(chunk_msg("left", chunk_of(np.zeros(6), n=3, start=5.0)), 5.0)
+    np.testing.assert_allclose(after_sag.positions[0], held, atol=1e-9)
+    moved = held + np.r_[0.3, np.zeros(6)]
+    ctl.on_joint_positions(moved, 10.0)
+    ctl.pop_log()
+    after_move = ctl.on_chunk(chunk_msg("left", chunk_of(np.zeros(6), n=3, start=10.0)), 10.0)
+    np.testing.assert_allclose(after_move.positions[0], moved, atol=1e-9)
+    assert any("moved by another controller or a simulator reset" in t for t in texts(ctl.pop_log()))
+
 
 def test_trajectories_run_the_same_motion_as_the_executor_in_lockstep(kinematics):
     """One execution path: the chunks sent as trajectories (action node -> trajectory controller) move the

@@ -304,3 +304,22 @@ def test_plan_service_with_the_real_planner(one_thread):
     np.testing.assert_allclose([parse_chunk(c)[2].actions for c in again["chunks"]], chunks)   # seeded
     bad, _ = coord.handle_plan({"state": state_msg(), "num_samples": 1}, now=3.0)
     assert not bad["success"] and bad["message"].startswith("num_samples")    # the planner's own check
+
+
+def test_the_planned_tool_paths_for_rviz_follow_each_chunk_from_its_tool_and_a_stop_deletes_them():
+    """/codi/planned_paths: per arm a line through the tool positions its chunk plans (0.05 m/s along the base
+    x axis for H steps from where its state has the tool, in the world frame), shown while the chunk lasts;
+    a stop deletes them."""
+    coord = Coordinator(WORLD, FakePlanner())
+    coord.start()
+    observe(coord, 1.0)
+    markers = coord.planned_paths(coord.tick(1.0))
+    assert [m["id"] for m in markers] == [0, 1] and {m["header"]["frame_id"] for m in markers} == {"world"}
+    for arm, marker in zip(WORLD.arm_names, markers, strict=True):
+        points = np.array([[p["x"], p["y"], p["z"]] for p in marker["points"]])
+        tool = np.array([WORLD.arm(arm).base_xy[0] * 0.5, 0.0, 0.3])          # observe()'s tool position
+        np.testing.assert_allclose(points[0], tool)
+        np.testing.assert_allclose(points[-1], tool + WORLD.base_frame(arm).vec_to_world([0.05 * H * DT, 0, 0]))
+        assert len(points) == H + 1 and marker["action"] == 0
+        assert marker["lifetime"]["sec"] + 1e-9 * marker["lifetime"]["nanosec"] == pytest.approx(H * DT)
+    assert [m["action"] for m in coord.planned_paths(coord.stop(2.0))] == [2, 2]      # DELETE

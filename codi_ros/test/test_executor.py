@@ -13,8 +13,9 @@ import pytest
 from codi_ros.config import load_world_config
 from codi_ros.control.executor import ArmExecutor, Chunk, ChunkError, ChunkExecutor, JointCommandLimiter
 from codi_ros.control.kinematics import ArmKinematics
-from codi_ros.control.smoothness import joint_profile
+from codi_ros.control.smoothness import MotionGeneratorCheck, joint_profile
 from codi_ros.control.workspace import WorkspaceBounds
+from codi_ros.robot.fr3 import JOINT_ACCELERATION_LIMIT, JOINT_JERK_LIMIT, JOINT_VELOCITY_LIMIT
 from codi_ros.ros.arm_interface import ArmInterface
 from codi_ros.sim.world import TwoArmWorld
 
@@ -160,6 +161,25 @@ def test_limiter_keeps_the_jerk_at_1khz_and_lands_on_the_target():
     stop = [lim.limit(np.zeros(7), hold=True) for _ in range(20)]
     assert np.all(stop[13] == 0) and all(np.all(o == 0) for o in stop[13:])
     assert np.all(joint_profile(np.array(moving + stop), 0.01, c.servo_rate_hz)["jerk"] <= j_max + 1e-3)
+
+
+@pytest.mark.parametrize("twist", [[0, 0, 0, 0, 0, 1.0], [0, 0, 0, 0, 0, -1.0]],
+                         ids=["wrist turning left", "wrist turning right"])
+def test_joints_driven_into_their_position_limits_brake_there_within_the_fr3s_limits(twist):
+    """9 s of turning the tool run joints into their position limits: each brakes to a stop at its limit (less the IK's
+    margin) instead of being cut short there, so the trajectory a controller splines at 1 kHz keeps the FR3's
+    velocity, acceleration and jerk limits (a cut is a jump: 345 rad/s^2 on the wrist before)."""
+    ex = ArmExecutor(WORLD, "left", ArmKinematics())
+    ex.sync(np.array(WORLD.home_qpos))
+    assert ex.accept(chunk_of(twist, n=90), 0.0)
+    trajectory = ex.trajectory(0.0)
+    commands = trajectory.sample_many(np.arange(trajectory.start, trajectory.end, 1e-3))[0]
+    check = MotionGeneratorCheck(JOINT_VELOCITY_LIMIT, JOINT_ACCELERATION_LIMIT, JOINT_JERK_LIMIT)
+    check.reset(commands[0])
+    assert check.check(commands) is None, check.peaks
+    assert np.all((commands >= ex.ik.q_lower - 1e-9) & (commands <= ex.ik.q_upper + 1e-9))
+    room = np.minimum(commands[-1] - ex.ik.q_lower, ex.ik.q_upper - commands[-1])
+    assert room.min() < 0.02, room                         # some joint got to its limit
 
 
 def test_workspace_bounds_never_let_the_tool_leave_the_box():

@@ -23,9 +23,11 @@ pytest.importorskip("codi_msgs", reason="needs codi_msgs built (scripts/ros_venv
 from codi_msgs.msg import ActionChunk, ArmState, CubeDetection  # noqa: E402
 from codi_msgs.srv import EvaluateCost, Plan  # noqa: E402
 from local_graph import STARTUP_S, LocalGraph  # noqa: E402
+from rclpy.task import Future  # noqa: E402
 from sensor_msgs.msg import JointState  # noqa: E402
 from std_srvs.srv import Trigger  # noqa: E402
 from trajectory_msgs.msg import JointTrajectory  # noqa: E402
+from visualization_msgs.msg import MarkerArray  # noqa: E402
 
 from codi_ros.bounds import PLAN_BUDGET  # noqa: E402
 from codi_ros.config import load_world_config  # noqa: E402
@@ -111,6 +113,7 @@ def test_plan_from_the_latest_state_is_executed_then_stop_brings_both_arms_to_re
     commands = trajectories(sim_graph)
     joints = {arm: sim_graph.record(JointState, f"/{arm}/joint_states", SENSOR_QOS) for arm in ARMS}
     chunks = {arm: sim_graph.record(ActionChunk, f"/{arm}/action_chunk", COMMAND_QOS) for arm in ARMS}
+    paths = sim_graph.record(MarkerArray, "/codi/planned_paths", SENSOR_QOS)
     response = sim_graph.call(Plan, "/codi/plan", Plan.Request(execute=True))
     assert response.success, response.message
     assert [c.arm for c in response.chunks] == list(ARMS)
@@ -118,6 +121,7 @@ def test_plan_from_the_latest_state_is_executed_then_stop_brings_both_arms_to_re
     assert math.isfinite(response.cost) and response.latency > 0.0
     assert sim_graph.spin_until(lambda: all(chunks.values()), 5.0), "the executed plan was not published"
     sim_graph.spin_for(0.5)
+    assert paths and [len(m.points) for m in paths[-1][1].markers] == [H + 1] * len(ARMS)   # RViz: the tool paths
     moving = {arm: max(np.abs(p.velocities[:7]).max() for _, m in received for p in m.points)
               for arm, received in commands.items()}
     assert all(v > 1e-3 for v in moving.values()), (f"largest joint velocity commands: {moving}, plan latency "
@@ -169,9 +173,53 @@ def test_commanded_widths_reach_the_hand_as_franka_gripper_goals_and_a_grasp_on_
     sim_graph.check_alive()
 
 
+def test_a_gripper_goal_that_never_ends_is_given_up_after_its_timeout_and_sent_again(sim_graph):
+    """A franka_gripper whose grasp never finishes (a hand that hangs): the action node gives the goal up after
+    world.yaml's gripper.timeout, logs it, and sends the wish again; it keeps running. (Served here by a hand
+    that accepts and never answers, for an action node of its own in namespace ``hang``.)"""
+    from franka_msgs.action import Grasp
+    from rclpy.action import ActionServer
+
+    from codi_ros.control.executor import Chunk
+    from codi_ros.ros.messages import chunk_msg
+
+    goals, never = [], Future()
+    async def hang(handle):
+        goals.append(time.monotonic())
+        await never
+    ActionServer(sim_graph.node, Grasp, "/hang/franka_gripper/grasp", hang)
+    sim_graph.start("action_node", namespace="hang", arm="left")
+    states = sim_graph.node.create_publisher(JointState, "/hang/joint_states", SENSOR_QOS)
+    chunks = sim_graph.node.create_publisher(ActionChunk, "/hang/action_chunk", COMMAND_QOS)
+    q = list(WORLD.home_qpos)
+
+    def publish_state() -> None:
+        msg = JointState(name=list(arm_joint_names("left")), position=q, velocity=[0.0] * 7)
+        msg.header.stamp = sim_graph.node.get_clock().now().to_msg()
+        states.publish(msg)
+    timer = sim_graph.node.create_timer(0.04, publish_state)
+    try:
+        feedback = "/hang/franka_gripper/grasp/_action/feedback"       # the node's grasp client reads it
+        assert sim_graph.spin_until(lambda: sim_graph.node.count_subscribers(feedback) > 0, STARTUP_S)
+        sim_graph.spin_for(1.0)                                         # matched, joint states in
+        now = sim_graph.node.get_clock().now().nanoseconds * 1e-9
+        chunks.publish(fill(ActionChunk(), chunk_msg("left", Chunk(now, WORLD.control.dt, np.zeros((H, 7))))))
+        timeout = WORLD.gripper.timeout
+        assert sim_graph.spin_until(lambda: len(goals) >= 2, timeout + 3.0), (goals, sim_graph.log("hang/action_node"))
+        assert goals[1] - goals[0] == pytest.approx(timeout, abs=0.3)
+        gave_up = f"did not finish within {timeout:g} s: giving it up"   # logged at the tick after the resend
+        assert sim_graph.spin_until(lambda: gave_up in sim_graph.log("hang/action_node"), 1.0)
+        assert sim_graph.procs["hang/action_node"].poll() is None
+    finally:
+        sim_graph.node.destroy_timer(timer)
+        sim_graph.interrupt("hang/action_node")
+        del sim_graph.procs["hang/action_node"]
+
+
 @pytest.fixture()
 def reflex_graph(tmp_path):
-    """The simulated graph with the FR3's reflexes simulated (ros.yaml leaves them off, see there)."""
+    """A simulated graph of its own, with the FR3's reflexes simulated (as ros.yaml ships it), for a test that
+    makes one."""
     graph = LocalGraph(tmp_path, _domain_id(3))
     try:
         graph.start("sim_node", publish_images=False, publish_true_cube_pose=True, simulate_reflexes=True)
@@ -317,8 +365,66 @@ def test_cost_service_scores_a_batch_and_the_coordinator_can_plan_through_it(sim
     assert len(via_service.chunks) == len(ARMS)
 
 
-def test_stale_joint_states_stop_planning_and_the_nodes_shut_down_cleanly_on_ctrl_c(sim_graph):
+def test_a_camera_that_stops_publishing_stops_both_arms_and_planning(sim_graph):
+    """The cube's detections stop (a camera or its aruco node died) while the coordinator plans autonomously:
+    once the cube pose is older than cube_timeout it plans no more and stops both arms. (A coordinator of its
+    own, ``camera_test``, fed the simulator's detections through this process, its chunks kept off the arms.)"""
+    ns = "camera_test"
+    remap = {f"/codi/{n}": f"/codi/{ns}/{n}" for n in ("cube_detections", "plan", "stop", "start", "recover",
+                                                           "cube_pose", "planned_paths")}
+    remap |= {f"/{arm}/action_chunk": f"/{ns}/{arm}/action_chunk" for arm in ARMS}
+    sim_graph.start("coordinator_node", namespace=ns, cost_backend="in_process", remap=remap)
+    camera = [True]
+    relay = sim_graph.node.create_publisher(CubeDetection, f"/codi/{ns}/cube_detections", SENSOR_QOS)
+    sim_graph.node.create_subscription(CubeDetection, "/codi/cube_detections",
+                                       lambda m: relay.publish(m) if camera[0] else None, SENSOR_QOS)
+    chunks = {arm: sim_graph.record(ActionChunk, f"/{ns}/{arm}/action_chunk", COMMAND_QOS) for arm in ARMS}
+    try:
+        sim_graph.plan_when_ready(service=f"/codi/{ns}/plan")
+        assert sim_graph.call(Trigger, f"/codi/{ns}/start", Trigger.Request()).success
+        assert sim_graph.spin_until(lambda: all(len(c) >= 2 for c in chunks.values()), 10.0), "no autonomous plans"
+        camera[0] = False
+        gone = time.monotonic()
+        cube_timeout = 1.0                                  # ros.yaml's coordinator cube_timeout
+        sim_graph.spin_for(cube_timeout + 1.5)
+        for arm, received in chunks.items():
+            after = [m for t, m in received if t > gone + cube_timeout + 0.5]
+            assert received[-1][1].twists == [] and not any(m.twists for m in after), \
+                f"{arm}: {len(after)} chunks after the cube went stale, the last with {len(received[-1][1].twists)}"
+        log = sim_graph.log(f"{ns}/coordinator_node")
+        assert "not planning: no usable observed state: no cube pose" in log, log[-2000:]
+    finally:
+        sim_graph.interrupt(f"{ns}/coordinator_node")
+        del sim_graph.procs[f"{ns}/coordinator_node"]
+
+
+def test_a_killed_coordinator_leaves_each_arm_to_stop_at_the_end_of_its_chunk(sim_graph):
+    """The coordinator is killed (SIGKILL) mid-motion: no stop comes, but none is needed: every trajectory an
+    action node sends ends at rest with its chunk (the chunk is the watchdog), so both arms are still within the
+    chunk's length and a stop after the kill (having moved on until then), and the action nodes run on."""
     commands = trajectories(sim_graph)
+    joints = {arm: sim_graph.record(JointState, f"/{arm}/joint_states", SENSOR_QOS) for arm in ARMS}
+    assert sim_graph.call(Plan, "/codi/via_service/plan", Plan.Request(execute=True)).success
+    assert sim_graph.spin_until(lambda: all(commands.values()), 5.0)
+    sim_graph.procs["via_service/coordinator_node"].kill()
+    killed = time.monotonic()
+    horizon = H * WORLD.control.dt
+    sim_graph.spin_for(horizon + 1.0)
+    for arm in ARMS:
+        moving = [np.abs(m.velocity[:7]).max() for t, m in joints[arm] if killed < t < killed + horizon]
+        still = [np.abs(m.velocity[:7]).max() for t, m in joints[arm] if t > killed + horizon + 0.6]
+        assert max(moving) > 0.01 and still and max(still) < 0.02, (arm, max(moving), max(still, default=None))
+        assert ends_at_rest(commands[arm][-1][1])
+        assert sim_graph.procs[f"{arm}/action_node"].poll() is None
+
+
+def test_the_driver_dying_mid_motion_stops_both_arms_and_the_nodes_shut_down_cleanly_on_ctrl_c(sim_graph):
+    """The simulator (both arms' driver) stops mid-motion: each action node's watchdog sends one trajectory to
+    rest on the stale joint states, the coordinator plans no more ("old" arm states); then every node exits 0
+    on Ctrl-C."""
+    commands = trajectories(sim_graph)
+    assert sim_graph.call(Plan, "/codi/plan", Plan.Request(execute=True)).success
+    assert sim_graph.spin_until(lambda: all(commands.values()), 5.0)
     assert sim_graph.interrupt("sim_node") == 0, sim_graph.log("sim_node")[-3000:]
     gone = time.monotonic()
     sim_graph.spin_for(1.0)

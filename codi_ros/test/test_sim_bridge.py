@@ -50,6 +50,32 @@ def test_sim_bridge_steps_in_real_time_and_follows_trajectories_in_the_wall_cloc
     assert any("points[3]" in t for t in log) and any("joint_names: missing" in t for t in log)
 
 
+def test_the_simulated_controller_takes_trajectories_as_ros2_control_does_and_drops_the_last_episodes(world,
+                                                                                                       kinematics):
+    """A trajectory taken after its first point is sampled part-way, as a JointTrajectoryController samples it
+    (counted when that is not the motion running: a jump, which the 1 kHz check then sees); one that starts
+    before the episode reset was meant for arms that have since been moved: ignored, with a warning."""
+    bridge = SimBridge(world, reflexes=False)
+    bridge.reset(HANDOVER, seed=0, index=0, now=100.0)
+    bridge.advance(100.0)
+    ctl = ArmInterface(WORLD, "left", kinematics, compute_clock=STILL)
+    ctl.on_joint_positions(world.joint_positions("left"), 99.0)
+    old = ctl.on_chunk(chunk_msg("left", chunk_of([0.1, 0, 0, 0, 0, 0], start=99.0)), 99.0)
+    bridge.command_trajectory("left", trajectory_msg(old, arm_joint_names("left")))
+    assert not world.arms["left"].follower.active
+    assert any("starts before the episode reset" in t for t in texts(bridge.pop_log()))
+    ctl = ArmInterface(WORLD, "left", kinematics, compute_clock=STILL)
+    ctl.on_joint_positions(world.joint_positions("left"), 100.0)
+    late = ctl.on_chunk(chunk_msg("left", chunk_of([0.1, 0, 0, 0, 0, 0], start=100.0)), 100.0)
+    for k in range(1, 31):                                  # arrives 0.3 s late: 0.1 s after its first point
+        bridge.advance(100.0 + 0.01 * k)
+    bridge.command_trajectory("left", trajectory_msg(late, arm_joint_names("left")))
+    assert bridge.robots["left"].late == 1
+    bridge.advance(100.31)
+    np.testing.assert_allclose(world.arms["left"].q_target, late.sample(100.31)[0], atol=1e-9)   # part-way
+    assert bridge.pop_motion()["left"]["violations"] >= 1                                  # the jump, seen
+
+
 def test_sim_bridge_reports_a_recurring_lag_once_and_its_end_after_a_quiet_spell(world):
     bridge = SimBridge(world, max_lag=0.1)
     bridge.reset(HANDOVER, seed=0, index=0)

@@ -52,9 +52,10 @@ from codi_ros.control.workspace import WorkspaceBounds
 from codi_ros.frames import ACT_DIM, ArmState
 
 MAX_TARGET_LEAD = 0.2   # rad: commanded joint positions never run further ahead of the measured joints
-MAX_CATCH_UP_S = 5.0    # s: ArmExecutor.trajectory() re-runs at most this much of what it handed out
 MAX_CHUNK_AHEAD_S = 10.0  # s: a chunk must end within this of its arrival (a plan spans ~1.6 s; a wrong dt or
                           # stamp would otherwise make a trajectory of millions of points)
+MAX_CATCH_UP_S = MAX_CHUNK_AHEAD_S + 5.0   # s: ArmExecutor.advance_to() re-runs at most this much (a trajectory
+                                           # is shorter: its chunk and a stop)
 Events = list[tuple[str, str]]   # (level "warn" | "info", text) lines worth logging once each
 
 
@@ -268,13 +269,21 @@ class JointCommandLimiter:
         self.last = np.zeros_like(self.v_max)
         self.acc = np.zeros_like(self.v_max)          # acceleration of the last cycle
 
-    def limit(self, qdot: np.ndarray, hold: bool = False) -> np.ndarray:
-        """The joint velocity to command this cycle, given the desired one (ignored while holding)."""
+    def limit(self, qdot: np.ndarray, hold: bool = False, room: tuple[np.ndarray, np.ndarray] | None = None
+              ) -> np.ndarray:
+        """The joint velocity to command this cycle, given the desired one (ignored while holding). ``room``:
+        each joint's distance (below, above) to its position limits; towards one a joint goes no faster than
+        it can still stop in, at half the acceleration limit (so it brakes smoothly instead of being clipped
+        at the limit, a jump the FR3 aborts on)."""
         qdot = np.asarray(qdot, dtype=float)
         if hold or qdot.shape != self.last.shape or not np.all(np.isfinite(qdot)):
             target = np.zeros_like(self.last)
         else:
             target = _scale_into(qdot, self.v_max)
+        if room is not None:   # v with v dt + v^2 / (2 b) <= room, b = a_max / 2
+            b = self.a_max / 2
+            below, above = (np.sqrt((b * self.dt) ** 2 + 2 * b * np.maximum(r, 0.0)) - b * self.dt for r in room)
+            target = np.clip(target, -below, above)
         a_max, jump = self.a_max, self.j_max / self.servo_hz
         gap = target - self.last
         ease = np.sqrt(np.minimum(jump, 1e12) * np.abs(gap) / self.dt)   # 1e12: no jerk limit
@@ -286,6 +295,17 @@ class JointCommandLimiter:
         new = np.clip(new, -self.v_max, self.v_max)
         self.acc, self.last = (new - self.last) / self.dt, new
         return new.copy()
+
+    @property
+    def longest_stop(self) -> float:
+        """An upper bound on how long a hold takes to bring any velocity within the limits to rest, s."""
+        return float(np.max(self.v_max / self.a_max) + 2 * np.max(self.a_max / self.j_max) + self.stop_time
+                     + 2 * self.dt)
+
+    def took(self, qdot: np.ndarray) -> None:
+        """The velocity actually commanded this cycle was ``qdot`` (a position limit cut the last one short)."""
+        qdot = np.asarray(qdot, dtype=float)
+        self.acc, self.last = self.acc + (qdot - self.last) / self.dt, qdot.copy()
 
     def reset(self) -> None:
         self.last, self.acc = np.zeros_like(self.v_max), np.zeros_like(self.v_max)
@@ -338,6 +358,7 @@ class ArmExecutor:
         self.q_cmd: np.ndarray | None = None       # commanded joint positions (None until a measurement)
         self._next: float | None = None            # trajectory(): time of the first step not yet run
         self._ahead: list[np.ndarray] = []         # trajectory(): the predicted joints of its steps from _next
+        self._rest: tuple[float, ArmExecutor] | None = None   # trajectory(): when it is at rest, and its state then
         self.trace: list[tuple[float, np.ndarray, float]] | None = None   # set to a list: (t, qdot, switched_at)
 
     def accept(self, chunk: Chunk, now: float) -> bool:
@@ -350,7 +371,7 @@ class ArmExecutor:
         """Forget every chunk and command (a new episode)."""
         self.chunks = ChunkExecutor(self.chunks.blend_time, self.chunks.late_tolerance)
         self.limiter.reset()
-        self.q_cmd, self._next, self._ahead = None, None, []
+        self.q_cmd, self._next, self._ahead, self._rest = None, None, [], None
 
     @property
     def at_rest(self) -> bool:
@@ -366,11 +387,12 @@ class ArmExecutor:
         self.q_cmd = q.copy() if self.q_cmd is None else np.clip(self.q_cmd, q - MAX_TARGET_LEAD, q + MAX_TARGET_LEAD)
         return True
 
-    def step(self, now: float, q: np.ndarray | None = None, hold: bool = False) -> Setpoint:
-        """The setpoint for the IK period starting at ``now``. ``q``: measured (or predicted) joint positions,
-        where the IK runs (:meth:`sync`; NaN: hold), or None to run it at the commanded ones; ``hold``: the
-        caller's own reason to hold (e.g. stale joint states). Needs one measurement first."""
-        if q is not None and not self.sync(q):
+    def step(self, now: float, q: np.ndarray | None = None, hold: bool = False, measured: bool = True) -> Setpoint:
+        """The setpoint for the IK period starting at ``now``. ``q``: measured joint positions, where the IK runs
+        (:meth:`sync`; NaN: hold), predicted ones (``measured`` False: they follow the commands by construction,
+        so they do not move them), or None to run it at the commanded ones; ``hold``: the caller's own reason
+        to hold (e.g. stale joint states). Needs one measurement first."""
+        if q is not None and measured and not self.sync(q):
             hold, q = True, None
         if self.q_cmd is None:
             raise ValueError(f"arm {self.arm}: no joint positions measured yet")
@@ -384,19 +406,29 @@ class ArmExecutor:
             twist = np.concatenate([self.frame.vec_to_base(v_world), cmd.twist[3:]])
             qdot = self.ik.joint_velocities(jacobian, at, twist)
         width = None if cmd.gripper_width is None else float(np.clip(cmd.gripper_width, 0.0, self.gripper_max))
-        qdot = self.limiter.limit(qdot, hold=hold)
-        self.q_cmd = self.ik.clip_positions(self.q_cmd + qdot * self.dt)
+        qdot = self.limiter.limit(qdot, hold, (self.q_cmd - self.ik.q_lower, self.ik.q_upper - self.q_cmd))
+        q_next = self.ik.clip_positions(self.q_cmd + qdot * self.dt)
+        if not np.array_equal(q_next, self.q_cmd + qdot * self.dt):   # cut short at a limit: say what it did
+            qdot = (q_next - self.q_cmd) / self.dt
+            self.limiter.took(qdot)
+        self.q_cmd = q_next
         if self.trace is not None:
             self.trace.append((now, qdot, self.chunks.switched_at))
         return Setpoint(self.q_cmd, qdot, width)
 
     def advance_to(self, t: float) -> None:
         """Run the steps up to time t that :meth:`trajectory` already handed out (with the joints it
-        predicted for them: the same setpoints), so that a chunk accepted now joins them at t."""
+        predicted for them: the same setpoints), so that a chunk accepted now joins them at t. Past the end of
+        the last trajectory the executor is in the state it ended in, at rest."""
+        if self._rest is not None and t >= self._rest[0] - 1e-9:
+            ended = self._rest[1]
+            self.q_cmd, self.limiter, self.chunks, self._rest = ended.q_cmd, ended.limiter, ended.chunks, None
         if self._next is None or self.at_rest or t - self._next > MAX_CATCH_UP_S:
             self._next, self._ahead = t, []   # at rest (or never run) nothing changes while it waits: no catch-up
+            if self.at_rest:                  # held still since: no acceleration left from the last ramp down
+                self.limiter.acc = np.zeros_like(self.limiter.acc)
         while self._next < t - 1e-9:
-            self.step(self._next, self._ahead.pop(0) if self._ahead else None)
+            self.step(self._next, self._ahead.pop(0) if self._ahead else None, measured=False)
             self._next += self.dt
 
     def trajectory(self, start: float, q: np.ndarray | None = None,
@@ -406,21 +438,24 @@ class ArmExecutor:
 
         The executor first catches up to ``start`` (:meth:`advance_to`; call that before accepting the chunk
         that makes a new trajectory, so the steps before ``start`` stay as handed out), then a copy of it
-        runs ahead from the measured joints ``q``, ``qdot`` (None: from the commanded ones, at rest), which
-        follow its commands with the tracking lag (:meth:`_lagged`). The trajectory starts at the first IK
-        period at or after ``start``."""
+        runs ahead from the joints ``q``, ``qdot`` predicted for its first step (None: from the commanded ones,
+        at rest), which follow its commands with the tracking lag (:meth:`_lagged`). The trajectory starts at
+        the first IK period at or after ``start``."""
         self.advance_to(start)
-        if q is not None and not self.sync(q):
+        if q is not None and (np.shape(q) != (7,) or not np.all(np.isfinite(q))):
             q = None
+        if self.q_cmd is None and q is not None:   # the first measurement seeds the commands
+            self.sync(q)
         ghost = self._copy()
         ends = [c.end for c in (ghost.chunks.chunk, ghost.chunks.pending) if c is not None]
-        steps = int(math.ceil((max(max(ends, default=start) - start, 0.0) + 2 * ghost.limiter.stop_time) / self.dt))
+        steps = int(math.ceil((max(max(ends, default=start) - start, 0.0) + ghost.limiter.longest_stop) / self.dt))
         q0 = ghost.q_cmd if q is None else q
         usable = q is not None and qdot is not None and np.shape(qdot) == (7,) and np.all(np.isfinite(qdot))
         v0 = np.asarray(qdot, dtype=float) if usable else np.zeros(7)
         q_start, v_before = ghost.q_cmd.copy(), ghost.limiter.last.copy()
         steps = 0 if ghost.at_rest else steps
         setpoints, self._ahead, _, _ = ghost._lagged(self._next, q0, v0, steps, until_rest=True)
+        self._rest = (self._next + len(setpoints) * self.dt, ghost) if ghost.at_rest else None
         # point k: position at t_k, commanded velocity over [t_k, t_k+1)
         qs = [q_start, *(sp.q for sp in setpoints)]
         vs = [*(sp.qdot for sp in setpoints), ghost.limiter.last.copy()]
@@ -439,7 +474,7 @@ class ArmExecutor:
         setpoints, at = [], []
         for k in range(steps):
             at.append(q.copy())
-            setpoints.append(self.step(t + k * self.dt, at[-1]))
+            setpoints.append(self.step(t + k * self.dt, at[-1], measured=False))
             qdot = qdot + follow * (setpoints[-1].qdot - qdot)
             q = q + qdot * self.dt
             if until_rest and self.at_rest:
@@ -449,6 +484,7 @@ class ArmExecutor:
     def _copy(self) -> ArmExecutor:
         ghost = copy.copy(self)
         ghost.chunks, ghost.limiter, ghost.trace = copy.deepcopy(self.chunks), copy.deepcopy(self.limiter), None
+        ghost.chunks.events, ghost._ahead, ghost._rest = [], [], None   # its own run's events only
         return ghost
 
     def predict(self, now: float, q: np.ndarray, qdot: np.ndarray, seconds: float, gripper_width: float,

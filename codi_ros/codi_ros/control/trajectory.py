@@ -156,7 +156,10 @@ class JointTrajectory:
     def following(self, earlier: JointTrajectory, since: float) -> JointTrajectory:
         """This trajectory after the points of ``earlier`` from the last one at or before ``since`` up to this
         one's start: a controller that takes it while running ``earlier`` from ``since`` on samples the same
-        motion until this one's own points begin, with no join in between."""
+        motion until this one's own points begin, with no join in between. Unchanged if ``earlier`` ended by
+        ``since`` (the controller holds its last point, and joins this one to it)."""
+        if earlier.end <= since:
+            return self
         first = earlier.times[max(int(np.searchsorted(earlier.times, since, side="right")) - 1, 0)]
         keep = (earlier.times >= first) & (earlier.times < self.start - 1e-9)
         return earlier._take(keep)._then(self) if keep.any() else self

@@ -4,7 +4,8 @@ receding-horizon loop in autonomous mode and publishes one action chunk per arm.
 recovery and the controller's reactivation) and then waits for the arms' states to report no fault.
 
 Subscribes ``/<arm>/arm_state``, ``/codi/cube_detections`` (fused, see perception/fusion.py) and
-``/codi/goal`` (latched); publishes ``/<arm>/action_chunk`` and the fused ``/codi/cube_pose``.
+``/codi/goal`` (latched); publishes ``/<arm>/action_chunk``, the fused ``/codi/cube_pose`` and, for RViz, the
+planned tool paths of the chunks sent (``/codi/planned_paths``, visualization_msgs/MarkerArray).
 
 Two threads, each with rclpy's single-threaded executor. The node's own plans (the receding-horizon
 ticks at the control rate, also right after a plan that took the execution horizon or longer, and the
@@ -36,6 +37,7 @@ from rclpy.executors import SingleThreadedExecutor
 from rclpy.node import Node
 from rclpy.task import Future
 from std_srvs.srv import Trigger
+from visualization_msgs.msg import MarkerArray
 
 from codi_ros.config import ConfigError, WorldConfig
 from codi_ros.core.cost import Cost
@@ -108,6 +110,7 @@ class CoordinatorNode(Node):
         self.chunk_pubs = {a: self.create_publisher(ActionChunk, f"/{a}/action_chunk", COMMAND_QOS)
                            for a in world.arm_names}
         self.cube_pub = self.create_publisher(PoseStamped, "/codi/cube_pose", SENSOR_QOS)
+        self.paths_pub = self.create_publisher(MarkerArray, "/codi/planned_paths", SENSOR_QOS)
         for a in world.arm_names:
             self.create_subscription(ArmState, f"/{a}/arm_state", self.on_arm_state,
                                      LATEST_QOS)   # the newest state first after a plan
@@ -179,6 +182,8 @@ class CoordinatorNode(Node):
     def publish_chunks(self, chunks: list[dict]) -> None:
         for chunk in chunks:
             self.chunk_pubs[chunk["arm"]].publish(fill(ActionChunk(), chunk))
+        if chunks:
+            self.paths_pub.publish(fill(MarkerArray(), {"markers": self.logic.planned_paths(chunks)}))
 
     async def on_plan(self, request: Plan.Request, response: Plan.Response) -> Plan.Response:
         """(services thread) Hand the request to the planning thread and wait for it without blocking this

@@ -128,7 +128,7 @@ class SimNode(Node):
 
     def reset(self) -> None:
         with self.lock:
-            self.bridge.reset(self.task, self.seed, self.episode)
+            self.bridge.reset(self.task, self.seed, self.episode, now_sec(self))
         self.goal_pub.publish(fill(PointStamped(), {"header": header(now_sec(self), "world"),
                                                     "point": vec3_msg(self.world.goal)}))
         cube = self.world.cube_state().pos.round(3).tolist()

@@ -8,6 +8,7 @@ the simulator use, in the arm's base frame.
 
 from __future__ import annotations
 
+import math
 import time
 from collections.abc import Callable, Sequence
 
@@ -22,6 +23,7 @@ from codi_ros.robot.fr3 import FINGER_JOINTS, RobotMode
 from codi_ros.ros.messages import Msg, parse_chunk
 from codi_ros.ros.watchdog import LogOnce, StateMonitor
 
+MOVED_AT_REST_RAD = 0.1   # an arm at rest measured this far from its held command was moved without us: resync
 SEND_LEAD_S = 0.05    # s: a trajectory's first point is at least this far ahead when it is sent (the way to the
                       # controller: a simulator beside the planner on 2 cores takes it up to tens of ms late)
 
@@ -89,6 +91,7 @@ class ArmInterface:
         self.monitor = StateMonitor({"joint states": state_timeout})
         self._q: np.ndarray | None = None
         self._qdot: np.ndarray | None = None
+        self._q_stamp = math.nan
         self._stopped = False              # stopped for the joint states' sake (until they are fine again)
         self.gripper = GripperCommander(world)
         self._sent: JointTrajectory | None = None   # the last trajectory sent: its widths are the gripper's wishes
@@ -104,6 +107,7 @@ class ArmInterface:
         self.monitor.update("joint states", stamp, finite)
         if finite:
             self._q, self._qdot = q, None if velocities is None else np.asarray(velocities, dtype=float)
+            self._q_stamp = stamp
 
     def on_chunk(self, msg: Msg, now: float) -> JointTrajectory | None:
         """The trajectory to send for a chunk message, or None (refused, with a logged reason)."""
@@ -124,9 +128,17 @@ class ArmInterface:
             return None
         start = now + self.delivery_margin   # the trajectory reaches the arm before: the executor takes it then
         self.executor.advance_to(start)
+        resting = self.executor.at_rest and (self._sent is None or self._sent.end <= now)
+        moved = 0.0 if self.executor.q_cmd is None else float(np.abs(self._q - self.executor.q_cmd).max())
+        if resting and moved > MOVED_AT_REST_RAD:
+            self._lines.append(("warn", f"arm {self.arm}: {moved:.3f} rad from where it was held (moved by another "
+                                        "controller or a simulator reset): the next motion starts where it is"))
+            self.executor.q_cmd, self._sent = self._q.copy(), None
         if not self.executor.accept(chunk, start):
             self._lines += self.executor.pop_events()
             return None
+        if resting and not len(chunk.actions):
+            return None                    # a stop with nothing running: the controller holds the arm already
         return self._trajectory(start)
 
     def check(self, now: float) -> JointTrajectory | None:
@@ -164,7 +176,7 @@ class ArmInterface:
         controller joins its motion to the first point left)."""
         now = start - self.delivery_margin
         tic = self._compute_clock()
-        trajectory = self.executor.trajectory(start, self._q, self._qdot)
+        trajectory = self.executor.trajectory(start, *self._predicted())
         self._lines += self.executor.pop_events()
         self.compute_s = self._compute_clock() - tic
         sent_at = now + self.compute_s
@@ -180,6 +192,22 @@ class ArmInterface:
                 trajectory = trajectory.following(self._sent, now)
         self._sent = trajectory
         return trajectory
+
+    def _predicted(self) -> tuple[np.ndarray, np.ndarray | None]:
+        """The measured joints carried to the executor's next step (where its trajectory starts, a delivery
+        margin after the measurement and more): its commanded positions and velocities there plus the tracking
+        error at the measurement (measured minus what the sent trajectory commanded then). Not the bare
+        measurement: it is a fifth of a second behind the commands, which the executor would take for a
+        blocked arm (``MAX_TARGET_LEAD``) and jump."""
+        if self.executor.q_cmd is None:    # nothing commanded yet: the measurement seeds the commands
+            return self._q, self._qdot
+        if self._sent is None:
+            commanded_q, commanded_v = self.executor.q_cmd, np.zeros(7)
+        else:
+            commanded_q, commanded_v, _ = self._sent.sample(self._q_stamp)
+        q = self.executor.q_cmd + (self._q - commanded_q)
+        qdot = None if self._qdot is None else self.executor.limiter.last + (self._qdot - commanded_v)
+        return q, qdot
 
     def gripper_goal(self, now: float) -> GripperGoal | None:
         """The gripper goal to send now, if any, for the width the trajectory sent commands now (call it every

@@ -45,7 +45,15 @@ from codi_ros.core.realtime import LatencyEstimate, RealtimeConfig
 from codi_ros.core.sampler import SamplingCancelled
 from codi_ros.frames import ArmState, CubeState, WorldState, state_is_finite
 from codi_ros.perception.fusion import CubePoseFusion, FusedPose, FusionConfig
-from codi_ros.ros.messages import Msg, parse_arm_joints, parse_arm_state, parse_chunk, parse_detection, stop_msg
+from codi_ros.ros.messages import (
+    Msg,
+    parse_arm_joints,
+    parse_arm_state,
+    parse_chunk,
+    parse_detection,
+    planned_path_marker,
+    stop_msg,
+)
 from codi_ros.ros.services import RequestError, failure, parse_plan_request, plan_response
 from codi_ros.ros.watchdog import LogOnce, StateMonitor
 
@@ -351,6 +359,18 @@ class Coordinator:
             if arm in self._running:
                 self._running[arm].accept(chunk, at)
         return chunks
+
+    def planned_paths(self, chunks: list[dict]) -> list[dict]:
+        """The RViz markers of the chunks about to be published (:func:`planned_path_marker`): each arm's
+        planned tool path from where its latest state has the tool, or its deletion for a stop."""
+        markers = []
+        with self.lock:
+            for msg in chunks:
+                arm, _, chunk = parse_chunk(msg)
+                if arm in self._arms:
+                    markers.append(planned_path_marker(self.world.arm_names.index(arm), chunk,
+                                                       self._arms[arm][0].ee_pos, self.world.base_frame(arm)))
+        return markers
 
     def pop_log(self) -> list[tuple[str, str]]:
         """(level, text) lines to log since the last call."""

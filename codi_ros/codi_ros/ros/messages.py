@@ -16,7 +16,7 @@ import numpy as np
 
 from codi_ros.control.executor import Chunk, ChunkError
 from codi_ros.control.trajectory import JointTrajectory, TrajectoryError
-from codi_ros.frames import ArmState, mat_to_quat, quat_to_mat
+from codi_ros.frames import ArmState, BaseFrame, mat_to_quat, quat_to_mat
 from codi_ros.perception.fusion import Detection
 
 Msg = Mapping[str, Any]
@@ -114,6 +114,25 @@ def chunk_msg(arm: str, chunk: Chunk) -> dict:
 def stop_msg(arm: str, now: float, dt: float) -> dict:
     """The empty chunk that tells an action node to stop."""
     return chunk_msg(arm, Chunk(now, dt, np.zeros((0, 7))))
+
+
+PATH_COLORS = ((0.1, 0.45, 0.9), (0.9, 0.45, 0.1))   # the first arm's planned path blue, the second's orange
+
+
+def planned_path_marker(index: int, chunk: Chunk, tool: np.ndarray, frame: BaseFrame) -> dict:
+    """visualization_msgs/Marker (namespace ``planned_tool_path``, id ``index``: one per arm) of the tool path a
+    chunk plans, in the world frame for RViz: its linear velocities (base frame ``frame``) integrated from the
+    tool position ``tool`` (world), the workspace box and the IK's limits left out; shown while the chunk
+    lasts. A chunk without actions (a stop) deletes the arm's path."""
+    marker = {"header": header(chunk.start, "world"), "ns": "planned_tool_path", "id": index}
+    if not len(chunk.actions):
+        return {**marker, "action": 2}                                      # DELETE
+    steps = np.array([frame.vec_to_world(a[:3]) for a in chunk.actions]) * chunk.dt
+    points = np.asarray(tool, dtype=float) + np.vstack([np.zeros(3), np.cumsum(steps, axis=0)])
+    r, g, b = PATH_COLORS[index % len(PATH_COLORS)]
+    return {**marker, "type": 4, "action": 0, "pose": {"orientation": {"w": 1.0}},   # LINE_STRIP, ADD
+            "scale": {"x": 0.006}, "color": {"r": r, "g": g, "b": b, "a": 1.0},
+            "lifetime": sec_to_stamp(chunk.end - chunk.start), "points": [vec3_msg(p) for p in points]}
 
 
 def parse_chunk(msg: Msg) -> tuple[str, str, Chunk]:

@@ -45,7 +45,7 @@ from codi_ros.sim.world import TwoArmWorld
 
 HAND_SETTLE_S = 0.05      # the fingers count as stopped when the width changed less than HAND_STILL_M in this long
 HAND_STILL_M = 2e-4
-LATE_JOIN_S = 0.05        # s: a trajectory the simulator takes late is joined at its first point this far ahead
+CONTINUITY_TOL_RAD = 1e-5  # a trajectory taken after its first point continues the running motion within this
 LAG_REPORT_HOLD_S = 5.0   # a skip ahead stays one reported problem until none has happened for this long
 MUJOCO_TO_OPTICAL = np.diag([1.0, -1.0, -1.0])   # MuJoCo cameras look along -z with y up; OpenCV: +z, y down
 
@@ -116,7 +116,7 @@ class SimulatedFranka:
     component_active: bool = True
     controller_active: bool = True
     violations: int = 0               # commands beyond the FR3's limits (each a reflex, when simulated)
-    late: int = 0                     # trajectories taken after their first point
+    late: int = 0                     # trajectories taken after their first point, not continuing the motion
     received: str = ""                # how the last trajectory was taken (for the reflex report)
 
     @property
@@ -126,12 +126,13 @@ class SimulatedFranka:
 
 def _continues(trajectory, follower, t: float) -> bool:
     """Whether ``trajectory`` at time t is the motion ``follower`` commands then (a trajectory sent after the
-    points of the one before it: the controller runs on without a jump)."""
+    points of the one before it: the controller runs on without a jump). Within CONTINUITY_TOL_RAD: the
+    trajectories' times are wall-clock seconds since 1970, which a float resolves to 0.24 us."""
     running = follower.positions(np.array([t - 1e-3, t]))
     if running is None:
         return False
     new = trajectory.sample_many(np.array([t - 1e-3, t]))[0]
-    return bool(np.abs(new - running).max() < 1e-7)
+    return bool(np.abs(new - running).max() < CONTINUITY_TOL_RAD)
 
 
 class SimBridge:
@@ -143,6 +144,7 @@ class SimBridge:
         self.ik_dt = 1.0 / world.cfg.control.ik_rate_hz
         self.max_lag = max_lag
         self._clock: float | None = None          # wall time at which the world's time was last synced
+        self._reset_at = -math.inf                # wall time of the last episode reset
         self._log = LogOnce()
         self._lines: list[tuple[str, str]] = []
         self._lag, self._lagging_until = 0.0, -math.inf   # the last skip ahead, and until when it is reported
@@ -151,8 +153,10 @@ class SimBridge:
                                                                JOINT_JERK_LIMIT, world.cfg.control.servo_rate_hz))
                        for a in world.cfg.arm_names}
 
-    def reset(self, task: HandoverTask, seed: int, index: int) -> None:
-        """Episode ``index`` of ``task`` with ``seed``: the same start ``codi eval`` gives that episode."""
+    def reset(self, task: HandoverTask, seed: int, index: int, now: float = -math.inf) -> None:
+        """Episode ``index`` of ``task`` with ``seed``: the same start ``codi eval`` gives that episode, at wall
+        time ``now`` (trajectories that start before it belong to the episode before: ignored)."""
+        self._reset_at = now
         for hand in self.hands.values():
             hand.abort("episode reset")
         task.reset(self.world, seed, index)
@@ -168,6 +172,10 @@ class SimBridge:
         except TrajectoryError as e:
             self._lines.append(("warn", f"arm {arm}: ignoring a joint trajectory: {e}"))
             return
+        if trajectory.start < self._reset_at:
+            self._lines.append(("warn", f"arm {arm}: ignoring a joint trajectory that starts before the episode "
+                                        f"reset ({self._reset_at - trajectory.start:.3f} s): the arms moved since"))
+            return
         if not self.robots[arm].controller_active:
             self._lines.append(("warn", f"arm {arm}: ignoring a joint trajectory: joint_trajectory_controller is "
                                         f"inactive ({self.robots[arm].reflex or 'deactivated'}; /codi/recover)"))
@@ -177,13 +185,7 @@ class SimBridge:
             now, follower = self.world.time, self.world.arms[arm].follower
             self.robots[arm].received = f"last trajectory taken {trajectory.start - now:+.3f} s before its first point"
             if trajectory.start < now and not _continues(trajectory, follower, now):
-                # taken after its first point, and not the motion running now: this simulator fell behind (the
-                # action nodes send each ahead of its first point); the real controller, never behind, would
-                # have joined it from its first point on
-                self.robots[arm].late += 1
-                trajectory = trajectory.after(now + LATE_JOIN_S)
-                if trajectory.start < now + LATE_JOIN_S:   # all of it past: go to its last point, joined
-                    trajectory = trajectory.shifted(now + LATE_JOIN_S - trajectory.start)
+                self.robots[arm].late += 1   # the controller samples it part-way: a jump, which the check sees
             self.world.follow(arm, trajectory)
 
     def advance(self, now: float) -> float:
@@ -236,7 +238,7 @@ class SimBridge:
 
     def pop_motion(self) -> dict[str, dict]:
         """Per arm since the last call: the peaks of its 1 kHz commands (velocity, acceleration, jerk), the
-        commands beyond the FR3's limits and the trajectories taken after their first point; then zeroed."""
+        commands beyond the FR3's limits and the trajectories taken after their first point that jump; then zeroed."""
         report = {}
         for arm, robot in self.robots.items():
             report[arm] = {"peaks": {k: round(v, 3) for k, v in robot.check.peaks.items()},
