@@ -365,35 +365,46 @@ def test_cost_service_scores_a_batch_and_the_coordinator_can_plan_through_it(sim
     assert len(via_service.chunks) == len(ARMS)
 
 
-def test_a_camera_that_stops_publishing_stops_both_arms_and_planning(sim_graph):
-    """The cube's detections stop (a camera or its aruco node died) while the coordinator plans autonomously:
-    once the cube pose is older than cube_timeout it plans no more and stops both arms. (A coordinator of its
-    own, ``camera_test``, fed the simulator's detections through this process, its chunks kept off the arms.)"""
-    ns = "camera_test"
+@pytest.mark.parametrize(("fault", "expected"), [
+    ("camera", "no cube pose"),                 # the cube's detections stop: a camera or its aruco node died
+    ("left driver", "arm 'left' state is"),     # one arm's states stop: its franka_ros2 driver died
+])
+def test_a_camera_or_one_arm_driver_that_stops_publishing_stops_both_arms_and_planning(sim_graph, fault, expected):
+    """While the coordinator plans autonomously, a stream it plans from stops: once it is older than its
+    timeout (ros.yaml: cube 1 s, arm 0.2 s) no plan is made and both arms get a stop, the other arm too. (A
+    coordinator of its own, ``fault_test``, fed the cube detections and the left arm's states through this
+    process, which stops relaying one of them; its chunks are kept off the arms.)"""
+    ns = "fault_test"
     remap = {f"/codi/{n}": f"/codi/{ns}/{n}" for n in ("cube_detections", "plan", "stop", "start", "recover",
                                                            "cube_pose", "planned_paths")}
     remap |= {f"/{arm}/action_chunk": f"/{ns}/{arm}/action_chunk" for arm in ARMS}
+    remap["/left/arm_state"] = f"/{ns}/left/arm_state"
     sim_graph.start("coordinator_node", namespace=ns, cost_backend="in_process", remap=remap)
-    camera = [True]
-    relay = sim_graph.node.create_publisher(CubeDetection, f"/codi/{ns}/cube_detections", SENSOR_QOS)
-    sim_graph.node.create_subscription(CubeDetection, "/codi/cube_detections",
-                                       lambda m: relay.publish(m) if camera[0] else None, SENSOR_QOS)
+    relaying, relays = {"camera": True, "left driver": True}, []
+    for key, msg_type, source, target, qos in (
+            ("camera", CubeDetection, "/codi/cube_detections", f"/codi/{ns}/cube_detections", SENSOR_QOS),
+            ("left driver", ArmState, "/left/arm_state", f"/{ns}/left/arm_state", SENSOR_QOS)):
+        relay = sim_graph.node.create_publisher(msg_type, target, qos)
+        relays.append(sim_graph.node.create_subscription(
+            msg_type, source, lambda m, r=relay, k=key: r.publish(m) if relaying[k] else None, qos))
     chunks = {arm: sim_graph.record(ActionChunk, f"/{ns}/{arm}/action_chunk", COMMAND_QOS) for arm in ARMS}
+    timeout = {"camera": 1.0, "left driver": 0.2}[fault]
     try:
         sim_graph.plan_when_ready(service=f"/codi/{ns}/plan")
         assert sim_graph.call(Trigger, f"/codi/{ns}/start", Trigger.Request()).success
         assert sim_graph.spin_until(lambda: all(len(c) >= 2 for c in chunks.values()), 10.0), "no autonomous plans"
-        camera[0] = False
+        relaying[fault] = False
         gone = time.monotonic()
-        cube_timeout = 1.0                                  # ros.yaml's coordinator cube_timeout
-        sim_graph.spin_for(cube_timeout + 1.5)
+        sim_graph.spin_for(timeout + 1.5)
         for arm, received in chunks.items():
-            after = [m for t, m in received if t > gone + cube_timeout + 0.5]
+            after = [m for t, m in received if t > gone + timeout + 0.5]
             assert received[-1][1].twists == [] and not any(m.twists for m in after), \
-                f"{arm}: {len(after)} chunks after the cube went stale, the last with {len(received[-1][1].twists)}"
+                f"{arm}: {len(after)} chunks after the {fault} stopped, the last with {len(received[-1][1].twists)}"
         log = sim_graph.log(f"{ns}/coordinator_node")
-        assert "not planning: no usable observed state: no cube pose" in log, log[-2000:]
+        assert f"not planning: no usable observed state: {expected}" in log, log[-2000:]
     finally:
+        for subscription in relays:
+            sim_graph.node.destroy_subscription(subscription)
         sim_graph.interrupt(f"{ns}/coordinator_node")
         del sim_graph.procs[f"{ns}/coordinator_node"]
 
@@ -404,9 +415,9 @@ def test_a_killed_coordinator_leaves_each_arm_to_stop_at_the_end_of_its_chunk(si
     chunk's length and a stop after the kill (having moved on until then), and the action nodes run on."""
     commands = trajectories(sim_graph)
     joints = {arm: sim_graph.record(JointState, f"/{arm}/joint_states", SENSOR_QOS) for arm in ARMS}
-    assert sim_graph.call(Plan, "/codi/via_service/plan", Plan.Request(execute=True)).success
+    assert sim_graph.call(Plan, "/codi/plan", Plan.Request(execute=True)).success
     assert sim_graph.spin_until(lambda: all(commands.values()), 5.0)
-    sim_graph.procs["via_service/coordinator_node"].kill()
+    sim_graph.procs["coordinator_node"].kill()
     killed = time.monotonic()
     horizon = H * WORLD.control.dt
     sim_graph.spin_for(horizon + 1.0)
@@ -416,6 +427,8 @@ def test_a_killed_coordinator_leaves_each_arm_to_stop_at_the_end_of_its_chunk(si
         assert max(moving) > 0.01 and still and max(still) < 0.02, (arm, max(moving), max(still, default=None))
         assert ends_at_rest(commands[arm][-1][1])
         assert sim_graph.procs[f"{arm}/action_node"].poll() is None
+    sim_graph.start("coordinator_node", autonomous=False, cost_backend="in_process")   # as the fixture started it
+    sim_graph.plan_when_ready()
 
 
 def test_the_driver_dying_mid_motion_stops_both_arms_and_the_nodes_shut_down_cleanly_on_ctrl_c(sim_graph):
