@@ -56,12 +56,14 @@ def test_joint_state_reader_handles_split_and_foreign_messages():
     assert r.take() and not r.take() and np.all(r.qdot == 0) and r.stamp == 2.0
 
 
-def drive(world, ctl, seconds, chunks=(), states=True, state_period=0.04, watchdog_period=0.05):
+def drive(world, ctl, seconds, chunks=(), states=True, state_period=0.04, watchdog_period=0.05, after_step=None):
     """The action node's loop on the simulated arm: joint states every ``state_period`` (unless ``states`` is
-    False; "nan": NaN joints), chunk messages at their (arrival time, message), the watchdog every
-    ``watchdog_period``; each trajectory the controller returns goes to the world's trajectory follower.
-    Returns the trajectories sent and the arm's measured joint velocities every IK period."""
-    chunks, sent, qdots = sorted(chunks, key=lambda c: c[0]), [], []
+    False; "nan": NaN joints), chunk messages at their (arrival time, message) or, if ``chunks`` is a function,
+    the messages it returns for the time, the watchdog every ``watchdog_period``; each trajectory the controller
+    returns goes to the world's trajectory follower, then ``after_step(t, trajectories)`` runs once per 10 ms
+    step. Returns the trajectories sent and the arm's measured joint velocities every IK period."""
+    due = chunks if callable(chunks) else None
+    chunks, sent, qdots = ([] if due else sorted(chunks, key=lambda c: c[0])), [], []
     t0, dt = world.time, world.cfg.control.dt / 10
     next_state, next_check = t0, t0
     while world.time < t0 + seconds - 1e-9:
@@ -70,17 +72,21 @@ def drive(world, ctl, seconds, chunks=(), states=True, state_period=0.04, watchd
             q = world.joint_positions("left") if states is True else np.full(7, np.nan)
             ctl.on_joint_positions(q, t, world.joint_velocities("left"))
             next_state += state_period
-        out = []
+        messages = due(t) if due else []
         while chunks and chunks[0][0] <= t + 1e-9:
-            out.append(ctl.on_chunk(chunks.pop(0)[1], t))
+            messages.append(chunks.pop(0)[1])
+        out = [ctl.on_chunk(m, t) for m in messages]
         if t >= next_check - 1e-9:
             out.append(ctl.check(t))
             next_check += watchdog_period
-        for trajectory in filter(None, out):
+        out = list(filter(None, out))
+        for trajectory in out:
             world.follow("left", trajectory)
             sent.append(trajectory)
         world.step(dt)
         qdots.append(world.joint_velocities("left"))
+        if after_step:
+            after_step(t, out)
     return sent, np.array(qdots)
 
 
@@ -149,6 +155,7 @@ def test_a_new_trajectory_continues_the_one_sent_before_it(world, kinematics):
     assert check.check(follower.positions(np.arange(t0 + 0.5, b.end + 0.1, 1e-3))) is None, check.peaks
     assert check.peaks["velocity"] > 0.05                 # it moved
 
+
 def replanning_session(seed: int, kinematics, seconds: float) -> tuple[list, dict]:
     """The action node's life on the simulated arm as the coordinator makes it: a plan every 0.3-0.5 s,
     latency-aware (4 committed steps, planned 0.25 s before it arrives) or not, now and then a new twist up to
@@ -164,43 +171,39 @@ def replanning_session(seed: int, kinematics, seconds: float) -> tuple[list, dic
     check = MotionGeneratorCheck(JOINT_VELOCITY_LIMIT, JOINT_ACCELERATION_LIMIT, JOINT_JERK_LIMIT)
     check.reset(world.joint_positions("left"))
     scale = [0.15, 0.15, 0.1, 1.0, 1.0, 1.5]
-    t0, twist, violations, stop_next = world.time, rng.uniform(-1, 1, 6) * scale, [], False
-    next_state, next_check, next_plan = t0, t0, t0 + 0.3
-    while world.time < t0 + seconds:
-        t, out = world.time, []
-        if t >= next_state - 1e-9:
-            ctl.on_joint_positions(world.joint_positions("left"), t, world.joint_velocities("left"))
-            next_state += 0.04
-        if t >= next_plan - 1e-9:
-            stop, stop_next = stop_next or rng.uniform() < 0.08, False
-            pause = not stop and rng.uniform() < 0.06
-            twist = rng.uniform(-1, 1, 6) * scale if rng.uniform() < 0.3 else twist
-            actions, start = np.tile(np.r_[twist, 0.08], (H, 1)), t - 0.25 + ctl.delivery_margin
-            committed = ctl.executor.chunks.upcoming(start, 4)
-            if stop:
-                chunk = Chunk(t, DT, np.zeros((0, 7)))
-            elif committed is not None and rng.uniform() < 0.9:
-                actions[:4] = committed
-                chunk = Chunk(start, DT, actions, committed=4)
-            else:
-                chunk = Chunk(t, DT, actions)
-            out.append(ctl.on_chunk(chunk_msg("left", chunk), t))
-            next_plan += rng.uniform(0.3, 0.5) + 2.0 * stop + 6.0 * pause
-            stop_next = pause
-        if t >= next_check - 1e-9:
-            out.append(ctl.check(t))
-            next_check += 0.05
-        for trajectory in filter(None, out):
-            world.follow("left", trajectory)
-            if np.any(trajectory.velocities[-1]):
-                violations.append((round(t - t0, 2), "a trajectory that ends moving"))
-        world.step(0.01)
+    plan = {"twist": rng.uniform(-1, 1, 6) * scale, "stop_next": False, "next": world.time + 0.3}
+    violations = []
+
+    def plans(t: float) -> list:
+        if t < plan["next"] - 1e-9:
+            return []
+        stop, plan["stop_next"] = plan["stop_next"] or rng.uniform() < 0.08, False
+        pause = not stop and rng.uniform() < 0.06
+        twist = plan["twist"] = rng.uniform(-1, 1, 6) * scale if rng.uniform() < 0.3 else plan["twist"]
+        actions, start = np.tile(np.r_[twist, 0.08], (H, 1)), t - 0.25 + ctl.delivery_margin
+        committed = ctl.executor.chunks.upcoming(start, 4)
+        if stop:
+            chunk = Chunk(t, DT, np.zeros((0, 7)))
+        elif committed is not None and rng.uniform() < 0.9:
+            actions[:4] = committed
+            chunk = Chunk(start, DT, actions, committed=4)
+        else:
+            chunk = Chunk(t, DT, actions)
+        plan["next"] += rng.uniform(0.3, 0.5) + 2.0 * stop + 6.0 * pause
+        plan["stop_next"] = pause
+        return [chunk_msg("left", chunk)]
+
+    def check_1khz(t: float, trajectories: list) -> None:
+        violations.extend((round(t, 2), "a trajectory that ends moving")
+                          for trajectory in trajectories if np.any(trajectory.velocities[-1]))
         commands = world.arms["left"].follower.positions(t + np.arange(1, 11) * 1e-3)
         problem = check.check(commands)
         if problem:
-            violations.append((round(t - t0, 2), problem))
+            violations.append((round(t, 2), problem))
             check.restart(commands[-3:])
         ctl.pop_log()
+
+    drive(world, ctl, seconds, chunks=plans, after_step=check_1khz)
     return violations, check.peaks
 
 

@@ -55,7 +55,7 @@ def test_a_missing_key_is_refused_by_name(tmp_path, name):
     ("world.yaml", "control.rate_hz", "fast", r"control\.rate_hz: expected float"),
     ("world.yaml", "horizon.execution", 2.5, r"horizon\.execution: expected int"),
     ("world.yaml", "arms", [{"name": "left", "base_xy": [0.0], "base_yaw": 0.0}], r"arms\[0\]\.base_xy: expected"),
-    ("planner.yaml", "sampler", "euler", r"planner\.sampler: must be one of \['sde', 'heun'\]"),
+    ("planner.yaml", "sampler", "euler", r"planner\.sampler: must be one of \['sde', 'heun', 'dpmpp2m'\]"),
     ("planner.yaml", "realtime.commit", "yes", r"realtime\.commit: expected bool"),
     ("cost.yaml", "goal.weight", [1.0], r"goal\.weight: expected float"),
 ])

@@ -101,7 +101,7 @@ def test_dsm_loss_decreases_to_the_optimum_on_a_mixture(mixture_model):
     assert trained - optimum < 0.1 * (untrained - optimum), (untrained, trained, optimum)
 
 
-@pytest.mark.parametrize("method, steps", [("sde", 100), ("heun", 30)])
+@pytest.mark.parametrize("method, steps", [("sde", 100), ("heun", 30), ("dpmpp2m", 30)])
 def test_trained_model_sampler_recovers_both_modes(mixture_model, method, steps):
     model = mixture_model
     with torch.no_grad():
@@ -112,7 +112,7 @@ def test_trained_model_sampler_recovers_both_modes(mixture_model, method, steps)
     assert torch.allclose(sd, torch.full((2,), MODE_STD), rtol=0.35), sd
 
 
-@pytest.mark.parametrize("method, steps", [("sde", 200), ("heun", 40)])
+@pytest.mark.parametrize("method, steps", [("sde", 200), ("heun", 40), ("dpmpp2m", 40)])
 def test_exact_gaussian_score_gives_the_target_moments(method, steps):
     mean, std = torch.tensor([0.7, -0.2]), 0.4
     x = diffusion.sample(gaussian_score(mean, std), (20000, 2), steps, CFG, torch.Generator().manual_seed(0), method)
@@ -203,6 +203,27 @@ def test_heun_step_has_third_order_local_error():
         return (diffusion.heun_step(gaussian_score(torch.zeros(2), s), x, t, t - h) - exact).abs().max().item()
 
     assert one_step_error(0.2) / one_step_error(0.1) > 6.5
+
+
+def test_dpmpp2m_is_as_accurate_as_heun_on_the_same_grid_at_half_the_score_calls():
+    """On the probability flow of a Gaussian (exact end point known), DPM-Solver++(2M) on the shipped 12-step
+    grid ends as close as Heun's 2nd-order steps do, with 12 score evaluations instead of 23, and converges at
+    second order (error about 4x smaller when the steps double; first order: 2x)."""
+    mean, std = torch.tensor([0.7, -0.2]), 0.4
+    score = gaussian_score(mean, std)
+    z = torch.randn(1000, 2, generator=torch.Generator().manual_seed(0))
+    exact = mean + (CFG.sigma_max * z - mean) * std / math.sqrt(std**2 + CFG.sigma_max**2)
+
+    def run(method: str, steps: int) -> tuple[float, int]:
+        calls = []
+        x = diffusion.sample(lambda a, t: calls.append(t) or score(a, t), z.shape, steps, CFG,
+                             torch.Generator().manual_seed(0), method)
+        return (x - exact).abs().max().item(), len(calls)
+
+    (dpm, dpm_calls), (heun, heun_calls) = run("dpmpp2m", 12), run("heun", 12)
+    assert (dpm_calls, heun_calls) == (12, 23)
+    assert dpm <= heun, (dpm, heun)
+    assert 3.0 < run("dpmpp2m", 32)[0] / run("dpmpp2m", 64)[0] < 6.0
 
 
 def test_bad_settings_are_refused():

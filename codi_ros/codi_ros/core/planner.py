@@ -63,8 +63,8 @@ class PlannerConfig:
 
     method: Literal["codi", "codi-indep"] = "codi"
     cost_simulator: Literal["kinematic", "physics"] = "kinematic"
-    steps: int = 12
-    sampler: diffusion.SamplerMethod = "heun"
+    steps: int = 16
+    sampler: diffusion.SamplerMethod = "dpmpp2m"
     seed: int = 0
     candidates: int = 8    # joint chunks sampled per plan; the one with the lowest J + coherence * gap is returned
     coherence: float = 1.0  # cost units per unit of mean squared gap to the rest of the previous plan (core/coherence)

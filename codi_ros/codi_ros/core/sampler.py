@@ -26,7 +26,7 @@ from codi_ros.core.guidance import GuidanceConfig, GuidanceEstimator, tweedie_po
 class SamplerConfig:
     steps: int = 32
     guidance: GuidanceConfig | None = field(default_factory=GuidanceConfig)   # None: unguided product
-    method: diffusion.SamplerMethod = "sde"   # sde: eq. 11 (Euler-Maruyama); heun: probability-flow ODE
+    method: diffusion.SamplerMethod = "sde"   # sde: eq. 11 (Euler-Maruyama); heun, dpmpp2m: probability-flow ODE
     seed: int = 0
 
     def __post_init__(self) -> None:

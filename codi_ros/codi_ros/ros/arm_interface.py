@@ -128,7 +128,7 @@ class ArmInterface:
             return None
         start = now + self.delivery_margin   # the trajectory reaches the arm before: the executor takes it then
         self.executor.advance_to(start)
-        resting = self.executor.at_rest and (self._sent is None or self._sent.end <= now)
+        resting = self._resting(now)
         moved = 0.0 if self.executor.q_cmd is None else float(np.abs(self._q - self.executor.q_cmd).max())
         if resting and moved > MOVED_AT_REST_RAD:
             self._lines.append(("warn", f"arm {self.arm}: {moved:.3f} rad from where it was held (moved by another "
@@ -152,12 +152,16 @@ class ArmInterface:
         if self._stopped or self._q is None:
             return None
         self._stopped = True
-        if self.executor.at_rest and (self._sent is None or self._sent.end < now):
+        if self._resting(now):
             return None                    # nothing running: the controller holds the arm already
         start = now + self.delivery_margin
         self.executor.advance_to(start)
         self.executor.stop(start)
         return self._trajectory(start)
+
+    def _resting(self, now: float) -> bool:
+        """Nothing runs: the executor is at rest and the last trajectory sent (which ends at rest) has ended."""
+        return self.executor.at_rest and (self._sent is None or self._sent.end <= now)
 
     def resync(self) -> None:
         """The arm's controller was restarted (error recovery): forget what was sent and executed; the next
