@@ -100,7 +100,7 @@ class Chunk:
 
     def index_at(self, t: float) -> int:
         """Index of the action due at time t (0 before the start; callers check ``end``)."""
-        return int(np.clip(math.floor((t - self.start) / self.dt + 1e-9), 0, len(self.actions) - 1))
+        return min(max(math.floor((t - self.start) / self.dt + 1e-9), 0), len(self.actions) - 1)
 
     def action_at(self, t: float) -> np.ndarray:
         return self.actions[self.index_at(t)]
@@ -276,23 +276,23 @@ class JointCommandLimiter:
         it can still stop in, at half the acceleration limit (so it brakes smoothly instead of being clipped
         at the limit, a jump the FR3 aborts on)."""
         qdot = np.asarray(qdot, dtype=float)
-        if hold or qdot.shape != self.last.shape or not np.all(np.isfinite(qdot)):
+        if hold or qdot.shape != self.last.shape or not np.isfinite(qdot).all():
             target = np.zeros_like(self.last)
         else:
             target = _scale_into(qdot, self.v_max)
         if room is not None:   # v with v dt + v^2 / (2 b) <= room, b = a_max / 2
             b = self.a_max / 2
-            below, above = (np.sqrt((b * self.dt) ** 2 + 2 * b * np.maximum(r, 0.0)) - b * self.dt for r in room)
-            target = np.clip(target, -below, above)
+            below, above = np.sqrt((b * self.dt) ** 2 + 2 * b * np.maximum(room, 0.0)) - b * self.dt
+            target = np.minimum(np.maximum(target, -below), above)   # np.clip's result, a few times faster
         a_max, jump = self.a_max, self.j_max / self.servo_hz
         gap = target - self.last
         ease = np.sqrt(np.minimum(jump, 1e12) * np.abs(gap) / self.dt)   # 1e12: no jerk limit
         wanted = np.sign(gap) * np.minimum(np.minimum(np.abs(gap) / self.dt, a_max), ease)
-        acc = np.clip(wanted, self.acc - jump, self.acc + jump)
-        acc = np.clip(acc, -a_max, a_max)
+        acc = np.minimum(np.maximum(wanted, self.acc - jump), self.acc + jump)
+        acc = np.minimum(np.maximum(acc, -a_max), a_max)
         landed = np.abs(gap - acc * self.dt) < 1e-9 * np.maximum(1.0, np.abs(target))
         new = np.where(landed, target, self.last + acc * self.dt)
-        new = np.clip(new, -self.v_max, self.v_max)
+        new = np.minimum(np.maximum(new, -self.v_max), self.v_max)
         self.acc, self.last = (new - self.last) / self.dt, new
         return new.copy()
 
@@ -405,10 +405,11 @@ class ArmExecutor:
             v_world = self.bounds.limit(self.frame.point_to_world(pos), self.frame.vec_to_world(cmd.twist[:3]))
             twist = np.concatenate([self.frame.vec_to_base(v_world), cmd.twist[3:]])
             qdot = self.ik.joint_velocities(jacobian, at, twist)
-        width = None if cmd.gripper_width is None else float(np.clip(cmd.gripper_width, 0.0, self.gripper_max))
+        width = None if cmd.gripper_width is None else min(max(float(cmd.gripper_width), 0.0), self.gripper_max)
         qdot = self.limiter.limit(qdot, hold, (self.q_cmd - self.ik.q_lower, self.ik.q_upper - self.q_cmd))
-        q_next = self.ik.clip_positions(self.q_cmd + qdot * self.dt)
-        if not np.array_equal(q_next, self.q_cmd + qdot * self.dt):   # cut short at a limit: say what it did
+        q_free = self.q_cmd + qdot * self.dt
+        q_next = self.ik.clip_positions(q_free)
+        if not (q_next == q_free).all():   # cut short at a limit: say what it did
             qdot = (q_next - self.q_cmd) / self.dt
             self.limiter.took(qdot)
         self.q_cmd = q_next

@@ -6,6 +6,8 @@ Jacobian of :class:`codi_ros.control.kinematics.ArmKinematics` at the measured j
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 
 from codi_ros.config import ControlConfig
@@ -17,7 +19,7 @@ def clamp_twist(twist: np.ndarray, max_linear: float, max_angular: float) -> np.
     """Scale the linear and angular parts of a twist (6,) down to their speed limits."""
     out = np.array(twist, dtype=float)
     for part, limit in ((slice(0, 3), max_linear), (slice(3, 6), max_angular)):
-        n = np.linalg.norm(out[part])
+        n = math.sqrt(out[part] @ out[part])
         if n > limit:
             out[part] *= limit / n
     return out
@@ -37,13 +39,14 @@ class DifferentialIK:
         self.q_lower = np.asarray(q_lower, dtype=float) + JOINT_LIMIT_MARGIN
         self.q_upper = np.asarray(q_upper, dtype=float) - JOINT_LIMIT_MARGIN
         self.qdot_max = np.asarray(control.joint_velocity_limit, dtype=float)
+        self._damping = control.ik_damping ** 2 * np.eye(6)
 
     def joint_velocities(self, jac: np.ndarray, q: np.ndarray, twist: np.ndarray) -> np.ndarray:
         """Joint velocities (7,) that track ``twist`` = (v, w) of the tool site, both in the Jacobian's frame."""
-        if not (np.all(np.isfinite(jac)) and np.all(np.isfinite(q)) and np.all(np.isfinite(twist))):
+        if not (np.isfinite(jac).all() and np.isfinite(q).all() and np.isfinite(twist).all()):
             return np.zeros(7)                                     # bad input: hold still
         v = clamp_twist(twist, self.control.max_linear_speed, self.control.max_angular_speed)
-        jjt = jac @ jac.T + self.control.ik_damping ** 2 * np.eye(6)
+        jjt = jac @ jac.T + self._damping
         pull = self.control.nullspace_gain * (self.home_q - q)
         # J^+ = J^T (J J^T + lambda^2 I)^-1 applied to v and to J pull, one solve: J^+ v + (I - J^+ J) pull
         x = np.linalg.solve(jjt, np.column_stack([v, jac @ pull]))
@@ -54,4 +57,4 @@ class DifferentialIK:
         return qdot / scale if scale > 1.0 else qdot
 
     def clip_positions(self, q: np.ndarray) -> np.ndarray:
-        return np.clip(q, self.q_lower, self.q_upper)
+        return np.minimum(np.maximum(q, self.q_lower), self.q_upper)   # np.clip's result, faster

@@ -25,10 +25,11 @@ class ArmKinematics:
         self._dofs = [self.model.joint(j).dofadr[0] for j in arm_joint_names(_NAME)]
         self.q_lower = np.array([self.model.joint(j).range[0] for j in arm_joint_names(_NAME)])
         self.q_upper = np.array([self.model.joint(j).range[1] for j in arm_joint_names(_NAME)])
+        self._jac = np.zeros((6, self.model.nv))   # mj_jacSite's output rows: linear (0-2), angular (3-5)
 
     def _set(self, q: np.ndarray) -> None:
         q = np.asarray(q, dtype=float)
-        if q.shape != (7,) or not np.all(np.isfinite(q)):
+        if q.shape != (7,) or not np.isfinite(q).all():
             raise ValueError(f"joint positions must be 7 finite values, got {q}")
         self.data.qpos[self._qadr] = q
         mujoco.mj_kinematics(self.model, self.data)
@@ -46,10 +47,9 @@ class ArmKinematics:
     def forward_and_jacobian(self, q: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """:meth:`forward` and :meth:`jacobian` from one kinematics pass."""
         self._set(q)
-        jp, jr = np.zeros((3, self.model.nv)), np.zeros((3, self.model.nv))
-        mujoco.mj_jacSite(self.model, self.data, jp, jr, self._site)
+        mujoco.mj_jacSite(self.model, self.data, self._jac[:3], self._jac[3:], self._site)
         return (self.data.site_xpos[self._site].copy(), self.data.site_xmat[self._site].reshape(3, 3).copy(),
-                np.vstack([jp[:, self._dofs], jr[:, self._dofs]]))
+                self._jac[:, self._dofs])
 
 
 def arm_state_from_joints(kinematics: ArmKinematics, frame: BaseFrame, q: np.ndarray, qdot: np.ndarray,

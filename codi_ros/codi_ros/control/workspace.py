@@ -24,4 +24,4 @@ class WorkspaceBounds:
         """The linear velocity (3,) allowed at position ``pos``, both in the box's frame."""
         lo = np.minimum((self.lower - pos) / self.lookahead, 0.0)
         hi = np.maximum((self.upper - pos) / self.lookahead, 0.0)
-        return np.clip(linvel, lo, hi)
+        return np.minimum(np.maximum(linvel, lo), hi)   # np.clip's result, faster
