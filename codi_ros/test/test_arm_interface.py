@@ -294,14 +294,38 @@ def test_action_node_rejects_chunks_for_another_arm_or_without_joint_states_and_
     assert any("malformed" in t for t in texts(ctl.pop_log()))
 
 
-def test_a_trajectory_computed_late_is_sent_without_its_points_already_due(world, kinematics):
-    """Computing took longer than the delivery margin (a loaded machine): the points due before it is sent go,
-    so the controller joins the motion it runs to the first point left instead of jumping into the middle."""
-    clock = iter([0.0, 0.12])                              # the computation takes 0.12 s, the margin is 0.05 s
-    ctl = ArmInterface(replace(WORLD, executor=replace(WORLD.executor, delivery_margin=0.05)), "left", kinematics,
+def test_a_chunk_whose_trajectory_is_computed_late_is_dropped_and_the_arm_runs_on_in_what_it_has(world, kinematics):
+    """Computing took longer than the delivery margin (a loaded machine): sent, its points already due would make
+    the controller join its motion to the first point left with a jump (a reflex in the graph's simulated FR3).
+    The chunk is dropped with a warning, the executor goes back to where it was, and the next chunk computed in
+    time continues the trajectory the controller runs, without a jump."""
+    clock = iter([0.0, 0.0, 0.0, 0.12, 0.0, 0.0])          # the second computation takes 0.12 s, the margin 0.1 s
+    ctl = ArmInterface(replace(WORLD, executor=replace(WORLD.executor, delivery_margin=0.1)), "left", kinematics,
                        compute_clock=lambda: next(clock))
     world.reset()
     ctl.on_joint_positions(world.joint_positions("left"), 1.0)
-    trajectory = ctl.on_chunk(chunk_msg("left", chunk_of([0.1, 0, 0, 0, 0, 0], start=1.0)), now=1.0)
-    assert 1.0 + 0.12 + SEND_LEAD_S <= trajectory.start < 1.0 + 0.12 + SEND_LEAD_S + 0.01
-    assert any("computed late" in t for t in texts(ctl.pop_log()))
+    first = ctl.on_chunk(chunk_msg("left", chunk_of([0.1, 0, 0, 0, 0, 0], start=1.0)), now=1.0)
+    ctl.on_joint_positions(first.sample(1.4)[0], 1.4)      # the arm follows what it was sent
+    assert ctl.on_chunk(chunk_msg("left", chunk_of([0, 0.1, 0, 0, 0, 0], start=1.4)), now=1.4) is None
+    assert any("computed late" in t and "dropped" in t for t in texts(ctl.pop_log()))
+    ctl.on_joint_positions(first.sample(1.8)[0], 1.8)
+    third = ctl.on_chunk(chunk_msg("left", chunk_of([0, 0, 0.1, 0, 0, 0], start=1.8)), now=1.8)
+    switch = 1.8 + 0.1                                      # where third's own points begin
+    assert third.start <= 1.8 + 1e-9 and third.times[third.times > switch - 1e-9][0] < switch + 0.011
+    ts = np.arange(1.8, switch + 0.006, 0.001)                # first's points, then third's first own ones
+    gap = np.abs(third.sample_many(ts)[0] - first.sample_many(ts)[0]).max(axis=1)
+    assert gap[ts < switch - 0.01].max() < 1e-9 and gap.max() < 1e-3, gap   # without the rollback: 0.11 rad
+
+
+def test_a_stop_computed_late_is_sent_without_its_points_already_due(world, kinematics):
+    """A stop must go out even when computed late (stale joint states on a loaded machine): the points due
+    before it is sent go, the controller joins the motion it runs to the first point left."""
+    clock = iter([0.0, 0.0, 0.0, 0.06])                    # the stop takes 0.06 s: sent 0.01 s after its first point
+    ctl = ArmInterface(replace(WORLD, executor=replace(WORLD.executor, delivery_margin=0.1)), "left", kinematics,
+                       compute_clock=lambda: next(clock))
+    world.reset()
+    ctl.on_joint_positions(world.joint_positions("left"), 1.0)
+    assert ctl.on_chunk(chunk_msg("left", chunk_of([0.1, 0, 0, 0, 0, 0], start=1.0)), now=1.0) is not None
+    stop = ctl.check(1.5)                                   # no joint states since 1.0: stale
+    assert 1.5 + 0.06 + SEND_LEAD_S <= stop.start < 1.5 + 0.06 + SEND_LEAD_S + 0.01
+    assert any("computed late" in t and "stops sent" in t for t in texts(ctl.pop_log()))

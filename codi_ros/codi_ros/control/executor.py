@@ -508,3 +508,12 @@ class ArmExecutor:
     def pop_events(self) -> Events:
         events, self.chunks.events = self.chunks.events, []
         return events
+
+    def snapshot(self) -> tuple:
+        """What accepting a chunk and computing its trajectory change, for :meth:`restore` (a trajectory that
+        could not be sent after all: the arm runs on in the one it has)."""
+        return (None if self.q_cmd is None else self.q_cmd.copy(), copy.deepcopy(self.limiter),
+                copy.deepcopy(self.chunks), self._next, list(self._ahead), self._rest)
+
+    def restore(self, snapshot: tuple) -> None:
+        self.q_cmd, self.limiter, self.chunks, self._next, self._ahead, self._rest = snapshot

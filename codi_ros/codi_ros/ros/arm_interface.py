@@ -77,8 +77,9 @@ class ArmInterface:
 
     A trajectory starts the world's ``executor.delivery_margin`` after the chunk arrived: it must reach the
     controller before its first point is due (a trajectory controller starts a late one part-way, a jump the
-    FR3 aborts on); up to there the executor runs what it already sent. One computed later than that loses
-    its points already due (:meth:`_trajectory`)."""
+    FR3 aborts on); up to there the executor runs what it already sent. A chunk whose trajectory is computed
+    later than that is dropped (the executor goes back to where it was: the controller runs on in what it has,
+    which ends at rest); a late stop loses its points already due (:meth:`_trajectory`)."""
 
     def __init__(self, world: WorldConfig, arm: str, kinematics: ArmKinematics, state_timeout: float = 0.2,
                  compute_clock: Callable[[], float] = time.perf_counter):
@@ -134,12 +135,16 @@ class ArmInterface:
             self._lines.append(("warn", f"arm {self.arm}: {moved:.3f} rad from where it was held (moved by another "
                                         "controller or a simulator reset): the next motion starts where it is"))
             self.executor.q_cmd, self._sent = self._q.copy(), None
+        before = self.executor.snapshot()
         if not self.executor.accept(chunk, start):
             self._lines += self.executor.pop_events()
             return None
         if resting and not len(chunk.actions):
             return None                    # a stop with nothing running: the controller holds the arm already
-        return self._trajectory(start)
+        trajectory = self._trajectory(start, droppable=len(chunk.actions) > 0)
+        if trajectory is None:
+            self.executor.restore(before)
+        return trajectory
 
     def check(self, now: float) -> JointTrajectory | None:
         """The watchdog, every few tens of ms: on stale or NaN joint states, stop and return the trajectory
@@ -172,12 +177,13 @@ class ArmInterface:
         self._sent, self._stopped = None, False
         self._lines.append(("info", f"arm {self.arm}: recovered; holding at the measured joints"))
 
-    def _trajectory(self, start: float) -> JointTrajectory:
+    def _trajectory(self, start: float, droppable: bool = False) -> JointTrajectory | None:
         """The executor's trajectory from ``start``, after the points of the one sent before it from now
         (``start - delivery_margin``) on: what the executor runs until ``start`` is what it sent, so the
         controller, taking the new trajectory at any moment before ``start``, runs on without a join. One that
-        took longer to compute than ``start`` allowed loses the points already due when it is sent (the
-        controller joins its motion to the first point left)."""
+        took longer to compute than ``start`` allowed would reach the controller after points already due, which
+        it would join to the motion it runs with a jump (a simulated reflex in the graph): a ``droppable`` one
+        (a chunk's) is not sent (None; the caller restores the executor), a stop loses the points already due."""
         now = start - self.delivery_margin
         tic = self._compute_clock()
         trajectory = self.executor.trajectory(start, *self._predicted())
@@ -185,11 +191,14 @@ class ArmInterface:
         self.compute_s = self._compute_clock() - tic
         sent_at = now + self.compute_s
         if sent_at + SEND_LEAD_S > trajectory.start:
-            trajectory = trajectory.after(sent_at + SEND_LEAD_S)
+            what = "chunks dropped" if droppable else "stops sent without their points already due"
             self._lines += self._late_log.update({"late": f"trajectories computed late (last: {self.compute_s:.3f} s, "
-                                                          f"margin {self.delivery_margin:.3f} s): sent without "
-                                                          "their points already due (world.yaml "
+                                                          f"margin {self.delivery_margin:.3f} s): {what}, the arm "
+                                                          "runs on in what it has (world.yaml "
                                                           "executor.delivery_margin)"}, context=f"arm {self.arm}: ")
+            if droppable:
+                return None
+            trajectory = trajectory.after(sent_at + SEND_LEAD_S)
         else:
             self._lines += self._late_log.update({})
             if self._sent is not None:
