@@ -6,7 +6,8 @@
 with its defaults (the sim publishes the true cube pose, in-process cost) as processes, then per
 episode i (the task of `codi eval`'s episode i with the same seed; the sim starts in episode 0, then
 /sim_node/reset moves on): /codi/start, watch the true cube pose for
-episode.max_seconds of wall time, /codi/stop. Success as in `codi eval`: the cube within
+episode.max_seconds of wall time, /codi/stop, and /codi/recover before the next episode if an arm faulted
+(a simulated reflex ends its episode, not the run). Success as in `codi eval`: the cube within
 goal.tolerance of the goal at the end. Every node, the simulator and the planner share this machine's
 cores, and the simulator runs in real time, as in `codi eval --timing realtime`. Records the delay from
 each plan's start to its chunk's arrival (the latency the graph really has), the committed steps of
@@ -44,6 +45,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "codi_ros" / "test"
 from local_graph import LocalGraph  # noqa: E402
 
 RESULTS = Path(__file__).resolve().parent / "results" / "ros_handover.json"
+FAULT_LINE = "stopping every arm"   # the coordinator's log line when an arm faults (a reflex)
 STOP_SETTLE_S = 1.0   # s after /codi/stop before a reset: the stop's trajectory (delivery margin + ramp) is done
 
 
@@ -123,6 +125,7 @@ def main() -> None:
         joint_states = graph.record(JointState, f"/{world.arm_names[0]}/joint_states", SENSOR_QOS, raw=True)
         arm_states = {a: graph.record(ArmState, f"/{a}/arm_state", SENSOR_QOS) for a in world.arm_names}
         latency = [graph.plan_when_ready().latency for _ in range(5)]
+        faults = 0
         for i in range(args.first, args.first + args.episodes):
             graph.call(Trigger, "/codi/stop", Trigger.Request())
             graph.spin_for(STOP_SETTLE_S)                        # the arms at rest before they are moved
@@ -132,6 +135,11 @@ def main() -> None:
                                          .split("motion before: ", 1)[1]))
                 graph.spin_until(lambda n=n_goals: len(goals) > n, 5.0)    # the new task's goal
             graph.spin_for(0.5)                                  # fresh states after the reset
+            if graph.log("coordinator_node").count(FAULT_LINE) > faults:   # as a lab would: recover, go on
+                faults = graph.log("coordinator_node").count(FAULT_LINE)
+                recovered = graph.call(Trigger, "/codi/recover", Trigger.Request(), timeout=60.0)
+                print(f"episode {i}: after a fault, /codi/recover: {recovered.message}", flush=True)
+                graph.spin_for(0.5)
             graph.call(Trigger, "/codi/start", Trigger.Request())
             start = time.monotonic()
             graph.spin_for(world.episode.max_seconds)
@@ -170,6 +178,7 @@ def main() -> None:
         "joint_state_interval_ms": interval_summary([t for t, _ in joint_states]),
         # the simulated FR3's check of the 1 kHz command streams (each violation a reflex, ros.yaml)
         "fr3_violations": sum(m[a]["violations"] for m in motion for a in m),
+        "faults_recovered": faults,   # each ended its episode; /codi/recover before the next
         "episodes_with_violations": sum(any(m[a]["violations"] for a in m) for m in motion),
         "late_trajectories": sum(m[a]["late_trajectories"] for m in motion for a in m),
         "peak_1khz": {q: max(m[a]["peaks"][q] for m in motion for a in m) for q in MotionGeneratorCheck.QUANTITIES},
