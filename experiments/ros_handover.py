@@ -135,8 +135,9 @@ def main() -> None:
                                          .split("motion before: ", 1)[1]))
                 graph.spin_until(lambda n=n_goals: len(goals) > n, 5.0)    # the new task's goal
             graph.spin_for(0.5)                                  # fresh states after the reset
-            if graph.log("coordinator_node").count(FAULT_LINE) > faults:   # as a lab would: recover, go on
-                faults = graph.log("coordinator_node").count(FAULT_LINE)
+            seen = graph.log("coordinator_node").count(FAULT_LINE)
+            if seen > faults:                                    # an arm faulted: as a lab would, recover, go on
+                faults = seen
                 recovered = graph.call(Trigger, "/codi/recover", Trigger.Request(), timeout=60.0)
                 print(f"episode {i}: after a fault, /codi/recover: {recovered.message}", flush=True)
                 graph.spin_for(0.5)

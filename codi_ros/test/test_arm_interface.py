@@ -294,16 +294,23 @@ def test_action_node_rejects_chunks_for_another_arm_or_without_joint_states_and_
     assert any("malformed" in t for t in texts(ctl.pop_log()))
 
 
+def timed_arm_interface(world, kinematics, compute_seconds: list[float]) -> ArmInterface:
+    """The left arm's interface, a 0.1 s delivery margin, its trajectories taking ``compute_seconds`` in turn to
+    compute; joint states from the reset world at t = 1.0."""
+    ticks = iter([t for seconds in compute_seconds for t in (0.0, seconds)])
+    ctl = ArmInterface(replace(WORLD, executor=replace(WORLD.executor, delivery_margin=0.1)), "left", kinematics,
+                       compute_clock=lambda: next(ticks))
+    world.reset()
+    ctl.on_joint_positions(world.joint_positions("left"), 1.0)
+    return ctl
+
+
 def test_a_chunk_whose_trajectory_is_computed_late_is_dropped_and_the_arm_runs_on_in_what_it_has(world, kinematics):
     """Computing took longer than the delivery margin (a loaded machine): sent, its points already due would make
     the controller join its motion to the first point left with a jump (a reflex in the graph's simulated FR3).
     The chunk is dropped with a warning, the executor goes back to where it was, and the next chunk computed in
     time continues the trajectory the controller runs, without a jump."""
-    clock = iter([0.0, 0.0, 0.0, 0.12, 0.0, 0.0])          # the second computation takes 0.12 s, the margin 0.1 s
-    ctl = ArmInterface(replace(WORLD, executor=replace(WORLD.executor, delivery_margin=0.1)), "left", kinematics,
-                       compute_clock=lambda: next(clock))
-    world.reset()
-    ctl.on_joint_positions(world.joint_positions("left"), 1.0)
+    ctl = timed_arm_interface(world, kinematics, [0.0, 0.12, 0.0])   # the second takes 0.12 s, the margin 0.1 s
     first = ctl.on_chunk(chunk_msg("left", chunk_of([0.1, 0, 0, 0, 0, 0], start=1.0)), now=1.0)
     ctl.on_joint_positions(first.sample(1.4)[0], 1.4)      # the arm follows what it was sent
     assert ctl.on_chunk(chunk_msg("left", chunk_of([0, 0.1, 0, 0, 0, 0], start=1.4)), now=1.4) is None
@@ -320,11 +327,7 @@ def test_a_chunk_whose_trajectory_is_computed_late_is_dropped_and_the_arm_runs_o
 def test_a_stop_computed_late_is_sent_without_its_points_already_due(world, kinematics):
     """A stop must go out even when computed late (stale joint states on a loaded machine): the points due
     before it is sent go, the controller joins the motion it runs to the first point left."""
-    clock = iter([0.0, 0.0, 0.0, 0.06])                    # the stop takes 0.06 s: sent 0.01 s after its first point
-    ctl = ArmInterface(replace(WORLD, executor=replace(WORLD.executor, delivery_margin=0.1)), "left", kinematics,
-                       compute_clock=lambda: next(clock))
-    world.reset()
-    ctl.on_joint_positions(world.joint_positions("left"), 1.0)
+    ctl = timed_arm_interface(world, kinematics, [0.0, 0.06])   # the stop takes 0.06 s: sent 0.01 s after its point
     assert ctl.on_chunk(chunk_msg("left", chunk_of([0.1, 0, 0, 0, 0, 0], start=1.0)), now=1.0) is not None
     stop = ctl.check(1.5)                                   # no joint states since 1.0: stale
     assert 1.5 + 0.06 + SEND_LEAD_S <= stop.start < 1.5 + 0.06 + SEND_LEAD_S + 0.01
