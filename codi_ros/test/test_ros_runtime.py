@@ -134,15 +134,23 @@ def test_plan_from_the_latest_state_is_executed_then_stop_brings_both_arms_to_re
     stopped_at = time.monotonic()
     assert stop.success
     sim_graph.spin_for(1.3)
-    wall_to_monotonic = time.monotonic() - time.time()
+    ends = {}
     for arm, received in commands.items():
         after = [m for t, m in received if t > stopped_at - 0.1]
         assert after and ends_at_rest(after[-1]), f"{arm}: no trajectory to rest after the stop"
         last = after[-1].points[-1].time_from_start
         assert last.sec < 1, f"{arm}: the stop takes {last}"
-        ended = stamp_sec(after[-1].header.stamp) + last.sec + last.nanosec * 1e-9 + wall_to_monotonic
-        still = [np.abs(m.velocity[:7]).max() for t, m in joints[arm] if t > ended + 0.3]   # the servos' 0.1 s lag
-        assert still and max(still) < 0.02, f"{arm}: moving at {max(still, default=None)} rad/s after its stop ended"
+        ends[arm] = stamp_sec(after[-1].header.stamp) + last.sec + last.nanosec * 1e-9
+    latest = max(ends.values()) + 0.8
+    sim_graph.spin_until(lambda: all(joints[a] and stamp_sec(joints[a][-1][1].header.stamp) > latest for a in ARMS),
+                         5.0)
+    for arm, end in ends.items():   # by sim time stamps: receive times lag on loaded cores
+        settled = [m for _, m in joints[arm] if stamp_sec(m.header.stamp) > end + 0.3]   # the servos lag 0.1 s
+        assert len(settled) > 10, f"{arm}: {len(settled)} joint states after its stop ended"
+        drift = np.abs(np.subtract(settled[-1].position[:7], settled[0].position[:7])).max()
+        final = np.abs(settled[-1].velocity[:7]).max()
+        assert drift < 0.005 and final < 0.005, (f"{arm}: moved {drift:.4f} rad after its stop ended, "
+                                                 f"at {final:.4f} rad/s in the end")
     sim_graph.check_alive()
 
 
