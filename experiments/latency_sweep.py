@@ -15,23 +15,13 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
-import subprocess
-import sys
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
+from codi_ros.evaluation.runs import eval_run, wilson
+
 RESULTS = Path(__file__).resolve().parent / "results" / "latency_sweep"
 PLANNERS = {"latency_aware": [], "naive": ["--naive"]}
-
-
-def wilson(successes: int, n: int, z: float = 1.96) -> tuple[float, float]:
-    """95 % Wilson score interval of a success rate."""
-    if n == 0:
-        return (0.0, 1.0)
-    p = successes / n
-    centre, half = p + z * z / (2 * n), z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n))
-    return ((centre - half) / (1 + z * z / n), (centre + half) / (1 + z * z / n))
 
 
 def runs(latencies: list[float]) -> list[tuple[str, list[str]]]:
@@ -44,10 +34,7 @@ def runs(latencies: list[float]) -> list[tuple[str, list[str]]]:
 
 def run_one(stem: str, options: list[str], args: argparse.Namespace) -> Path:
     path = args.out / f"{stem}.json"
-    if not path.exists():
-        cmd = [sys.executable, "-m", "codi_ros.cli", "eval", "--method", "codi", "--episodes", str(args.episodes),
-               "--seed", str(args.seed), "--threads", "1", "--no-progress", "--out", str(path), *options]
-        subprocess.run(cmd, check=True, stdout=subprocess.DEVNULL)
+    if eval_run(path, ["--method", "codi", *options], args.episodes, args.seed):
         print(f"done: {stem}", flush=True)
     return path
 

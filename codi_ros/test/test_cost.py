@@ -153,6 +153,16 @@ def test_terms_sum_to_the_total_for_a_batch():
         assert torch.allclose(sum(v.terms.values()), v.total)
 
 
+def test_goal_only_cost_of_codi_simple_is_the_goal_term_alone():
+    """Arms 20 cm apart (a collision) and far from the cube (no engagement): CoDi-Simple's cost is the goal
+    term only, the same as the full cost's."""
+    s = state(left_ee=(-0.1, 0.0, 0.2), right_ee=(0.1, 0.0, 0.2), cube=(-0.35, 0.0, HALF))
+    full, simple = JOINT(s, still()), HandoverCost(CFG.goal_only(), MODEL, WORLD.arm_names)(s, still())
+    assert full.terms["collision"].item() > 0 and full.terms["engage"].item() > 0
+    assert simple.terms["collision"].item() == simple.terms["engage"].item() == 0.0
+    assert simple.total.item() == pytest.approx(full.terms["goal"].item()) and full.terms["goal"].item() > 0
+
+
 def test_independent_cost_engages_both_arms_and_ignores_collisions():
     s = state(left_ee=(-0.1, 0.0, 0.2), right_ee=(0.1, 0.0, 0.2), cube=(-0.35, 0.0, HALF))
     v = INDEP(s, still())

@@ -132,6 +132,18 @@ def test_codi_eval_records_its_cost_config_and_refuses_a_bad_one(tmp_path, capsy
     assert "engage.closer" in capsys.readouterr().err and not out.exists()
 
 
+def test_codi_eval_codi_simple_plans_with_the_goal_term_alone(tmp_path):
+    parser = argparse.ArgumentParser()
+    evaluate.add_arguments(parser)
+    out = tmp_path / "r.json"
+    assert evaluate.run(parser.parse_args(["--method", "codi-simple", "--episodes", "1", "--seconds", "0.3",
+                                           "--num-samples", "4", "--no-progress", "--out", str(out)])) == 0
+    r = json.loads(out.read_text())
+    assert r["method"] == "codi-simple" and r["planner"]["method"] == "codi"   # joint guidance, ...
+    assert r["cost"]["engage"]["weight"] == r["cost"]["collision"]["weight"] == 0.0   # ... by the goal term alone
+    assert r["cost"]["goal"]["weight"] > 0 and len(r["episodes"]) == 1
+
+
 class RefusingPlanner:
     """Stand-in planner that refuses the state from its third plan on (e.g. the cube fell off the table)."""
 

@@ -22,7 +22,7 @@ predicted horizon instead; ``closest`` (eq. 42 as printed) is the default (no wo
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -103,6 +103,11 @@ class CostConfig:
     engage: EngageTerm = EngageTerm(threshold=0.20, weight=10.0, closer="base")
     collision: CostTerm = CostTerm(threshold=0.30, weight=10.0)
     kinematic_model: KinematicModelConfig = field(default_factory=KinematicModelConfig)
+
+    def goal_only(self) -> CostConfig:
+        """The goal term of eq. 20 alone (engagement and collision weighted 0): the cost of CoDi-Simple
+        (Sec. VII-E, the base-policy support study)."""
+        return replace(self, engage=replace(self.engage, weight=0.0), collision=replace(self.collision, weight=0.0))
 
 
 def load_cost_config(path: str | Path | None = None) -> CostConfig:

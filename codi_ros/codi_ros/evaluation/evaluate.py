@@ -3,6 +3,7 @@
     codi eval --method single-arm --episodes 50 --seed 0 --out results/single_arm.json
     codi eval --method codi --episodes 50 --seed 0 --out results/codi.json
     codi eval --method codi-indep ...      # the Sec. VII-C ablation: each arm guided by its own cost
+    codi eval --method codi-simple ...     # the Sec. VII-E support study: the goal term of the cost alone
     codi eval --method scripted ...        # the scripted two-arm expert (a reference, not a policy)
     codi eval --method codi --timing paused ...         # the paper's protocol: the world waits for every plan
     codi eval --method codi --latency 0.4 [--naive] ... # real time with a fixed injected latency
@@ -19,7 +20,8 @@ from pathlib import Path
 from codi_ros import bounds
 from codi_ros.paths import writable_folder, write_atomically
 
-METHODS = ("single-arm", "codi", "codi-indep", "scripted")
+METHODS = ("single-arm", "codi", "codi-indep", "codi-simple", "scripted")
+PLANNER_METHOD = {"codi": "codi", "codi-indep": "codi-indep", "codi-simple": "codi"}   # the planner.yaml method of each
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -53,12 +55,12 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--latency", type=float, default=None,
                    help="realtime: inject this fixed latency per plan, s, instead of the measured one")
     p.add_argument("--naive", action="store_true",
-                   help="codi, codi-indep, single-arm: plan without committing to the actions that run while planning "
+                   help="the codi methods, single-arm: plan without committing to the actions that run while planning "
                         "(planner.yaml realtime.commit false), the baseline of the latency study")
     p.add_argument("--task", default=None,
                    help="task YAML (keys of codi_ros.sim.tasks.HandoverTask; default: the paper's handover)")
     p.add_argument("--trace", type=Path, default=None,
-                   help="codi, codi-indep, scripted: write every control step of episode i to TRACE/episode_i.json "
+                   help="the codi methods, scripted: write every control step of episode i to TRACE/episode_i.json "
                         "(summary: python experiments/summarize_traces.py TRACE)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
 
@@ -82,7 +84,7 @@ def make_planner(args: argparse.Namespace, world_cfg):
     from codi_ros.core.policy import load_policy
 
     config = load_planner_config(args.planner_config)
-    config = replace(config, method=args.method, realtime=realtime_of(args, config))
+    config = replace(config, method=PLANNER_METHOD[args.method], realtime=realtime_of(args, config))
     if args.cost_simulator:
         config = replace(config, cost_simulator=args.cost_simulator)
     simulator = None
@@ -90,6 +92,8 @@ def make_planner(args: argparse.Namespace, world_cfg):
         from codi_ros.sim.physics_model import PhysicsModel
         simulator = PhysicsModel(world_cfg)
     cost_config = load_cost_config(args.cost_config)
+    if args.method == "codi-simple":
+        cost_config = cost_config.goal_only()
     planner = Planner(load_policy(args.model), world_cfg, config, cost_config, simulator)
     overrides = PlanOverrides(num_samples=args.num_samples, temperature=args.temperature, steps=args.sample_steps)
     check_overrides(overrides, config)   # a bad override is refused before the run, not met by every plan of it

@@ -1,0 +1,46 @@
+"""Sweeps of codi eval runs: the intervals they report and the paper harness's methods."""
+
+from __future__ import annotations
+
+import argparse
+import importlib.util
+import math
+from pathlib import Path
+
+import pytest
+
+from codi_ros.evaluation import evaluate
+from codi_ros.evaluation.runs import eval_run, mean_ci95, wilson
+
+EXPERIMENTS = Path(__file__).resolve().parents[2] / "experiments"
+
+
+@pytest.mark.parametrize(("k", "n", "interval"), [(46, 50, (0.8117, 0.9685)), (0, 20, (0.0, 0.1611)),
+                                                  (20, 20, (0.8389, 1.0))])
+def test_wilson_interval_matches_the_textbook_values(k, n, interval):
+    assert wilson(k, n) == pytest.approx(interval, abs=1e-4)
+
+
+def test_mean_interval_skips_missing_values_and_shrinks_with_more_episodes():
+    mean, half = mean_ci95([1.0, None, 3.0])
+    assert mean == 2.0 and half == pytest.approx(1.96 * math.sqrt(2) / math.sqrt(2))
+    assert mean_ci95([1.0, 3.0] * 50)[1] < half
+    assert all(math.isnan(v) for v in mean_ci95([None]))
+
+
+def test_a_run_whose_file_exists_is_not_run_again(tmp_path):
+    done = tmp_path / "codi_paused_seed0.json"
+    done.write_text("{}")
+    assert eval_run(done, ["--method", "no-such-method"], episodes=1, seed=0) is False   # would fail if it ran
+
+
+def test_every_method_of_the_paper_harness_is_a_valid_codi_eval_run():
+    spec = importlib.util.spec_from_file_location("paper", EXPERIMENTS / "paper.py")
+    paper = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(paper)
+    parser = argparse.ArgumentParser()
+    evaluate.add_arguments(parser)
+    for name, (_, options) in paper.METHODS.items():
+        args = parser.parse_args([*options, "--out", "x.json"])
+        assert args.method in evaluate.METHODS, name
+        assert args.model is None or (Path(args.model) / "model.safetensors").exists(), f"{name}: {args.model}"

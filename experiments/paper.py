@@ -1,0 +1,115 @@
+"""The paper's comparisons (Sec. VII) on the same seeded episodes: one `codi eval` per method and seed,
+a summary table and the figures of Figs. 4-8 (success, closest cube-to-goal distance, completion time,
+collision episodes, each with its 95 % interval over episodes).
+
+    python experiments/paper.py [--methods codi codi-indep codi-simple codi-20pct] [--seeds 0 1]
+                                [--episodes 50] [--timing paused] [--workers 1] [--out experiments/results/paper]
+
+Every run is `codi eval OPTIONS --episodes N --seed S` in a worker process of one torch thread, written to
+OUT/<method>_<timing>_seed<S>.json; a run whose file exists is skipped (resume). ``--timing paused`` (the
+default) is the paper's protocol: the world waits for every plan, so methods of different speeds compare as
+in the paper; ``realtime`` is how users run the system (README "Measured so far"). Then OUT/summary.json
+(episodes of all seeds pooled per method) and OUT/paper.png. docs/results.md sets the rows beside the
+paper's numbers. The methods that learn from two-arm demonstrations (Sec. VII-B) are not built yet.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+from codi_ros.evaluation.runs import eval_run, mean_ci95, wilson
+
+RESULTS = Path(__file__).resolve().parent / "results" / "paper"
+MODELS = Path(__file__).resolve().parents[1] / "models"
+
+# name -> (the paper's name, codi eval options)
+METHODS = {
+    "codi": ("CoDi", ["--method", "codi"]),
+    "codi-indep": ("CoDi-Indep (Sec. VII-C)", ["--method", "codi-indep"]),
+    "codi-simple": ("CoDi-Simple (Sec. VII-E)", ["--method", "codi-simple"]),
+    "codi-20pct": ("CoDi, 20 % data (Sec. VII-D)", ["--method", "codi", "--model", str(MODELS / "single_arm_20pct")]),
+}
+
+
+def summarize(method: str, paths: list[Path]) -> dict:
+    """One row of the table: the episodes of every seed's run of ``method`` pooled."""
+    runs = [json.loads(p.read_text()) for p in paths]
+    episodes = [e for r in runs for e in r["episodes"]]
+    n, k = len(episodes), sum(e["success"] for e in episodes)
+    collided = sum(e["collisions"] > 0 for e in episodes)
+    return {"method": method, "name": METHODS[method][0], "seeds": [r["seed"] for r in runs],
+            "timing": runs[0]["timing"]["mode"], "episodes": n, "successes": k, "success_rate": k / n,
+            "success_ci95": wilson(k, n),
+            "closest_distance_m": mean_ci95([e["min_distance"] for e in episodes]),
+            "completion_time_s": mean_ci95([e["completion_time"] for e in episodes if e["success"]]),
+            "episodes_with_collision": collided, "collision_ci95": wilson(collided, n),
+            "files": [p.name for p in paths], "code_versions": sorted({r["code_version"] for r in runs}),
+            "wall_seconds": sum(r["wall_seconds"] for r in runs), "machine": runs[0]["machine"]}
+
+
+def plot(rows: list[dict], path: Path) -> None:
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, 4, figsize=(16, 4))
+    x = range(len(rows))
+
+    def bars(ax, values, lows, highs, ylabel):
+        ax.bar(x, values, yerr=[lows, highs], capsize=4, color=[f"C{i}" for i in x])
+        ax.set_xticks(list(x), [r["method"] for r in rows], rotation=20)
+        ax.set(ylabel=ylabel)
+        ax.grid(axis="y", alpha=0.3)
+
+    rate = [100 * r["success_rate"] for r in rows]
+    bars(axes[0], rate, [v - 100 * r["success_ci95"][0] for v, r in zip(rate, rows, strict=True)],
+         [100 * r["success_ci95"][1] - v for v, r in zip(rate, rows, strict=True)], "handover success (%)")
+    for ax, key, label in ((axes[1], "closest_distance_m", "closest cube-to-goal distance (m)"),
+                           (axes[2], "completion_time_s", "completion time of successes (s)")):
+        means, halves = [r[key][0] for r in rows], [r[key][1] for r in rows]
+        bars(ax, means, halves, halves, label)
+    share = [100 * r["episodes_with_collision"] / r["episodes"] for r in rows]
+    bars(axes[3], share, [v - 100 * r["collision_ci95"][0] for v, r in zip(share, rows, strict=True)],
+         [100 * r["collision_ci95"][1] - v for v, r in zip(share, rows, strict=True)], "episodes with a collision (%)")
+    fig.suptitle(f"{rows[0]['timing']} protocol, {rows[0]['episodes']} episodes per method, 95 % intervals")
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--methods", nargs="+", choices=list(METHODS), default=list(METHODS),
+                   help="methods to run (default: all)")
+    p.add_argument("--seeds", type=int, nargs="+", default=[0], help="episode seeds (default %(default)s)")
+    p.add_argument("--episodes", type=int, default=50, help="episodes per run (paper: 50)")
+    p.add_argument("--timing", choices=("paused", "realtime"), default="paused",
+                   help="paused (the paper's protocol, default) or realtime (as users run it)")
+    p.add_argument("--workers", type=int, default=1, help="runs at a time, one core each (default %(default)s)")
+    p.add_argument("--out", type=Path, default=RESULTS, help="results folder (default %(default)s)")
+    args = p.parse_args()
+    if args.episodes < 1 or args.workers < 1 or min(args.seeds) < 0:
+        p.error("need --episodes >= 1, --workers >= 1 and seeds >= 0")
+    args.out.mkdir(parents=True, exist_ok=True)
+    todo = [(m, s, args.out / f"{m}_{args.timing}_seed{s}.json") for m in args.methods for s in args.seeds]
+
+    def run(item: tuple[str, int, Path]) -> None:
+        method, seed, path = item
+        if eval_run(path, [*METHODS[method][1], "--timing", args.timing], args.episodes, seed):
+            print(f"done: {path.name}", flush=True)
+
+    with ThreadPoolExecutor(args.workers) as pool:
+        list(pool.map(run, todo))
+    rows = [summarize(m, [path for method, _, path in todo if method == m]) for m in args.methods]
+    (args.out / "summary.json").write_text(json.dumps(rows, indent=1) + "\n")
+    plot(rows, args.out / "paper.png")
+    for r in rows:
+        lo, hi = r["success_ci95"]
+        print(f"{r['method']:12s} {r['successes']:3d}/{r['episodes']} ({100 * lo:.0f}-{100 * hi:.0f} %)  "
+              f"collision episodes {r['episodes_with_collision']:3d}  closest {r['closest_distance_m'][0]:.3f} m")
+
+
+if __name__ == "__main__":
+    main()
