@@ -201,7 +201,7 @@ class ExecutorConfig:
     blend_time: float = 0.0       # s: cross-fade from the last twist into a new chunk (0: zero-order hold)
     stop_time: float = 0.1        # s: a hold ramps every joint to zero within this
     late_tolerance: float = 0.02  # s: a latency-aware chunk arriving later than its takeover + this is dropped
-    delivery_margin: float = 0.15  # s: from a chunk to its arm's first new command (the action node's trajectory)
+    delivery_margin: float = 0.2   # s: from a chunk to its arm's first new command (the action node's trajectory)
 
     def __post_init__(self) -> None:
         _check(self.blend_time >= 0 and self.late_tolerance >= 0, "executor: blend_time, late_tolerance must be >= 0")
