@@ -64,16 +64,19 @@ def plot(rows: list[dict], path: Path) -> None:
         ax.set(ylabel=ylabel)
         ax.grid(axis="y", alpha=0.3)
 
-    rate = [100 * r["success_rate"] for r in rows]
-    bars(axes[0], rate, [v - 100 * r["success_ci95"][0] for v, r in zip(rate, rows, strict=True)],
-         [100 * r["success_ci95"][1] - v for v, r in zip(rate, rows, strict=True)], "handover success (%)")
+    def rates(ax, counts: list[int], intervals: list[tuple[float, float]], ylabel):
+        share = [100 * k / r["episodes"] for k, r in zip(counts, rows, strict=True)]
+        # clipped at 0: at n/n the Wilson bound is 1 up to rounding
+        bars(ax, share, [max(0.0, v - 100 * lo) for v, (lo, _) in zip(share, intervals, strict=True)],
+             [max(0.0, 100 * hi - v) for v, (_, hi) in zip(share, intervals, strict=True)], ylabel)
+
+    rates(axes[0], [r["successes"] for r in rows], [r["success_ci95"] for r in rows], "handover success (%)")
     for ax, key, label in ((axes[1], "closest_distance_m", "closest cube-to-goal distance (m)"),
                            (axes[2], "completion_time_s", "completion time of successes (s)")):
         means, halves = [r[key][0] for r in rows], [r[key][1] for r in rows]
         bars(ax, means, halves, halves, label)
-    share = [100 * r["episodes_with_collision"] / r["episodes"] for r in rows]
-    bars(axes[3], share, [v - 100 * r["collision_ci95"][0] for v, r in zip(share, rows, strict=True)],
-         [100 * r["collision_ci95"][1] - v for v, r in zip(share, rows, strict=True)], "episodes with a collision (%)")
+    rates(axes[3], [r["episodes_with_collision"] for r in rows], [r["collision_ci95"] for r in rows],
+          "episodes with a collision (%)")
     fig.suptitle(f"{rows[0]['timing']} protocol, {rows[0]['episodes']} episodes per method, 95 % intervals")
     fig.tight_layout()
     fig.savefig(path, dpi=120)

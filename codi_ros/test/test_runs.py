@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import importlib.util
+import json
 import math
 from pathlib import Path
 
@@ -34,13 +35,39 @@ def test_a_run_whose_file_exists_is_not_run_again(tmp_path):
     assert eval_run(done, ["--method", "no-such-method"], episodes=1, seed=0) is False   # would fail if it ran
 
 
-def test_every_method_of_the_paper_harness_is_a_valid_codi_eval_run():
+def paper_harness():
     spec = importlib.util.spec_from_file_location("paper", EXPERIMENTS / "paper.py")
     paper = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(paper)
+    return paper
+
+
+def test_every_method_of_the_paper_harness_is_a_valid_codi_eval_run():
+    paper = paper_harness()
     parser = argparse.ArgumentParser()
     evaluate.add_arguments(parser)
     for name, (_, options) in paper.METHODS.items():
         args = parser.parse_args([*options, "--out", "x.json"])
         assert args.method in evaluate.METHODS, name
         assert args.model is None or (Path(args.model) / "model.safetensors").exists(), f"{name}: {args.model}"
+
+
+def test_paper_summary_pools_the_seeds_and_plots_rates_of_n_out_of_n(tmp_path):
+    """Two seeds' runs of a method pooled into one row; a method that collides in every episode (CoDi-Indep)
+    still plots (its Wilson bound is 1 up to rounding)."""
+    paper = paper_harness()
+
+    def run(seed: int, collide: bool, success: bool) -> Path:
+        episodes = [{"success": success, "min_distance": 0.02 + 0.01 * i, "completion_time": 10.0 if success else None,
+                     "collisions": 2 if collide else 0} for i in range(10)]
+        path = tmp_path / f"run_{seed}_{collide}.json"
+        path.write_text(json.dumps({"seed": seed, "timing": {"mode": "paused"}, "episodes": episodes,
+                                    "code_version": "x", "wall_seconds": 1.0, "machine": {}}))
+        return path
+
+    rows = [paper.summarize("codi", [run(0, False, True), run(1, False, False)]),
+            paper.summarize("codi-indep", [run(0, True, True), run(1, True, True)])]
+    assert rows[0]["episodes"] == 20 and rows[0]["successes"] == 10 and rows[0]["seeds"] == [0, 1]
+    assert rows[0]["completion_time_s"] == (10.0, 0.0) and rows[1]["episodes_with_collision"] == 20
+    paper.plot(rows, tmp_path / "paper.png")
+    assert (tmp_path / "paper.png").stat().st_size > 10_000
