@@ -65,10 +65,9 @@ def plot(rows: list[dict], path: Path) -> None:
         ax.grid(axis="y", alpha=0.3)
 
     def rates(ax, counts: list[int], intervals: list[tuple[float, float]], ylabel):
-        share = [100 * k / r["episodes"] for k, r in zip(counts, rows, strict=True)]
-        # clipped at 0: at n/n the Wilson bound is 1 up to rounding
-        bars(ax, share, [max(0.0, v - 100 * lo) for v, (lo, _) in zip(share, intervals, strict=True)],
-             [max(0.0, 100 * hi - v) for v, (_, hi) in zip(share, intervals, strict=True)], ylabel)
+        share = [k / r["episodes"] for k, r in zip(counts, rows, strict=True)]
+        bars(ax, [100 * p for p in share], [100 * (p - lo) for p, (lo, _) in zip(share, intervals, strict=True)],
+             [100 * (hi - p) for p, (_, hi) in zip(share, intervals, strict=True)], ylabel)
 
     rates(axes[0], [r["successes"] for r in rows], [r["success_ci95"] for r in rows], "handover success (%)")
     for ax, key, label in ((axes[1], "closest_distance_m", "closest cube-to-goal distance (m)"),

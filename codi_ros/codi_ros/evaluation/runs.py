@@ -23,12 +23,13 @@ def eval_run(path: Path, options: list[str], episodes: int, seed: int) -> bool:
 
 
 def wilson(successes: int, n: int, z: float = 1.96) -> tuple[float, float]:
-    """95 % Wilson score interval of a success rate (sound at 0/n and n/n, unlike p +- z sqrt(p(1-p)/n))."""
+    """95 % Wilson score interval of a success rate (sound at 0/n and n/n, unlike p +- z sqrt(p(1-p)/n)); it
+    brackets p exactly (at n/n its upper bound is 1 only up to rounding), so error bars p - lo, hi - p are >= 0."""
     if n == 0:
         return (0.0, 1.0)
     p = successes / n
     centre, half = p + z * z / (2 * n), z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n))
-    return ((centre - half) / (1 + z * z / n), (centre + half) / (1 + z * z / n))
+    return (min((centre - half) / (1 + z * z / n), p), max((centre + half) / (1 + z * z / n), p))
 
 
 def mean_ci95(values: list[float]) -> tuple[float, float]:
