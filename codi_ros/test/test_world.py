@@ -136,6 +136,26 @@ def test_scripted_grasp_lifts_and_places_the_cube(world, arm, cube, place):
     assert world.arm_table_contacts() == 0
 
 
+def test_the_demonstrations_tell_a_grasp_about_to_close_from_a_release(world):
+    """The observation just before the expert closes on the cube and the one as it retreats from a placed
+    cube must differ: they call for opposite actions (close; rise and go home). Once they showed the same
+    open gripper at the cube, and the policy learned to retreat from cubes it had never grasped."""
+    world.reset(cube_xy=(-0.35, 0.1), cube_yaw=0.2)
+    skill = PickPlace(world, "left", (-0.4, -0.15))
+    seen = {}
+    for _ in range(200):
+        seen.setdefault(skill.phase, world.observation("left"))   # the first observation of each phase
+        world.apply_action("left", skill.act())
+        world.step_control()
+        if skill.phase is Phase.HOME:
+            break
+    assert {Phase.CLOSE, Phase.RETREAT} <= set(seen), f"the pick-and-place never got through: {set(seen)}"
+    width, rel = field_slice(OBS_FIELDS, "gripper_width"), field_slice(OBS_FIELDS, "cube_rel")
+    grasp, retreat = seen[Phase.CLOSE], seen[Phase.RETREAT]
+    assert np.linalg.norm(grasp[rel] - retreat[rel]) < 0.02, "the two states are not both at the cube"
+    assert abs(grasp[width][0] - retreat[width][0]) > 0.005, (grasp[width], retreat[width])
+
+
 @pytest.mark.parametrize("arm", ["left", "right"])
 @pytest.mark.parametrize("cube_yaw", [0.7, -0.7, 1.2])
 def test_expert_grasps_with_the_least_wrist_turn_and_the_observation_shows_the_alignment(world, cfg, arm, cube_yaw):

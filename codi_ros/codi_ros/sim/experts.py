@@ -22,6 +22,10 @@ ABOVE_CUBE = 0.10      # pre-grasp height above the cube centre
 POS_TOL = 0.008
 ROT_TOL = 0.05
 OPEN, CLOSED = 0.08, 0.0
+RELEASE = 0.07         # width when letting go of the cube and retreating from it; OPEN again at home. With OPEN
+                       # there, the tool just after a release (at the cube, gripper open, cube_rel ~ 0) looked like
+                       # the tool just before a grasp: a policy hovering over the cube took the retreat (straight
+                       # up, then home) and never closed; the width in the observation tells the two apart
 HOLD_TOL = 0.03        # cube centre further than this from the tool while lifting/carrying = missed or dropped
 GRASP_STEPS = 6        # control steps to close the gripper (0.6 s)
 RELEASE_STEPS = 4
@@ -142,12 +146,12 @@ class PickPlace(Skill):
             if reached:
                 self._goto(Phase.RELEASE)
         elif p is Phase.RELEASE:
-            action = idle_action(OPEN)
+            action = idle_action(RELEASE)
             if self._phase_steps >= RELEASE_STEPS:
                 self.placed = True
                 self._goto(Phase.RETREAT)
         elif p is Phase.RETREAT:
-            action, reached = self._servo(np.r_[st.ee_pos[:2], CARRY_HEIGHT], hold_rot, OPEN)
+            action, reached = self._servo(np.r_[st.ee_pos[:2], CARRY_HEIGHT], hold_rot, RELEASE)
             if reached or st.ee_pos[2] > CARRY_HEIGHT - 0.02:
                 self._goto(Phase.HOME)
         else:
