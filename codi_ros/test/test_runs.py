@@ -49,7 +49,8 @@ def test_every_method_of_the_paper_harness_is_a_valid_codi_eval_run():
     for name, (_, options) in paper.METHODS.items():
         args = parser.parse_args([*options, "--out", "x.json"])
         assert args.method in evaluate.METHODS, name
-        assert args.model is None or (Path(args.model) / "model.safetensors").exists(), f"{name}: {args.model}"
+        model = Path(evaluate.model_of(args))                    # the --model given, else the method's shipped one
+        assert (model / "model.safetensors").exists(), f"{name}: {model}"
 
 
 def test_paper_summary_pools_the_seeds_and_plots_rates_of_n_out_of_n(tmp_path):

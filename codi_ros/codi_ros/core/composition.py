@@ -1,7 +1,13 @@
-"""The product of N single-agent diffusion policies, p^{1:N}(a | s) = prod_i p^(i)(a^(i) | f_single^(i)(s)) (eq. 6).
+"""The joint base policy the CoDi sampler guides, as joint chunks a = (a^(1), ..., a^(N)) of shape (B, N, H, A).
 
-Its score is the stack of the per-agent scores (eq. 13). The agents are homogeneous, so one
-shared policy is evaluated in every arm's own frame, in a single batched call (B*N rows).
+:class:`ProductPolicy`: the product of N single-agent diffusion policies,
+p^{1:N}(a | s) = prod_i p^(i)(a^(i) | f_single^(i)(s)) (eq. 6). Its score is the stack of the per-agent
+scores (eq. 13). The agents are homogeneous, so one shared policy is evaluated in every arm's own
+frame, in a single batched call (B*N rows). CoDi's base policy.
+
+:class:`JointPolicy`: one policy trained on multi-arm demonstrations over all N arms at once (the
+"macro-agent" of the joint-data baselines, Sec. VII-A: CoDi-Joint guides it). Same interface, so the
+sampler and the planner do not know which one they guide.
 """
 
 from __future__ import annotations
@@ -36,6 +42,9 @@ class ProductPolicy:
     def __init__(self, policy: ScorePolicy, num_agents: int):
         if num_agents < 1:
             raise ValueError(f"num_agents must be >= 1, got {num_agents}")
+        if getattr(policy.config, "agents", 1) != 1:
+            raise ValueError(f"a product of single-agent policies needs agents 1, the policy has "
+                             f"{policy.config.agents} (a joint policy: JointPolicy)")
         self.policy, self.num_agents = policy, num_agents
 
     @property
@@ -85,3 +94,55 @@ class ProductPolicy:
 
     def unnormalize_actions(self, a: Tensor) -> Tensor:
         return self.policy.unnormalize_actions(a)
+
+
+class JointPolicy:
+    """One policy over all N agents (``config.agents == N``) behind ProductPolicy's interface: a joint chunk
+    (B, N, H, A) is the policy's (B, H, N*A) chunk with the agents' actions side by side per step, the
+    observations (B, N, O) its (B, N*O) concatenation (core/policy.py)."""
+
+    def __init__(self, policy: ScorePolicy, num_agents: int):
+        if policy.config.agents != num_agents:
+            raise ValueError(f"the joint policy acts for {policy.config.agents} arms, the world has {num_agents}")
+        self.policy, self.num_agents = policy, num_agents
+
+    @property
+    def config(self) -> Any:
+        return self.policy.config
+
+    def _to_policy(self, a: Tensor) -> Tensor:          # (B, N, H, A) -> (B, H, N*A)
+        if a.ndim != 4 or a.shape[1] != self.num_agents:
+            raise ValueError(f"joint chunk must be (B, {self.num_agents}, H, A), got {tuple(a.shape)}")
+        return a.transpose(1, 2).flatten(2)
+
+    def _from_policy(self, x: Tensor) -> Tensor:        # (B, H, N*A) -> (B, N, H, A)
+        return x.unflatten(2, (self.num_agents, -1)).transpose(1, 2)
+
+    def score(self, a_t: Tensor, t: Tensor, obs: Tensor) -> Tensor:
+        """The joint score s(a; t, s) of the stacked chunk. a_t (B, N, H, A), t (B,), obs (B, N, O)."""
+        return self._from_policy(self.policy.score(self._to_policy(a_t), t, obs.flatten(1)))
+
+    def denoise(self, a_t: Tensor, t: Tensor, obs: Tensor) -> Tensor:
+        return self._from_policy(self.policy.denoise(self._to_policy(a_t), t, obs.flatten(1)))
+
+    def score_and_jacobian(self, a_t: Tensor, t: Tensor, obs: Tensor) -> tuple[Tensor, Tensor]:
+        raise ValueError("guidance.covariance 'jacobian' uses the product's per-agent blocks (eq. 16); "
+                         "a joint policy has none: use 'isotropic' or 'data_prior'")
+
+    def _per_step(self, fn, a: Tensor) -> Tensor:       # fn on (..., K, N*A), for a chunk (..., N, K, A)
+        return fn(a.transpose(-3, -2).flatten(-2)).unflatten(-1, (self.num_agents, -1)).transpose(-3, -2)
+
+    def normalize_actions(self, a: Tensor) -> Tensor:
+        """Raw (..., N, K, A) -> normalised, each agent by its own columns of the joint normaliser."""
+        return self._per_step(self.policy.normalize_actions, a)
+
+    def unnormalize_actions(self, a: Tensor) -> Tensor:
+        return self._per_step(self.policy.unnormalize_actions, a)
+
+
+def base_policy(policy: ScorePolicy, num_agents: int) -> ProductPolicy | JointPolicy:
+    """What the sampler guides: the product of N copies of a single-agent ``policy`` (CoDi), or a joint
+    policy over the N agents as it is (CoDi-Joint)."""
+    if getattr(policy.config, "agents", 1) > 1:
+        return JointPolicy(policy, num_agents)
+    return ProductPolicy(policy, num_agents)

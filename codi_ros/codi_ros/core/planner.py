@@ -24,7 +24,7 @@ from codi_ros import bounds
 from codi_ros.config import ConfigError, WorldConfig, from_dict
 from codi_ros.core import diffusion
 from codi_ros.core.coherence import coherence_gap
-from codi_ros.core.composition import ProductPolicy, ScorePolicy
+from codi_ros.core.composition import ScorePolicy, base_policy
 from codi_ros.core.cost import Cost, CostConfig, HandoverCost, load_cost_config
 from codi_ros.core.guidance import GuidanceConfig
 from codi_ros.core.kinematic_model import CostSimulator, KinematicModel, SimState, clip_to_limits
@@ -129,7 +129,8 @@ def check_overrides(o: PlanOverrides, config: PlannerConfig) -> None:
 
 
 class Planner:
-    """Guided joint sampling over N copies of one single-arm policy (one per configured arm).
+    """Guided joint sampling over N copies of one single-arm policy (one per configured arm), or over a
+    joint policy of all N arms (CoDi-Joint; see core/composition.py).
 
     The cost J is the configured :class:`HandoverCost` on ``simulator`` (called with the state's
     :class:`SimState`), or an injected ``cost`` such as the /codi/evaluate_cost client, called with the
@@ -140,7 +141,7 @@ class Planner:
                  cost_config: CostConfig | None = None, simulator: CostSimulator | None = None,
                  cost: Cost | None = None):
         self.world, self.config = world, config or PlannerConfig()
-        self.product = ProductPolicy(policy, len(world.arms))
+        self.base = base_policy(policy, len(world.arms))
         self._injected_cost = cost is not None
         self._kinematic = (cost_config or CostConfig()).kinematic_model   # grasp rule of the state prediction
         if cost is None:
@@ -164,7 +165,7 @@ class Planner:
     @classmethod
     def load(cls, world: WorldConfig, planner_config: str | Path | None = None, checkpoint: str | Path | None = None,
              simulator: CostSimulator | None = None, cost: Cost | None = None) -> Planner:
-        """The planner of ``config/planner.yaml`` (or a given file) with a saved single-arm policy."""
+        """The planner of ``config/planner.yaml`` (or a given file) with a saved policy (single-arm or joint)."""
         from codi_ros.core.policy import load_policy
 
         return cls(load_policy(checkpoint), world, load_planner_config(planner_config), load_cost_config(), simulator,
@@ -223,7 +224,7 @@ class Planner:
                 raise PlanningError(f"predicted: expected the configured arms {list(names)}, got {sorted(predicted)}")
             state = predict_state(state, committed, self.world, km.grasp_radius, km.hold_width_margin, predicted)
         obs = np.stack([observe(state.arms[n], state.cube, self.world.base_frame(n)) for n in names])
-        sampler = CoDiSampler(self.product, self.cost, sampler_config, chunk_shape=(H, ACT_DIM))
+        sampler = CoDiSampler(self.base, self.cost, sampler_config, chunk_shape=(H, ACT_DIM))
         obs_batch = torch.as_tensor(obs)[None].expand(self.config.candidates, *obs.shape)
         cost_state = state if self._injected_cost else SimState.from_world(state, self.world)
         result = sampler.sample(obs_batch, cost_state, prefix=prefix[1] if d and not predict else None,
@@ -255,7 +256,7 @@ class Planner:
             raise PlanningError(f"committed: expected (d, {ACT_DIM}) finite actions per arm with 0 < d < {H}, "
                                 f"got shape {raw.shape[1:]}")
         raw_t = torch.as_tensor(raw, dtype=torch.get_default_dtype())
-        return raw_t, self.product.normalize_actions(raw_t)
+        return raw_t, self.base.normalize_actions(raw_t)
 
     def _warm(self, stamp: float, batch: int) -> tuple[Tensor, float] | None:
         """The warm start of a plan at ``stamp`` (``warm_start``): the not yet executed rest of the previous
@@ -267,7 +268,7 @@ class Planner:
         offset, previous = since
         rest = previous[:, offset:]
         guess = torch.cat([rest, rest[:, -1:].expand(-1, offset, -1)], dim=1)
-        guess = self.product.normalize_actions(guess).to(torch.get_default_dtype())
+        guess = self.base.normalize_actions(guess).to(torch.get_default_dtype())
         return guess.expand(batch, *guess.shape), self.config.warm_start
 
     def choice_scores(self, stamp: float, chunks: Tensor, cost: Tensor) -> Tensor:
@@ -278,7 +279,7 @@ class Planner:
         if since is not None and since[0] > 0:
             offset, previous = since
             score = score + self.config.coherence * coherence_gap(
-                self.product.normalize_actions, chunks, previous.to(chunks.dtype), offset)
+                self.base.normalize_actions, chunks, previous.to(chunks.dtype), offset)
         return score
 
     def _since_previous(self, stamp: float) -> tuple[int, Tensor] | None:

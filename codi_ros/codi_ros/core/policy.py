@@ -1,9 +1,14 @@
-"""One single-agent diffusion policy p_theta(a | s) (paper Sec. III-C): normaliser + score network.
+"""One diffusion policy p_theta(a | s) (paper Sec. III-C): normaliser + score network.
 
-The policy sees one arm's observation in that arm's own base frame (frames.observe), so one trained
-policy serves every identical arm. Diffusion runs in the *normalised* action space (each action
-dimension mapped to [-1, 1] by the data set's min/max); ``score``/``denoise`` take and return
-normalised chunks, ``sample`` returns raw chunks (m/s, rad/s, m).
+A single-agent policy (``agents: 1``, CoDi's base policy) sees one arm's observation in that arm's
+own base frame (frames.observe), so one trained policy serves every identical arm. A joint policy
+(``agents: N``, the "macro-agent" of the joint-data baselines, Sec. VII-A) sees all N arms'
+observations concatenated in world.yaml's arm order and outputs all N arms' actions per step
+(step k of its chunk: arm 1's 7 numbers, then arm 2's, ...), each arm's in its own base frame.
+
+Diffusion runs in the *normalised* action space (each action dimension mapped to [-1, 1] by the
+data set's min/max); ``score``/``denoise`` take and return normalised chunks, ``sample`` returns raw
+chunks (m/s, rad/s, m).
 
 Saved as ``config.json`` (architecture, noise levels, observation/action layout, format version,
 SHA-256 of the weights) + ``model.safetensors`` (weights, normaliser, and a copy of the policy
@@ -52,8 +57,11 @@ class PolicyConfig:
     edm: EDMConfig = field(default_factory=EDMConfig)
     sample_steps: int = 20                              # default number of sampler steps
     sample_method: str = "sde"                          # "sde" (eq. 5, Euler-Maruyama) or "heun" (ODE)
+    agents: int = 1                                     # arms acted for jointly (1: the single-arm policy)
 
     def __post_init__(self) -> None:
+        if self.agents < 1:
+            raise ValueError(f"agents must be >= 1, got {self.agents}")
         divisor = 2 ** (len(self.unet.down_dims) - 1)
         if self.horizon < 1 or self.horizon % divisor:
             raise ValueError(f"horizon must be a positive multiple of {divisor} "
@@ -70,6 +78,14 @@ class PolicyConfig:
     @property
     def sigma_max(self) -> float:
         return self.edm.sigma_max
+
+    @property
+    def obs_dim(self) -> int:
+        return self.agents * OBS_DIM
+
+    @property
+    def act_dim(self) -> int:
+        return self.agents * ACT_DIM
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -93,12 +109,12 @@ class DiffusionPolicy(nn.Module):
     def __init__(self, cfg: PolicyConfig):
         super().__init__()
         self.config = cfg
-        self.net = ConditionalUnet1D(ACT_DIM, OBS_DIM, cfg.unet)
+        self.net = ConditionalUnet1D(cfg.act_dim, cfg.obs_dim, cfg.unet)
         # normalised = (raw - center) / scale, per dimension
-        self.register_buffer("obs_center", torch.zeros(OBS_DIM))
-        self.register_buffer("obs_scale", torch.ones(OBS_DIM))
-        self.register_buffer("act_center", torch.zeros(ACT_DIM))
-        self.register_buffer("act_scale", torch.ones(ACT_DIM))
+        self.register_buffer("obs_center", torch.zeros(cfg.obs_dim))
+        self.register_buffer("obs_scale", torch.ones(cfg.obs_dim))
+        self.register_buffer("act_center", torch.zeros(cfg.act_dim))
+        self.register_buffer("act_scale", torch.ones(cfg.act_dim))
 
     @classmethod
     def from_stats(cls, cfg: PolicyConfig, stats: dict[str, dict[str, list[float]]]) -> DiffusionPolicy:
@@ -136,13 +152,13 @@ class DiffusionPolicy(nn.Module):
 
     # --- score model -----------------------------------------------------------------------------
     def _check(self, a_t: torch.Tensor, t: torch.Tensor | float, obs: torch.Tensor) -> tuple[torch.Tensor, ...]:
-        shape = (self.config.horizon, ACT_DIM)
+        shape, obs_dim = (self.config.horizon, self.config.act_dim), self.config.obs_dim
         if a_t.dim() != 3 or tuple(a_t.shape[1:]) != shape:
             raise ValueError(f"a_t must have shape (B, {shape[0]}, {shape[1]}), got {tuple(a_t.shape)}")
         B = a_t.shape[0]
         obs = torch.as_tensor(obs, dtype=a_t.dtype, device=a_t.device)
-        if obs.shape[-1:] != (OBS_DIM,) or obs.dim() > 2 or (obs.dim() == 2 and obs.shape[0] not in (1, B)):
-            raise ValueError(f"obs must have shape ({B}, {OBS_DIM}) or ({OBS_DIM},), got {tuple(obs.shape)}")
+        if obs.shape[-1:] != (obs_dim,) or obs.dim() > 2 or (obs.dim() == 2 and obs.shape[0] not in (1, B)):
+            raise ValueError(f"obs must have shape ({B}, {obs_dim}) or ({obs_dim},), got {tuple(obs.shape)}")
         if not torch.isfinite(obs).all():
             raise ValueError("obs holds NaN or inf")
         t = torch.as_tensor(t, dtype=a_t.dtype, device=a_t.device)
@@ -150,7 +166,7 @@ class DiffusionPolicy(nn.Module):
             raise ValueError(f"t must be a scalar or have shape ({B},), got {tuple(t.shape)}")
         if not (t > 0).all():
             raise ValueError("t (noise level) must be > 0")
-        return t.expand(B), obs.expand(B, OBS_DIM)
+        return t.expand(B), obs.expand(B, obs_dim)
 
     def _denoise(self, a_t: torch.Tensor, t: torch.Tensor, obs: torch.Tensor) -> torch.Tensor:
         c_skip, c_out, c_in, c_noise = diffusion.preconditioning(t, self.config.edm.sigma_data)
@@ -160,7 +176,8 @@ class DiffusionPolicy(nn.Module):
     def denoise(self, a_t: torch.Tensor, t: torch.Tensor | float, obs: torch.Tensor) -> torch.Tensor:
         """D(a(t); t, s) = c_skip a(t) + c_out F(c_in a(t), c_noise, s) ~ E[a | a(t), s] = a(t) + t^2 s_theta.
 
-        a_t: (B, H, A) normalised, t: scalar or (B,), obs: (B, OBS_DIM) or (OBS_DIM,) raw. Returns (B, H, A).
+        a_t: (B, H, A) normalised, t: scalar or (B,), obs: (B, O) or (O,) raw (A, O: config.act_dim,
+        obs_dim). Returns (B, H, A).
         """
         return self._denoise(a_t, *self._check(a_t, t, obs))
 
@@ -170,7 +187,7 @@ class DiffusionPolicy(nn.Module):
         return diffusion.score_from_denoiser(self._denoise(a_t, t, obs), a_t, t[:, None, None])
 
     def loss(self, obs: torch.Tensor, actions: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
-        """DSM loss (eq. 4) of raw (obs (B, OBS_DIM), action chunks (B, H, A))."""
+        """DSM loss (eq. 4) of raw (obs (B, O), action chunks (B, H, A))."""
         return diffusion.dsm_loss(lambda x, t: self.denoise(x, t, obs), self.normalize_actions(actions),
                                   self.config.edm, generator)
 
@@ -178,19 +195,20 @@ class DiffusionPolicy(nn.Module):
     @torch.no_grad()
     def sample(self, obs: torch.Tensor | np.ndarray, n: int = 1, steps: int | None = None,
                generator: torch.Generator | None = None, method: str | None = None) -> torch.Tensor:
-        """n raw action chunks per observation: obs (..., OBS_DIM) -> (..., n, H, A) (eq. 5 or Heun)."""
+        """n raw action chunks per observation: obs (..., O) -> (..., n, H, A) (eq. 5 or Heun)."""
         obs = torch.as_tensor(obs, dtype=torch.float32, device=self.device)
-        if obs.shape[-1:] != (OBS_DIM,):
-            raise ValueError(f"obs must have shape (..., {OBS_DIM}), got {tuple(obs.shape)}")
+        obs_dim, act_dim = self.config.obs_dim, self.config.act_dim
+        if obs.shape[-1:] != (obs_dim,):
+            raise ValueError(f"obs must have shape (..., {obs_dim}), got {tuple(obs.shape)}")
         if n < 1:
             raise ValueError(f"n must be >= 1, got {n}")
         batch = obs.shape[:-1]
-        obs_rep = obs.reshape(-1, OBS_DIM).repeat_interleave(n, dim=0)
-        shape = (obs_rep.shape[0], self.config.horizon, ACT_DIM)
+        obs_rep = obs.reshape(-1, obs_dim).repeat_interleave(n, dim=0)
+        shape = (obs_rep.shape[0], self.config.horizon, act_dim)
         steps = self.config.sample_steps if steps is None else steps
         x = diffusion.sample(lambda a, t: self.score(a, t, obs_rep), shape, steps, self.config.edm, generator,
                              method or self.config.sample_method, self.device)
-        return self.unnormalize_actions(x).reshape(*batch, n, self.config.horizon, ACT_DIM)
+        return self.unnormalize_actions(x).reshape(*batch, n, self.config.horizon, act_dim)
 
     # --- checkpoints -----------------------------------------------------------------------------
     def save(self, directory: str | Path) -> None:

@@ -17,7 +17,7 @@ import torch
 from torch import Tensor
 
 from codi_ros.core import diffusion
-from codi_ros.core.composition import ProductPolicy
+from codi_ros.core.composition import JointPolicy, ProductPolicy
 from codi_ros.core.cost import Cost, CostValue
 from codi_ros.core.guidance import GuidanceConfig, GuidanceEstimator, tweedie_posterior
 
@@ -50,14 +50,14 @@ class SamplingCancelled(Exception):
 class CoDiSampler:
     """Samples joint chunks from pi ∝ exp(-J/lambda) prod_i p^(i) (eq. 7) by the guided reverse SDE."""
 
-    def __init__(self, product: ProductPolicy, cost: Cost | None, config: SamplerConfig,
+    def __init__(self, base: ProductPolicy | JointPolicy, cost: Cost | None, config: SamplerConfig,
                  chunk_shape: tuple[int, ...]):
         """``chunk_shape``: one agent's chunk, (horizon, action dim) -- world.yaml's horizon.prediction and ACT_DIM
         in the planner."""
         if config.guidance is not None and cost is None:
             raise ValueError("guided sampling needs a cost")
-        self.product, self.cost, self.config, self.chunk_shape = product, cost, config, tuple(chunk_shape)
-        self.guidance = (GuidanceEstimator(config.guidance, cost, product.unnormalize_actions)
+        self.base, self.cost, self.config, self.chunk_shape = base, cost, config, tuple(chunk_shape)
+        self.guidance = (GuidanceEstimator(config.guidance, cost, base.unnormalize_actions)
                          if config.guidance is not None else None)
 
     @torch.no_grad()
@@ -101,18 +101,18 @@ class CoDiSampler:
                 raise SamplingCancelled(f"cancelled at noise level t = {t:.3g}")
             t_b = torch.full((B,), t, dtype=a.dtype)
             if self.guidance is None or not gcfg.active(t):
-                return self.product.score(a, t_b, obs)
+                return self.base.score(a, t_b, obs)
             if gcfg.covariance == "jacobian":
-                score, jac = self.product.score_and_jacobian(a, t_b, obs)
+                score, jac = self.base.score_and_jacobian(a, t_b, obs)
             else:
-                score, jac = self.product.score(a, t_b, obs), None
+                score, jac = self.base.score(a, t_b, obs), None
             posterior = tweedie_posterior(a, t_b, score, gcfg.covariance, gcfg.data_std, jac)
             return score + self.guidance(posterior, state, generator, pin)
 
-        pcfg = self.product.config
+        pcfg = self.base.config
         edm = diffusion.EDMConfig(sigma_min=pcfg.sigma_min, sigma_max=pcfg.sigma_max)
         a = diffusion.sample(score_fn, (*obs.shape[:2], *self.chunk_shape), cfg.steps, edm, generator, cfg.method,
                              project=project, warm=warm)
-        actions = self.product.unnormalize_actions(a)
+        actions = self.base.unnormalize_actions(a)
         return SampleResult(actions=actions, normalized=a,
                             cost=self.cost(state, actions) if self.cost is not None else None)

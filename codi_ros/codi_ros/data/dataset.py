@@ -95,8 +95,20 @@ class Dataset:
         chunks[pad, :, :6] = 0.0                                 # padded steps: hold still, keep gripper
         return self.obs.copy(), np.ascontiguousarray(chunks.transpose(0, 2, 1, 3))
 
-    def stats(self) -> dict[str, dict[str, list[float]]]:
-        return {"obs": _stats(self.obs.reshape(-1, OBS_DIM)), "actions": _stats(self.actions.reshape(-1, ACT_DIM))}
+    def stats(self, joint: bool = False) -> dict[str, dict[str, list[float]]]:
+        """Per-dimension statistics of one arm's observation and action, over every arm's rows; ``joint``:
+        of the A arms' concatenated ones (A * OBS_DIM, A * ACT_DIM), for a policy over all arms at once."""
+        T, A = self.obs.shape[:2]
+        rows = (T, A * OBS_DIM, A * ACT_DIM) if joint else (T * A, OBS_DIM, ACT_DIM)
+        return {"obs": _stats(self.obs.reshape(rows[0], rows[1])),
+                "actions": _stats(self.actions.reshape(rows[0], rows[2]))}
+
+    def joint_segments(self, horizon: int) -> tuple[np.ndarray, np.ndarray]:
+        """:meth:`segments` with the arms side by side: obs (S, A * OBS_DIM), chunks (S, horizon, A * ACT_DIM)
+        (step k: arm 1's action, then arm 2's, ...; the layout of a joint policy, core/policy.py)."""
+        obs, chunks = self.segments(horizon)
+        return obs.reshape(len(obs), -1), np.ascontiguousarray(chunks.transpose(0, 2, 1, 3)).reshape(
+            len(obs), horizon, -1)
 
 
 def segment_indices(episode_ends: np.ndarray, horizon: int) -> np.ndarray:

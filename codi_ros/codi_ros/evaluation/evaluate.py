@@ -4,6 +4,8 @@
     codi eval --method codi --episodes 50 --seed 0 --out results/codi.json
     codi eval --method codi-indep ...      # the Sec. VII-C ablation: each arm guided by its own cost
     codi eval --method codi-simple ...     # the Sec. VII-E support study: the goal term of the cost alone
+    codi eval --method codi-joint ...      # CoDi's guidance on the joint policy of two-arm data (models/joint)
+    codi eval --method codi-joint-simple   # ... with the goal term alone
     codi eval --method scripted ...        # the scripted two-arm expert (a reference, not a policy)
     codi eval --method codi --timing paused ...         # the paper's protocol: the world waits for every plan
     codi eval --method codi --latency 0.4 [--naive] ... # real time with a fixed injected latency
@@ -20,8 +22,11 @@ from pathlib import Path
 from codi_ros import bounds
 from codi_ros.paths import writable_folder, write_atomically
 
-METHODS = ("single-arm", "codi", "codi-indep", "codi-simple", "scripted")
-PLANNER_METHOD = {"codi": "codi", "codi-indep": "codi-indep", "codi-simple": "codi"}   # the planner.yaml method of each
+METHODS = ("single-arm", "codi", "codi-indep", "codi-simple", "codi-joint", "codi-joint-simple", "scripted")
+PLANNER_METHOD = {"codi": "codi", "codi-indep": "codi-indep", "codi-simple": "codi",   # the planner.yaml method of each
+                  "codi-joint": "codi", "codi-joint-simple": "codi"}
+GOAL_ONLY = ("codi-simple", "codi-joint-simple")     # the cost's goal term alone (Sec. VII-E)
+JOINT_MODEL = "joint"     # models/joint: the joint policy of the codi-joint methods (codi train --joint)
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -29,7 +34,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--episodes", type=int, default=50, help="seeded episodes (paper: 50)")
     p.add_argument("--seed", type=int, default=0, help="episode i starts from the seed (seed, i)")
     p.add_argument("--out", type=Path, required=True, help="results JSON")
-    p.add_argument("--model", default=None, help="single-arm policy checkpoint dir (default: models/single_arm)")
+    p.add_argument("--model", default=None,
+                   help="policy checkpoint dir (default: models/single_arm; the codi-joint methods: models/joint)")
     p.add_argument("--seconds", type=float, default=None,
                    help="episode length (default: 20 single-arm, world.yaml episode.max_seconds others)")
     p.add_argument("--arm", choices=("left", "right", "both"), default="both",
@@ -81,7 +87,6 @@ def make_planner(args: argparse.Namespace, world_cfg):
 
     from codi_ros.core.cost import load_cost_config
     from codi_ros.core.planner import Planner, PlanOverrides, check_overrides, load_planner_config
-    from codi_ros.core.policy import load_policy
 
     config = load_planner_config(args.planner_config)
     config = replace(config, method=PLANNER_METHOD[args.method], realtime=realtime_of(args, config))
@@ -92,13 +97,38 @@ def make_planner(args: argparse.Namespace, world_cfg):
         from codi_ros.sim.physics_model import PhysicsModel
         simulator = PhysicsModel(world_cfg)
     cost_config = load_cost_config(args.cost_config)
-    if args.method == "codi-simple":
+    if args.method in GOAL_ONLY:
         cost_config = cost_config.goal_only()
-    planner = Planner(load_policy(args.model), world_cfg, config, cost_config, simulator)
+    planner = Planner(method_policy(args), world_cfg, config, cost_config, simulator)
     overrides = PlanOverrides(num_samples=args.num_samples, temperature=args.temperature, steps=args.sample_steps)
     check_overrides(overrides, config)   # a bad override is refused before the run, not met by every plan of it
     planner.warm_up()   # one-off costs (first calls, the cost simulator compile) before the clock runs, like the nodes
     return planner, overrides, config, cost_config
+
+
+def model_of(args: argparse.Namespace):
+    """The run's policy directory: --model, else the method's shipped one."""
+    from codi_ros.core.policy import DEFAULT_MODEL
+    from codi_ros.paths import models_dir
+
+    if args.model is not None:
+        return args.model
+    return models_dir() / (JOINT_MODEL if args.method.startswith("codi-joint") else DEFAULT_MODEL)
+
+
+def method_policy(args: argparse.Namespace):
+    """The run's policy, refused (ValueError) when it is not the kind its method needs: a joint policy for
+    the codi-joint methods, a single-arm one for the others."""
+    from codi_ros.core.policy import load_policy
+
+    path, joint = model_of(args), args.method.startswith("codi-joint")
+    policy = load_policy(path)
+    if (policy.config.agents > 1) != joint:
+        kind = "joint" if policy.config.agents > 1 else "single-arm"
+        need = "a joint policy (codi train --joint on codi data generate --mode multi)" if joint else \
+            "a single-arm policy"
+        raise ValueError(f"--model {path}: a {kind} policy; --method {args.method} needs {need}")
+    return policy
 
 
 def realtime_of(args: argparse.Namespace, config):
@@ -142,8 +172,7 @@ def evaluate(args: argparse.Namespace) -> dict:
     from codi_ros.sim.tasks import load_task
     task = load_task(args.task)
     if args.method == "single-arm":
-        from codi_ros.core.policy import load_policy
-        policy = load_policy(args.model)
+        policy = method_policy(args)
         arms = world_cfg.arm_names if args.arm == "both" else (args.arm,)
         steps = args.sample_steps or (10 if args.sampler == "heun" else policy.config.sample_steps)
         from codi_ros.core.cost import load_cost_config
@@ -172,7 +201,6 @@ def evaluate(args: argparse.Namespace) -> dict:
 
 def run(args: argparse.Namespace) -> int:
     from codi_ros.config import ConfigError
-    from codi_ros.core.policy import DEFAULT_MODEL
     from codi_ros.version import code_version, machine_description
 
     try:
@@ -190,7 +218,8 @@ def run(args: argparse.Namespace) -> int:
         results = evaluate(args)
     except (ConfigError, ValueError, FileNotFoundError) as e:
         return _fail(str(e))
-    out = {"method": args.method, "model": args.model or f"models/{DEFAULT_MODEL}", "seed": args.seed,
+    model = args.model or f"models/{Path(model_of(args)).name}"
+    out = {"method": args.method, "model": model, "seed": args.seed,
            "wall_seconds": round(time.perf_counter() - t0, 1),
            "code_version": version, "machine": machine_description(), **results}
     write_atomically(args.out, json.dumps(out, indent=1))

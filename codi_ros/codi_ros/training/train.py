@@ -1,6 +1,7 @@
-"""``codi train``: fit the single-arm diffusion policy to a demonstration data set.
+"""``codi train``: fit a diffusion policy to a demonstration data set.
 
     codi train --data data/single --out models/single_arm [--steps 40000 --batch-size 256 --resume]
+    codi train --data data/multi --joint --out models/joint      # one policy over both arms (CoDi-Joint)
 
 One file, read top to bottom (CleanRL style): config, data split by episode, model + EMA + AdamW,
 the loop (DSM loss, eq. 4), periodic validation on held-out episodes and checkpointing. The
@@ -45,6 +46,9 @@ class TrainConfig:
     threads: int = 0                           # torch CPU threads (0: torch's default)
     down_dims: tuple[int, ...] | None = None   # UNet channels per level (None: core/networks.py default)
     kernel_size: int | None = None             # UNet kernel size (None: core/networks.py default)
+    joint: bool = False                        # multi-arm data: one policy over all arms' concatenated observations
+                                               # and actions (the macro-agent); False: every arm's rows train one
+                                               # single-arm policy
 
     # options that may differ when resuming a run; all others must match the run being resumed
     RESUMABLE = ("steps", "device", "threads", "eval_every", "out")
@@ -90,6 +94,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--threads", type=int, default=d["threads"], help="torch CPU threads, 0: default")
     p.add_argument("--down-dims", type=int, nargs="+", help="UNet channels per level (default: the policy's)")
     p.add_argument("--kernel-size", type=int, help="UNet temporal kernel size (default: the policy's)")
+    p.add_argument("--joint", action="store_true",
+                   help="multi-arm data: train one policy over all arms' observations and actions (the macro-agent "
+                        "of the joint-data baselines) instead of one single-arm policy on every arm's rows")
     p.add_argument("--resume", action="store_true", help="continue the run saved in --out")
 
 
@@ -158,7 +165,13 @@ def train(cfg: TrainConfig, resume: bool = False) -> Path:
     # --- data: receding-horizon segments, split by episode -----------------------------------
     horizon = load_world_config().horizon.prediction
     ds = load_dataset(cfg.data, cfg.fraction)
-    obs, chunks = ds.segments(horizon)                         # (T, A, OBS), (T, A, H, ACT)
+    if cfg.joint and ds.num_arms < 2:
+        raise TrainError(f"--joint: the data set {cfg.data} holds {ds.num_arms} arm per step (single-arm data); "
+                         "a joint policy needs multi-arm data (codi data generate --mode multi)")
+    if cfg.joint:   # one row per step, the arms side by side: (T, 1, A*OBS), (T, 1, H, A*ACT)
+        obs, chunks = (x[:, None] for x in ds.joint_segments(horizon))
+    else:           # every arm's rows: (T, A, OBS), (T, A, H, ACT)
+        obs, chunks = ds.segments(horizon)
     val_episodes = episode_split(ds.episode_ends, cfg.val_fraction, cfg.seed)
     is_val = val_episodes[np.searchsorted(ds.episode_ends, np.arange(ds.num_steps), side="right")]
 
@@ -170,14 +183,14 @@ def train(cfg: TrainConfig, resume: bool = False) -> Path:
     val_obs, val_chunks = to_tensors(is_val)
     val_pick = torch.randperm(len(val_obs), generator=torch.Generator().manual_seed(cfg.seed))[:cfg.val_samples]
     val_obs, val_chunks = val_obs[val_pick.to(device)], val_chunks[val_pick.to(device)]
-    split = {"train_segments": len(train_obs), "val_segments_total": int(is_val.sum()) * ds.num_arms,
+    split = {"train_segments": len(train_obs), "val_segments_total": int(is_val.sum()) * obs.shape[1],
              "val_segments_used": len(val_obs), "episodes": ds.num_episodes,
              "val_episodes": int(val_episodes.sum())}
 
     # --- model, EMA, optimizer, random streams -----------------------------------------------
     torch.manual_seed(cfg.seed)
-    policy_cfg = PolicyConfig(horizon=horizon, unet=unet)
-    policy = DiffusionPolicy.from_stats(policy_cfg, ds.stats()).to(device).train()
+    policy_cfg = PolicyConfig(horizon=horizon, unet=unet, agents=ds.num_arms if cfg.joint else 1)
+    policy = DiffusionPolicy.from_stats(policy_cfg, ds.stats(joint=cfg.joint)).to(device).train()
     ema = copy.deepcopy(policy).requires_grad_(False).eval()
     optimizer = torch.optim.AdamW(policy.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
     rngs = {"batch": torch.Generator().manual_seed(cfg.seed),                 # which segments
