@@ -97,6 +97,7 @@ def trained_joint(tmp_path_factory):
 def test_codi_train_joint_gives_a_policy_the_planner_plans_both_arms_with(trained_joint):
     policy = load_policy(trained_joint)
     assert (policy.config.agents, policy.config.obs_dim, policy.config.act_dim) == (2, 2 * OBS_DIM, 2 * ACT_DIM)
+    assert json.loads((trained_joint / "manifest.json").read_text())["kind"] == "codi.joint_policy"
     result = Planner(policy, WORLD, FAST, load_cost_config()).plan(world_state())
     assert set(result.chunks) == {"left", "right"}
     assert all(c.shape == (H, ACT_DIM) and np.isfinite(c).all() for c in result.chunks.values())

@@ -9,7 +9,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from codi_ros.version import code_version, machine_description
+from codi_ros.version import machine_description
 
 LOG_FILE = "train_log.csv"
 CURVE_FILE = "loss_curve.png"
@@ -41,7 +41,7 @@ class TrainLog:
         with self.path.open("a", newline="") as f:
             csv.DictWriter(f, LOG_COLUMNS).writerow(self._formatted(row))
 
-    def plot(self, path: str | Path) -> None:
+    def plot(self, path: str | Path, title: str = "single-arm policy") -> None:
         """Train and validation DSM loss against step, log scale."""
         import matplotlib
 
@@ -52,7 +52,7 @@ class TrainLog:
         fig, ax = plt.subplots(figsize=(6, 4), dpi=100)
         ax.plot(steps, [r["train_loss"] for r in self.rows], label="train (running mean)")
         ax.plot(steps, [r["val_loss"] for r in self.rows], label="validation (EMA weights, held-out episodes)")
-        ax.set(xlabel="step", ylabel="DSM loss (eq. 4, EDM weighting)", yscale="log", title="single-arm policy")
+        ax.set(xlabel="step", ylabel="DSM loss (eq. 4, EDM weighting)", yscale="log", title=title)
         ax.grid(True, which="both", alpha=0.3)
         ax.legend()
         fig.tight_layout()
@@ -62,12 +62,13 @@ class TrainLog:
 
 def write_manifest(path: str | Path, *, data_path: str, data_meta: dict[str, Any], split: dict[str, int],
                    train_config: dict[str, Any], policy_config: dict[str, Any], steps: int, target_steps: int,
-                   wall_time_s: float, log: TrainLog) -> None:
+                   wall_time_s: float, log: TrainLog, version: str) -> None:
+    """``version``: the code version the run started with (the checkout may change while it trains)."""
     last = log.rows[-1] if log.rows else {}
     manifest = {
-        "kind": "codi.single_arm_policy",
+        "kind": "codi.joint_policy" if policy_config.get("agents", 1) > 1 else "codi.single_arm_policy",
         "created": datetime.now(UTC).isoformat(timespec="seconds"),
-        "code_version": code_version(),
+        "code_version": version,
         "machine": machine_description(),
         "data": {"path": data_path, "meta": data_meta, "split": split},
         "train_config": train_config,

@@ -143,6 +143,9 @@ def train(cfg: TrainConfig, resume: bool = False) -> Path:
     from codi_ros.data.dataset import load_dataset
     from codi_ros.training.checkpoint import STATE_FILE, load_train_state, save_train_state
     from codi_ros.training.report import CURVE_FILE, LOG_FILE, MANIFEST_FILE, TrainLog, write_manifest
+    from codi_ros.version import code_version
+
+    version = code_version()    # the code that trains, not what is checked out when a checkpoint is written
 
     unet = UNetConfig(**{k: v for k in ("down_dims", "kernel_size") if (v := getattr(cfg, k)) is not None})
     cfg = dataclasses.replace(cfg, down_dims=unet.down_dims, kernel_size=unet.kernel_size)   # as recorded
@@ -210,10 +213,10 @@ def train(cfg: TrainConfig, resume: bool = False) -> Path:
 
     def checkpoint(step: int, elapsed: float) -> None:   # the training state last: --resume starts from it
         ema.save(out)
-        log.plot(out / CURVE_FILE)
+        log.plot(out / CURVE_FILE, f"{'joint' if policy_cfg.agents > 1 else 'single-arm'} policy")
         write_manifest(out / MANIFEST_FILE, data_path=cfg.data, data_meta=ds.meta, split=split,
                        train_config=cfg.to_dict(), policy_config=policy_cfg.to_dict(), steps=step,
-                       target_steps=cfg.steps, wall_time_s=elapsed, log=log)
+                       target_steps=cfg.steps, wall_time_s=elapsed, log=log, version=version)
         save_train_state(out / STATE_FILE, policy, ema, optimizer, rngs, step, elapsed, cfg.to_dict())
 
     # --- the loop ----------------------------------------------------------------------------
