@@ -2,7 +2,7 @@
 a summary table and the figures of Figs. 4-8 (success, closest cube-to-goal distance, completion time,
 collision episodes, each with its 95 % interval over episodes).
 
-    python experiments/paper.py [--methods codi codi-indep codi-simple codi-20pct] [--seeds 0 1]
+    python experiments/paper.py [--methods codi codi-indep codi-simple codi-20pct codi-joint ...] [--seeds 0 1]
                                 [--episodes 50] [--timing paused] [--workers 1] [--out experiments/results/paper]
 
 Every run is `codi eval OPTIONS --episodes N --seed S` in a worker process of one torch thread, written to
@@ -10,7 +10,9 @@ OUT/<method>_<timing>_seed<S>.json; a run whose file exists is skipped (resume).
 default) is the paper's protocol: the world waits for every plan, so methods of different speeds compare as
 in the paper; ``realtime`` is how users run the system (README "Measured so far"). Then OUT/summary.json
 (episodes of all seeds pooled per method) and OUT/paper.png. docs/results.md sets the rows beside the
-paper's numbers. The methods that learn from two-arm demonstrations (Sec. VII-B) are not built yet.
+paper's numbers. Of the methods that learn from two-arm demonstrations (Sec. VII-B), CoDi-Joint and
+CoDi-Joint-Simple exist (the joint policy models/joint); CG-Joint, CG-Product and the fine-tuned residuals
+are not built yet.
 """
 
 from __future__ import annotations
@@ -31,6 +33,8 @@ METHODS = {
     "codi-indep": ("CoDi-Indep (Sec. VII-C)", ["--method", "codi-indep"]),
     "codi-simple": ("CoDi-Simple (Sec. VII-E)", ["--method", "codi-simple"]),
     "codi-20pct": ("CoDi, 20 % data (Sec. VII-D)", ["--method", "codi", "--model", str(MODELS / "single_arm_20pct")]),
+    "codi-joint": ("CoDi-Joint (Sec. VII-B)", ["--method", "codi-joint"]),
+    "codi-joint-simple": ("CoDi-Joint-Simple (Sec. VII-E)", ["--method", "codi-joint-simple"]),
 }
 
 

@@ -85,6 +85,7 @@ def test_multi_arm_expert_completes_handovers(tmp_path):
     ds = load_dataset(tmp_path / "multi")
     assert ds.num_arms == 2
     assert any(len(e["arms_used"]) == 2 for e in ds.episodes), "no episode needed a handover"
+    assert ds.meta["reset_prob"] == 0.0 and ds.meta["action_noise"] == 0.0   # what the multi expert ran with
 
 
 def test_yield_demonstrations_end_at_home(single):

@@ -239,7 +239,7 @@ def generate(mode: str, episodes: int, seed: int, out: Path, config_path: str | 
         "kinds": {k: sum(f["kind"] == k for f in facts) for k in sorted({f["kind"] for f in facts})},
         "recovery_resets": int(sum(f.get("resets", 0) for f in facts)),
     }
-    meta = {"mode": mode, "seed": seed, "reset_prob": reset_prob, "horizon": cfg.horizon.prediction,
+    meta = {"mode": mode, "seed": seed, "reset_prob": reset_prob if single else 0.0, "horizon": cfg.horizon.prediction,
             "action_noise": action_noise if single else 0.0, "noise_time_constant": NOISE_TIME_CONSTANT,
             "control_rate_hz": cfg.control.rate_hz, "arms": list(cfg.arm_names) if mode == "multi" else ["ego"],
             "world_config": cfg.to_dict(), "world_config_source": cfg.source, "code_version": code_version(),
