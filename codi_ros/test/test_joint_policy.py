@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 import torch
 from test_planner import FAST, WORLD, world_state
-from test_policy import synthetic_dataset
+from test_policy import fit, synthetic_dataset
 
 from codi_ros import cli
 from codi_ros.core.composition import JointPolicy, ProductPolicy, base_policy
@@ -148,18 +148,9 @@ def test_a_joint_policy_learns_coordination_a_product_of_its_arms_cannot_represe
     actions[..., 6] = 0.08
     ds = Dataset(np.zeros((episodes * steps, 2, OBS_DIM), dtype=np.float32), actions,
                  np.arange(1, episodes + 1) * steps, [{"kind": "synthetic"}] * episodes, {})
-    policy = DiffusionPolicy.from_stats(PolicyConfig(horizon=H, unet=TINY_UNET, agents=2), ds.stats(joint=True))
     obs, chunks = (torch.as_tensor(x) for x in ds.joint_segments(H))
-    torch.manual_seed(0)
-    opt = torch.optim.AdamW(policy.parameters(), lr=3e-3)
-    g = torch.Generator().manual_seed(0)
-    for _ in range(300):
-        idx = torch.randint(len(obs), (64,), generator=g)
-        loss = policy.loss(obs[idx], chunks[idx], g)
-        opt.zero_grad()
-        loss.backward()
-        opt.step()
-    samples = policy.eval().sample(torch.zeros(2 * OBS_DIM), n=64, steps=10, method="heun",
+    policy = fit(PolicyConfig(horizon=H, unet=TINY_UNET, agents=2), ds.stats(joint=True), obs, chunks, steps=600)
+    samples = policy.sample(torch.zeros(2 * OBS_DIM), n=64, steps=10, method="heun",
                                    generator=torch.Generator().manual_seed(1))        # (64, H, 2 * ACT_DIM)
     moving = samples[:, 0, [0, ACT_DIM]] > 0.1                                         # (64, 2): each arm's vx
     exactly_one = (moving.sum(1) == 1).float().mean().item()

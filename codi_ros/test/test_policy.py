@@ -44,20 +44,26 @@ def data():
     return ds, torch.as_tensor(obs[:, 0]), torch.as_tensor(chunks[:, 0])
 
 
-@pytest.fixture(scope="module")
-def trained(data):
-    ds, obs, chunks = data
+def fit(config: PolicyConfig, stats: dict, obs: torch.Tensor, chunks: torch.Tensor,
+        steps: int = 300) -> DiffusionPolicy:
+    """A policy of ``config`` trained on (obs, chunks) for ``steps`` AdamW steps, seeded (weights included)."""
     torch.manual_seed(0)
-    policy = DiffusionPolicy.from_stats(TINY, ds.stats())
+    policy = DiffusionPolicy.from_stats(config, stats)
     opt = torch.optim.AdamW(policy.parameters(), lr=3e-3)
     g = torch.Generator().manual_seed(0)
-    for _ in range(300):
+    for _ in range(steps):
         idx = torch.randint(len(obs), (64,), generator=g)
         loss = policy.loss(obs[idx], chunks[idx], g)
         opt.zero_grad()
         loss.backward()
         opt.step()
     return policy.eval()
+
+
+@pytest.fixture(scope="module")
+def trained(data):
+    ds, obs, chunks = data
+    return fit(TINY, ds.stats(), obs, chunks)
 
 
 def noisy(n: int, seed: int = 0) -> torch.Tensor:
