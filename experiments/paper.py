@@ -10,9 +10,9 @@ OUT/<method>_<timing>_seed<S>.json; a run whose file exists is skipped (resume).
 default) is the paper's protocol: the world waits for every plan, so methods of different speeds compare as
 in the paper; ``realtime`` is how users run the system (README "Measured so far"). Then OUT/summary.json
 (episodes of all seeds pooled per method) and OUT/paper.png. docs/results.md sets the rows beside the
-paper's numbers. Of the methods that learn from two-arm demonstrations (Sec. VII-B), CoDi-Joint and
-CoDi-Joint-Simple exist (the joint policy models/joint); CG-Joint, CG-Product and the fine-tuned residuals
-are not built yet.
+paper's numbers. Of the methods that learn from two-arm demonstrations (Sec. VII-B), CoDi-Joint,
+CoDi-Joint-Simple (the joint policy models/joint), CG-Joint and CG-Product (+ the cost model
+models/cost_model) exist; the fine-tuned residuals (DPMD, SDAC, EXPO) and MIMIC-D are not built yet.
 """
 
 from __future__ import annotations
@@ -35,6 +35,8 @@ METHODS = {
     "codi-20pct": ("CoDi, 20 % data (Sec. VII-D)", ["--method", "codi", "--model", str(MODELS / "single_arm_20pct")]),
     "codi-joint": ("CoDi-Joint (Sec. VII-B)", ["--method", "codi-joint"]),
     "codi-joint-simple": ("CoDi-Joint-Simple (Sec. VII-E)", ["--method", "codi-joint-simple"]),
+    "cg-joint": ("CG-Joint (Sec. VII-B)", ["--method", "cg-joint"]),
+    "cg-product": ("CG-Product (Sec. VII-D)", ["--method", "cg-product"]),
 }
 
 

@@ -44,20 +44,26 @@ def data():
     return ds, torch.as_tensor(obs[:, 0]), torch.as_tensor(chunks[:, 0])
 
 
-def fit(config: PolicyConfig, stats: dict, obs: torch.Tensor, chunks: torch.Tensor,
-        steps: int = 300) -> DiffusionPolicy:
-    """A policy of ``config`` trained on (obs, chunks) for ``steps`` AdamW steps, seeded (weights included)."""
+def fit_model(build, data: tuple[torch.Tensor, ...], steps: int = 300):
+    """``build()`` (a model with ``loss(*batch, generator)``) trained on ``data`` for ``steps`` AdamW steps of 64
+    rows, seeded (the initial weights included)."""
     torch.manual_seed(0)
-    policy = DiffusionPolicy.from_stats(config, stats)
-    opt = torch.optim.AdamW(policy.parameters(), lr=3e-3)
+    model = build()
+    opt = torch.optim.AdamW(model.parameters(), lr=3e-3)
     g = torch.Generator().manual_seed(0)
     for _ in range(steps):
-        idx = torch.randint(len(obs), (64,), generator=g)
-        loss = policy.loss(obs[idx], chunks[idx], g)
+        idx = torch.randint(len(data[0]), (64,), generator=g)
+        loss = model.loss(*(x[idx] for x in data), g)
         opt.zero_grad()
         loss.backward()
         opt.step()
-    return policy.eval()
+    return model.eval()
+
+
+def fit(config: PolicyConfig, stats: dict, obs: torch.Tensor, chunks: torch.Tensor,
+        steps: int = 300) -> DiffusionPolicy:
+    """A policy of ``config`` trained on (obs, chunks) (fit_model)."""
+    return fit_model(lambda: DiffusionPolicy.from_stats(config, stats), (obs, chunks), steps)
 
 
 @pytest.fixture(scope="module")

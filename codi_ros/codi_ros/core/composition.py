@@ -18,6 +18,11 @@ import torch
 from torch import Tensor
 
 
+def joint_layout(chunks: Tensor) -> Tensor:
+    """(B, N, H, A) joint chunks -> (B, H, N*A), the arms' actions side by side per step (a joint policy's)."""
+    return chunks.transpose(1, 2).flatten(2)
+
+
 class ScorePolicy(Protocol):
     """What composition needs from a single-agent diffusion policy (core/policy.py)."""
 
@@ -113,7 +118,7 @@ class JointPolicy:
     def _to_policy(self, a: Tensor) -> Tensor:          # (B, N, H, A) -> (B, H, N*A)
         if a.ndim != 4 or a.shape[1] != self.num_agents:
             raise ValueError(f"joint chunk must be (B, {self.num_agents}, H, A), got {tuple(a.shape)}")
-        return a.transpose(1, 2).flatten(2)
+        return joint_layout(a)
 
     def _from_policy(self, x: Tensor) -> Tensor:        # (B, H, N*A) -> (B, N, H, A)
         return x.unflatten(2, (self.num_agents, -1)).transpose(1, 2)

@@ -22,6 +22,7 @@ from typing import Any, Literal
 import torch
 from torch import Tensor
 
+from codi_ros.core.composition import joint_layout
 from codi_ros.core.cost import Cost, CostValue
 
 Covariance = Literal["isotropic", "data_prior", "jacobian"]
@@ -197,3 +198,25 @@ class GuidanceEstimator:
         grad = grads[0] if C == 1 else torch.stack([grads[c][:, :, c] for c in range(C)], dim=2)
         w = _per_agent(tilted_weights(cost.detach(), lam), grad)
         return -posterior.mean_jacobian((w * torch.nan_to_num(grad)).sum(dim=1)) / lam
+
+
+class ClassifierGuidance:
+    """Eq. 48-49, the classifier-guidance baselines (CG-Joint, CG-Product): g = -scale grad_{a(t)} J_phi(s, a(t); t)
+    / lambda, from a learned noise-conditioned cost model (core/cost_model.py) instead of cost evaluations.
+
+    a(t) is the base policy's normalised joint chunk (B, N, H, A); it is mapped into the cost model's own
+    normalisation (raw = ``unnormalize(a(t))``, affine, so the gradient is exact). The noise level is passed
+    as it is: exact for a joint policy (the same data statistics), approximate for a product of single-arm
+    policies, whose normaliser differs per dimension by the ratio of the two data sets' action ranges."""
+
+    def __init__(self, config: GuidanceConfig, model: Any, unnormalize: Callable[[Tensor], Tensor]):
+        self.config, self.model, self.unnormalize = config, model, unnormalize
+
+    def __call__(self, a_t: Tensor, t: Tensor, obs: Tensor) -> Tensor:
+        """a_t (B, N, H, A), t (B,), obs (B, N, O) raw -> g (B, N, H, A)."""
+        with torch.enable_grad():
+            x = a_t.detach().requires_grad_(True)
+            chunk = self.model.normalize_actions(joint_layout(self.unnormalize(x)))   # (B, H, N*A)
+            J = self.model(obs.flatten(1), chunk, t)
+            (grad,) = torch.autograd.grad(J.sum(), x)
+        return -self.config.scale * torch.nan_to_num(grad) / self.config.temperature

@@ -26,6 +26,7 @@ from codi_ros.core import diffusion
 from codi_ros.core.coherence import coherence_gap
 from codi_ros.core.composition import ScorePolicy, base_policy
 from codi_ros.core.cost import Cost, CostConfig, HandoverCost, load_cost_config
+from codi_ros.core.cost_model import CostModel, LearnedCost
 from codi_ros.core.guidance import GuidanceConfig
 from codi_ros.core.kinematic_model import CostSimulator, KinematicModel, SimState, clip_to_limits
 from codi_ros.core.realtime import RealtimeConfig, predict_state
@@ -135,13 +136,25 @@ class Planner:
     The cost J is the configured :class:`HandoverCost` on ``simulator`` (called with the state's
     :class:`SimState`), or an injected ``cost`` such as the /codi/evaluate_cost client, called with the
     :class:`WorldState` itself; ``method`` and ``cost_simulator`` then do not apply.
+
+    ``cost_model`` (the classifier-guidance baselines CG-Joint, CG-Product; core/cost_model.py): its gradient
+    is the guidance (eq. 49) and its prediction the J that ranks the candidates; no cost is evaluated.
     """
 
     def __init__(self, policy: ScorePolicy, world: WorldConfig, config: PlannerConfig | None = None,
                  cost_config: CostConfig | None = None, simulator: CostSimulator | None = None,
-                 cost: Cost | None = None):
+                 cost: Cost | None = None, cost_model: CostModel | None = None):
         self.world, self.config = world, config or PlannerConfig()
         self.base = base_policy(policy, len(world.arms))
+        self.cost_model = cost_model
+        if cost_model is not None:
+            if cost_model.config.agents != len(world.arms):
+                raise ConfigError(f"the cost model reads {cost_model.config.agents} arms, "
+                                  f"the world has {len(world.arms)}")
+            if self.config.method != "codi":
+                raise ConfigError(f"planner.method is {self.config.method!r}: a cost model guides by its gradient "
+                                  "(classifier guidance) and needs method 'codi'")
+            cost = cost if cost is not None else LearnedCost(cost_model, world)
         self._injected_cost = cost is not None
         self._kinematic = (cost_config or CostConfig()).kinematic_model   # grasp rule of the state prediction
         if cost is None:
@@ -224,7 +237,8 @@ class Planner:
                 raise PlanningError(f"predicted: expected the configured arms {list(names)}, got {sorted(predicted)}")
             state = predict_state(state, committed, self.world, km.grasp_radius, km.hold_width_margin, predicted)
         obs = np.stack([observe(state.arms[n], state.cube, self.world.base_frame(n)) for n in names])
-        sampler = CoDiSampler(self.base, self.cost, sampler_config, chunk_shape=(H, ACT_DIM))
+        sampler = CoDiSampler(self.base, self.cost, sampler_config, chunk_shape=(H, ACT_DIM),
+                              cost_model=self.cost_model)
         obs_batch = torch.as_tensor(obs)[None].expand(self.config.candidates, *obs.shape)
         cost_state = state if self._injected_cost else SimState.from_world(state, self.world)
         result = sampler.sample(obs_batch, cost_state, prefix=prefix[1] if d and not predict else None,

@@ -10,44 +10,36 @@ Diffusion runs in the *normalised* action space (each action dimension mapped to
 data set's min/max); ``score``/``denoise`` take and return normalised chunks, ``sample`` returns raw
 chunks (m/s, rad/s, m).
 
-Saved as ``config.json`` (architecture, noise levels, observation/action layout, format version,
-SHA-256 of the weights) + ``model.safetensors`` (weights, normaliser, and a copy of the policy
-config in its metadata, so an edited config.json is detected). Loading never unpickles.
+Saved by core/checkpoint.py as ``config.json`` (architecture, noise levels, observation/action layout,
+format version, SHA-256 of the weights) + ``model.safetensors`` (weights, normaliser, and a copy of the
+policy config in its metadata, so an edited config.json is detected). Loading never unpickles.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import hashlib
-import json
-import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
-from safetensors import SafetensorError
-from safetensors.torch import load as load_safetensors
-from safetensors.torch import save as save_safetensors
-from torch import nn
 
 from codi_ros.config import from_dict
 from codi_ros.core import diffusion
+from codi_ros.core.checkpoint import ModelLoadError, load_model, save_model
 from codi_ros.core.diffusion import EDMConfig
 from codi_ros.core.networks import ConditionalUnet1D, UNetConfig
-from codi_ros.frames import ACT_DIM, ACTION_FIELDS, OBS_DIM, OBS_FIELDS
+from codi_ros.core.normalizer import Normalized
+from codi_ros.frames import ACT_DIM, OBS_DIM
 from codi_ros.paths import models_dir
 
-FORMAT_VERSION = 1
 DEFAULT_MODEL = "single_arm"   # the shipped policy: models/single_arm/
-CONFIG_FILE = "config.json"
-WEIGHTS_FILE = "model.safetensors"
-_SCALE_EPS = 1e-6  # a data range or std below this is treated as constant (scale 1)
+KIND = "codi.diffusion_policy"
 
 
-class PolicyLoadError(ValueError):
-    """A checkpoint is missing, corrupt, or does not match this code."""
+class PolicyLoadError(ModelLoadError):
+    """A policy checkpoint is missing, corrupt, or does not match this code."""
 
 
 @dataclass(frozen=True)
@@ -96,12 +88,8 @@ class PolicyConfig:
         return from_dict(cls, d, "policy")
 
 
-def _layout() -> dict[str, list]:
-    return {"obs_fields": [list(f) for f in OBS_FIELDS], "action_fields": [list(f) for f in ACTION_FIELDS]}
-
-
-class DiffusionPolicy(nn.Module):
-    """Score model s_theta(a(t); t, s) of one arm, with EDM preconditioning and a normaliser.
+class DiffusionPolicy(Normalized):
+    """Score model s_theta(a(t); t, s) of one arm, with EDM preconditioning and a normaliser (core/normalizer.py).
 
     Built with an identity normaliser; use :meth:`from_stats` to set it from ``Dataset.stats()``.
     """
@@ -110,45 +98,11 @@ class DiffusionPolicy(nn.Module):
         super().__init__()
         self.config = cfg
         self.net = ConditionalUnet1D(cfg.act_dim, cfg.obs_dim, cfg.unet)
-        # normalised = (raw - center) / scale, per dimension
-        self.register_buffer("obs_center", torch.zeros(cfg.obs_dim))
-        self.register_buffer("obs_scale", torch.ones(cfg.obs_dim))
-        self.register_buffer("act_center", torch.zeros(cfg.act_dim))
-        self.register_buffer("act_scale", torch.ones(cfg.act_dim))
+        self.register_normalizer(cfg.obs_dim, cfg.act_dim)
 
     @classmethod
     def from_stats(cls, cfg: PolicyConfig, stats: dict[str, dict[str, list[float]]]) -> DiffusionPolicy:
-        """Observations by mean/std, actions by min/max to [-1, 1]; constant dimensions get scale 1."""
-        policy = cls(cfg)
-        obs, act = stats["obs"], stats["actions"]
-        values = {"obs_center": obs["mean"], "obs_scale": obs["std"],
-                  "act_center": [(hi + lo) / 2 for lo, hi in zip(act["min"], act["max"], strict=True)],
-                  "act_scale": [(hi - lo) / 2 for lo, hi in zip(act["min"], act["max"], strict=True)]}
-        for name, value in values.items():
-            v = torch.as_tensor(value, dtype=torch.float32)
-            buf = getattr(policy, name)
-            if v.shape != buf.shape or not torch.isfinite(v).all():
-                raise ValueError(f"stats for {name} must be {tuple(buf.shape)} finite values, got {tuple(v.shape)}")
-            if name.endswith("scale"):
-                if (v < 0).any():
-                    raise ValueError(f"stats give a negative {name} (min > max or std < 0): {v.tolist()}")
-                v = torch.where(v < _SCALE_EPS, torch.ones_like(v), v)
-            buf.copy_(v)
-        return policy
-
-    @property
-    def device(self) -> torch.device:
-        return self.obs_center.device
-
-    # --- normalisation -------------------------------------------------------------------------
-    def normalize_obs(self, obs: torch.Tensor) -> torch.Tensor:
-        return (obs - self.obs_center) / self.obs_scale
-
-    def normalize_actions(self, actions: torch.Tensor) -> torch.Tensor:
-        return (actions - self.act_center) / self.act_scale
-
-    def unnormalize_actions(self, actions: torch.Tensor) -> torch.Tensor:
-        return actions * self.act_scale + self.act_center
+        return cls(cfg).set_stats(stats)
 
     # --- score model -----------------------------------------------------------------------------
     def _check(self, a_t: torch.Tensor, t: torch.Tensor | float, obs: torch.Tensor) -> tuple[torch.Tensor, ...]:
@@ -212,82 +166,16 @@ class DiffusionPolicy(nn.Module):
 
     # --- checkpoints -----------------------------------------------------------------------------
     def save(self, directory: str | Path) -> None:
-        """Write model.safetensors and config.json (each atomically, weights first)."""
-        d = Path(directory)
-        d.mkdir(parents=True, exist_ok=True)
-        tensors = {k: v.detach().cpu().contiguous() for k, v in self.state_dict().items()}
-        blob = save_safetensors(tensors, metadata={"format_version": str(FORMAT_VERSION),
-                                                   "policy": json.dumps(self.config.to_dict())})
-        config = {"format_version": FORMAT_VERSION, "kind": "codi.diffusion_policy", **_layout(),
-                  "policy": self.config.to_dict(), "weights_sha256": hashlib.sha256(blob).hexdigest()}
-        _atomic_write(d / WEIGHTS_FILE, blob)
-        _atomic_write(d / CONFIG_FILE, (json.dumps(config, indent=1) + "\n").encode())
+        """Write model.safetensors and config.json (core/checkpoint.py)."""
+        save_model(directory, self, KIND, "policy", self.config.to_dict())
 
     @classmethod
     def load(cls, directory: str | Path, device: torch.device | str = "cpu") -> DiffusionPolicy:
         """Load a saved policy; raises PolicyLoadError with the reason when anything does not match."""
-        d = Path(directory)
-        cfg_path, weights_path = d / CONFIG_FILE, d / WEIGHTS_FILE
-        for p in (cfg_path, weights_path):
-            if not p.is_file():
-                raise PolicyLoadError(f"{p}: not found (a policy directory holds {CONFIG_FILE} and {WEIGHTS_FILE})")
-        try:
-            config = json.loads(cfg_path.read_text())
-        except (ValueError, UnicodeDecodeError) as e:
-            raise PolicyLoadError(f"{cfg_path}: not valid JSON ({e})") from None
-        if not isinstance(config, dict) or config.get("format_version") != FORMAT_VERSION:
-            found = config.get("format_version") if isinstance(config, dict) else None
-            raise PolicyLoadError(f"{cfg_path}: format_version {found!r}, this code reads {FORMAT_VERSION}")
-        expected_keys = {"format_version", "kind", "obs_fields", "action_fields", "policy", "weights_sha256"}
-        if set(config) != expected_keys:
-            raise PolicyLoadError(f"{cfg_path}: unknown keys {sorted(set(config) - expected_keys)}, "
-                                  f"missing keys {sorted(expected_keys - set(config))}")
-        for key, value in _layout().items():
-            if config[key] != value:
-                raise PolicyLoadError(f"{cfg_path}: {key} {config[key]} do not match this code's layout {value} "
-                                      "(frames.py changed since the policy was trained)")
-        try:
-            policy = cls(PolicyConfig.from_dict(config["policy"]))
-        except (ValueError, TypeError) as e:
-            raise PolicyLoadError(f"{cfg_path}: {e}") from None
-        blob = weights_path.read_bytes()
-        if hashlib.sha256(blob).hexdigest() != config["weights_sha256"]:
-            raise PolicyLoadError(f"{weights_path}: SHA-256 does not match {CONFIG_FILE} (file truncated or modified)")
-        try:
-            tensors = load_safetensors(blob)
-        except (SafetensorError, ValueError) as e:
-            raise PolicyLoadError(f"{weights_path}: not a readable safetensors file ({e})") from None
-        header = json.loads(blob[8:8 + int.from_bytes(blob[:8], "little")])   # safetensors: u64 size + JSON
-        trained_with = json.loads(header.get("__metadata__", {}).get("policy", "{}"))
-        if trained_with != config["policy"]:
-            changed = sorted(k for k in config["policy"] if trained_with.get(k) != config["policy"][k])
-            raise PolicyLoadError(f"{cfg_path}: policy.{', policy.'.join(changed)} differ from the config stored with "
-                                  f"the weights in {WEIGHTS_FILE} (config.json was edited)")
-        _check_state(policy.state_dict(), tensors, weights_path)
-        policy.load_state_dict(tensors)
+        policy = load_model(directory, KIND, "policy", lambda c: cls(PolicyConfig.from_dict(c)), PolicyLoadError)
         return policy.to(device).eval()
 
 
 def load_policy(directory: str | Path | None = None, device: torch.device | str = "cpu") -> DiffusionPolicy:
     """A saved policy; ``None`` loads the shipped one (``models/single_arm``)."""
     return DiffusionPolicy.load(models_dir() / DEFAULT_MODEL if directory is None else directory, device)
-
-
-def _check_state(expected: dict[str, torch.Tensor], found: dict[str, torch.Tensor], where: Path) -> None:
-    missing, unknown = sorted(set(expected) - set(found)), sorted(set(found) - set(expected))
-    if missing or unknown:
-        raise PolicyLoadError(f"{where}: weights do not match the config's architecture "
-                              f"(missing {missing[:5]}, unknown {unknown[:5]})")
-    for k, v in expected.items():
-        if found[k].shape != v.shape or found[k].dtype != v.dtype:
-            raise PolicyLoadError(f"{where}: {k} is {tuple(found[k].shape)} {found[k].dtype}, "
-                                  f"the config's architecture needs {tuple(v.shape)} {v.dtype}")
-        if not torch.isfinite(found[k]).all():
-            raise PolicyLoadError(f"{where}: {k} holds NaN or inf")
-
-
-def _atomic_write(path: Path, data: bytes) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_bytes(data)
-    os.replace(tmp, path)
-

@@ -1,4 +1,5 @@
 """CoDi sampling: the joint reverse SDE (eq. 11) with score s^(1:N) (eq. 13) + g^J (eq. 17).
+(With a learned cost model, g^J is its gradient instead: the classifier-guidance baselines, eq. 49.)
 
     a(T) ~ N(0, T^2 I),  da = -2t [s^(1:N)(a; t, s) + g^J(a; s, t)] dt + sqrt(2t) dw,  t: T -> 0,
 
@@ -19,7 +20,7 @@ from torch import Tensor
 from codi_ros.core import diffusion
 from codi_ros.core.composition import JointPolicy, ProductPolicy
 from codi_ros.core.cost import Cost, CostValue
-from codi_ros.core.guidance import GuidanceConfig, GuidanceEstimator, tweedie_posterior
+from codi_ros.core.guidance import ClassifierGuidance, GuidanceConfig, GuidanceEstimator, tweedie_posterior
 
 
 @dataclass(frozen=True)
@@ -51,14 +52,18 @@ class CoDiSampler:
     """Samples joint chunks from pi ∝ exp(-J/lambda) prod_i p^(i) (eq. 7) by the guided reverse SDE."""
 
     def __init__(self, base: ProductPolicy | JointPolicy, cost: Cost | None, config: SamplerConfig,
-                 chunk_shape: tuple[int, ...]):
+                 chunk_shape: tuple[int, ...], cost_model: Any = None):
         """``chunk_shape``: one agent's chunk, (horizon, action dim) -- world.yaml's horizon.prediction and ACT_DIM
-        in the planner."""
+        in the planner. ``cost_model``: a noise-conditioned cost model (core/cost_model.py) whose gradient
+        replaces g^J (classifier guidance, eq. 49: the CG baselines); ``cost`` then only scores the result."""
         if config.guidance is not None and cost is None:
             raise ValueError("guided sampling needs a cost")
         self.base, self.cost, self.config, self.chunk_shape = base, cost, config, tuple(chunk_shape)
-        self.guidance = (GuidanceEstimator(config.guidance, cost, base.unnormalize_actions)
-                         if config.guidance is not None else None)
+        self.guidance = self.classifier = None
+        if config.guidance is not None and cost_model is not None:
+            self.classifier = ClassifierGuidance(config.guidance, cost_model, base.unnormalize_actions)
+        elif config.guidance is not None:
+            self.guidance = GuidanceEstimator(config.guidance, cost, base.unnormalize_actions)
 
     @torch.no_grad()
     def sample(self, obs: Tensor, state: Any = None, generator: torch.Generator | None = None,
@@ -100,8 +105,10 @@ class CoDiSampler:
             if cancelled is not None and cancelled():
                 raise SamplingCancelled(f"cancelled at noise level t = {t:.3g}")
             t_b = torch.full((B,), t, dtype=a.dtype)
-            if self.guidance is None or not gcfg.active(t):
+            if gcfg is None or not gcfg.active(t):
                 return self.base.score(a, t_b, obs)
+            if self.classifier is not None:
+                return self.base.score(a, t_b, obs) + self.classifier(a, t_b, obs)
             if gcfg.covariance == "jacobian":
                 score, jac = self.base.score_and_jacobian(a, t_b, obs)
             else:

@@ -6,6 +6,8 @@
     codi eval --method codi-simple ...     # the Sec. VII-E support study: the goal term of the cost alone
     codi eval --method codi-joint ...      # CoDi's guidance on the joint policy of two-arm data (models/joint)
     codi eval --method codi-joint-simple   # ... with the goal term alone
+    codi eval --method cg-joint ...        # classifier guidance (eq. 49, models/cost_model) on the joint policy
+    codi eval --method cg-product ...      # ... on CoDi's product of single-arm policies (Sec. VII-D)
     codi eval --method scripted ...        # the scripted two-arm expert (a reference, not a policy)
     codi eval --method codi --timing paused ...         # the paper's protocol: the world waits for every plan
     codi eval --method codi --latency 0.4 [--naive] ... # real time with a fixed injected latency
@@ -22,11 +24,14 @@ from pathlib import Path
 from codi_ros import bounds
 from codi_ros.paths import writable_folder, write_atomically
 
-METHODS = ("single-arm", "codi", "codi-indep", "codi-simple", "codi-joint", "codi-joint-simple", "scripted")
+METHODS = ("single-arm", "codi", "codi-indep", "codi-simple", "codi-joint", "codi-joint-simple", "cg-joint",
+           "cg-product", "scripted")
 PLANNER_METHOD = {"codi": "codi", "codi-indep": "codi-indep", "codi-simple": "codi",   # the planner.yaml method of each
-                  "codi-joint": "codi", "codi-joint-simple": "codi"}
+                  "codi-joint": "codi", "codi-joint-simple": "codi", "cg-joint": "codi", "cg-product": "codi"}
 GOAL_ONLY = ("codi-simple", "codi-joint-simple")     # the cost's goal term alone (Sec. VII-E)
-JOINT_MODEL = "joint"     # models/joint: the joint policy of the codi-joint methods (codi train --joint)
+JOINT = ("codi-joint", "codi-joint-simple", "cg-joint")   # methods on the joint policy of two-arm data
+CLASSIFIER = ("cg-joint", "cg-product")   # guided by the gradient of a learned cost model (eq. 49), not by J
+JOINT_MODEL = "joint"     # models/joint: the joint policy of the JOINT methods (codi train --joint)
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -35,7 +40,11 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--seed", type=int, default=0, help="episode i starts from the seed (seed, i)")
     p.add_argument("--out", type=Path, required=True, help="results JSON")
     p.add_argument("--model", default=None,
-                   help="policy checkpoint dir (default: models/single_arm; the codi-joint methods: models/joint)")
+                   help="policy checkpoint dir (default: models/single_arm; codi-joint(-simple), cg-joint: "
+                        "models/joint)")
+    p.add_argument("--cost-model", default=None,
+                   help="cg-joint, cg-product: the cost model checkpoint dir (default: models/cost_model; "
+                        "codi train --cost-model)")
     p.add_argument("--seconds", type=float, default=None,
                    help="episode length (default: 20 single-arm, world.yaml episode.max_seconds others)")
     p.add_argument("--arm", choices=("left", "right", "both"), default="both",
@@ -99,7 +108,11 @@ def make_planner(args: argparse.Namespace, world_cfg):
     cost_config = load_cost_config(args.cost_config)
     if args.method in GOAL_ONLY:
         cost_config = cost_config.goal_only()
-    planner = Planner(method_policy(args), world_cfg, config, cost_config, simulator)
+    cost_model = None
+    if (path := cost_model_of(args)) is not None:
+        from codi_ros.core.cost_model import CostModel
+        cost_model = CostModel.load(path)
+    planner = Planner(method_policy(args), world_cfg, config, cost_config, simulator, cost_model=cost_model)
     overrides = PlanOverrides(num_samples=args.num_samples, temperature=args.temperature, steps=args.sample_steps)
     check_overrides(overrides, config)   # a bad override is refused before the run, not met by every plan of it
     planner.warm_up()   # one-off costs (first calls, the cost simulator compile) before the clock runs, like the nodes
@@ -113,15 +126,28 @@ def model_of(args: argparse.Namespace):
 
     if args.model is not None:
         return args.model
-    return models_dir() / (JOINT_MODEL if args.method.startswith("codi-joint") else DEFAULT_MODEL)
+    return models_dir() / (JOINT_MODEL if args.method in JOINT else DEFAULT_MODEL)
+
+
+def cost_model_of(args: argparse.Namespace):
+    """The run's cost model directory: --cost-model, else the shipped one, for the CLASSIFIER methods; else None
+    (ValueError when --cost-model is given to another method)."""
+    from codi_ros.core.cost_model import DEFAULT_MODEL
+    from codi_ros.paths import models_dir
+
+    if args.method not in CLASSIFIER:
+        if args.cost_model is not None:
+            raise ValueError(f"--cost-model: only the classifier-guidance methods {', '.join(CLASSIFIER)} use one")
+        return None
+    return args.cost_model or models_dir() / DEFAULT_MODEL
 
 
 def method_policy(args: argparse.Namespace):
     """The run's policy, refused (ValueError) when it is not the kind its method needs: a joint policy for
-    the codi-joint methods, a single-arm one for the others."""
+    the JOINT methods, a single-arm one for the others."""
     from codi_ros.core.policy import load_policy
 
-    path, joint = model_of(args), args.method.startswith("codi-joint")
+    path, joint = model_of(args), args.method in JOINT
     policy = load_policy(path)
     if (policy.config.agents > 1) != joint:
         kind = "joint" if policy.config.agents > 1 else "single-arm"
@@ -195,7 +221,9 @@ def evaluate(args: argparse.Namespace) -> dict:
                                          world, args.episodes, args.seed, args.seconds or world_cfg.episode.max_seconds,
                                          progress,
                                          trace_dir=args.trace, timing=timing, task=task)
+    cost_model = cost_model_of(args)
     return {"planner": asdict(config), "cost": asdict(cost_config), "overrides": asdict(overrides),
+            "cost_model": None if cost_model is None else str(cost_model),
             "task": asdict(task), **results}
 
 

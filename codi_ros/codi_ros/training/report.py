@@ -41,8 +41,9 @@ class TrainLog:
         with self.path.open("a", newline="") as f:
             csv.DictWriter(f, LOG_COLUMNS).writerow(self._formatted(row))
 
-    def plot(self, path: str | Path, title: str = "single-arm policy") -> None:
-        """Train and validation DSM loss against step, log scale."""
+    def plot(self, path: str | Path, title: str = "single-arm policy",
+             loss: str = "DSM loss (eq. 4, EDM weighting)") -> None:
+        """Train and validation loss against step, log scale."""
         import matplotlib
 
         matplotlib.use("Agg")
@@ -52,7 +53,7 @@ class TrainLog:
         fig, ax = plt.subplots(figsize=(6, 4), dpi=100)
         ax.plot(steps, [r["train_loss"] for r in self.rows], label="train (running mean)")
         ax.plot(steps, [r["val_loss"] for r in self.rows], label="validation (EMA weights, held-out episodes)")
-        ax.set(xlabel="step", ylabel="DSM loss (eq. 4, EDM weighting)", yscale="log", title=title)
+        ax.set(xlabel="step", ylabel=loss, yscale="log", title=title)
         ax.grid(True, which="both", alpha=0.3)
         ax.legend()
         fig.tight_layout()
@@ -60,19 +61,20 @@ class TrainLog:
         plt.close(fig)
 
 
-def write_manifest(path: str | Path, *, data_path: str, data_meta: dict[str, Any], split: dict[str, int],
-                   train_config: dict[str, Any], policy_config: dict[str, Any], steps: int, target_steps: int,
+def write_manifest(path: str | Path, *, kind: str, data_path: str, data_meta: dict[str, Any], split: dict[str, int],
+                   train_config: dict[str, Any], model_config: dict[str, Any], steps: int, target_steps: int,
                    wall_time_s: float, log: TrainLog, version: str) -> None:
-    """``version``: the code version the run started with (the checkout may change while it trains)."""
+    """``kind``: what was trained (codi.single_arm_policy, codi.joint_policy, codi.cost_model); ``version``: the
+    code version the run started with (the checkout may change while it trains)."""
     last = log.rows[-1] if log.rows else {}
     manifest = {
-        "kind": "codi.joint_policy" if policy_config.get("agents", 1) > 1 else "codi.single_arm_policy",
+        "kind": kind,
         "created": datetime.now(UTC).isoformat(timespec="seconds"),
         "code_version": version,
         "machine": machine_description(),
         "data": {"path": data_path, "meta": data_meta, "split": split},
         "train_config": train_config,
-        "policy_config": policy_config,
+        "cost_model_config" if kind == "codi.cost_model" else "policy_config": model_config,
         "steps": steps,
         "complete": steps >= target_steps,
         "wall_time_s": round(wall_time_s, 1),

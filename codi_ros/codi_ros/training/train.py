@@ -1,11 +1,13 @@
-"""``codi train``: fit a diffusion policy to a demonstration data set.
+"""``codi train``: fit a diffusion policy (or the baselines' cost model) to a demonstration data set.
 
     codi train --data data/single --out models/single_arm [--steps 40000 --batch-size 256 --resume]
     codi train --data data/multi --joint --out models/joint      # one policy over both arms (CoDi-Joint)
+    codi train --data data/multi --cost-model --out models/cost_model   # J_phi of eq. 47 (CG-Joint, CG-Product)
 
 One file, read top to bottom (CleanRL style): config, data split by episode, model + EMA + AdamW,
-the loop (DSM loss, eq. 4), periodic validation on held-out episodes and checkpointing. The
-output folder holds the EMA policy (model.safetensors + config.json, see core/policy.py),
+the loop (DSM loss, eq. 4; for the cost model eq. 47 on labels from the cost simulator,
+training/cost_labels.py), periodic validation on held-out episodes and checkpointing. The output
+folder holds the EMA model (model.safetensors + config.json, see core/checkpoint.py),
 train_state.safetensors (what --resume needs), train_log.csv, loss_curve.png and manifest.json.
 """
 
@@ -49,6 +51,8 @@ class TrainConfig:
     joint: bool = False                        # multi-arm data: one policy over all arms' concatenated observations
                                                # and actions (the macro-agent); False: every arm's rows train one
                                                # single-arm policy
+    cost_model: bool = False                   # multi-arm data: fit the noise-conditioned cost model J_phi of the
+                                               # classifier-guidance baselines (eq. 47) instead of a policy
 
     # options that may differ when resuming a run; all others must match the run being resumed
     RESUMABLE = ("steps", "device", "threads", "eval_every", "out")
@@ -97,6 +101,10 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--joint", action="store_true",
                    help="multi-arm data: train one policy over all arms' observations and actions (the macro-agent "
                         "of the joint-data baselines) instead of one single-arm policy on every arm's rows")
+    p.add_argument("--cost-model", action="store_true",
+                   help="multi-arm data: fit the noise-conditioned cost model of the classifier-guidance baselines "
+                        "(eq. 47; labels: the handover cost of every segment on the cost simulator) instead of a "
+                        "policy")
     p.add_argument("--resume", action="store_true", help="continue the run saved in --out")
 
 
@@ -138,10 +146,13 @@ def train(cfg: TrainConfig, resume: bool = False) -> Path:
     from tqdm import tqdm
 
     from codi_ros.config import load_world_config
+    from codi_ros.core.cost import load_cost_config
+    from codi_ros.core.cost_model import CostModel, CostModelConfig
     from codi_ros.core.networks import UNetConfig
     from codi_ros.core.policy import DiffusionPolicy, PolicyConfig
     from codi_ros.data.dataset import load_dataset
     from codi_ros.training.checkpoint import STATE_FILE, load_train_state, save_train_state
+    from codi_ros.training.cost_labels import segment_costs
     from codi_ros.training.report import CURVE_FILE, LOG_FILE, MANIFEST_FILE, TrainLog, write_manifest
     from codi_ros.version import code_version
 
@@ -166,41 +177,52 @@ def train(cfg: TrainConfig, resume: bool = False) -> Path:
     device = torch.device(cfg.device)
 
     # --- data: receding-horizon segments, split by episode -----------------------------------
-    horizon = load_world_config().horizon.prediction
+    world = load_world_config()
+    horizon = world.horizon.prediction
     ds = load_dataset(cfg.data, cfg.fraction)
-    if cfg.joint and ds.num_arms < 2:
-        raise TrainError(f"--joint: the data set {cfg.data} holds {ds.num_arms} arm per step (single-arm data); "
-                         "a joint policy needs multi-arm data (codi data generate --mode multi)")
-    if cfg.joint:   # one row per step, the arms side by side: (T, 1, A*OBS), (T, 1, H, A*ACT)
-        obs, chunks = (x[:, None] for x in ds.joint_segments(horizon))
-    else:           # every arm's rows: (T, A, OBS), (T, A, H, ACT)
-        obs, chunks = ds.segments(horizon)
+    joint = cfg.joint or cfg.cost_model
+    if joint and ds.num_arms < 2:
+        raise TrainError(f"--{'cost-model' if cfg.cost_model else 'joint'}: the data set {cfg.data} holds "
+                         f"{ds.num_arms} arm per step (single-arm data); it needs multi-arm data "
+                         "(codi data generate --mode multi)")
+    if joint:   # one row per step, the arms side by side: (T, 1, A*OBS), (T, 1, H, A*ACT)
+        columns = [x[:, None] for x in ds.joint_segments(horizon)]
+    else:       # every arm's rows: (T, A, OBS), (T, A, H, ACT)
+        columns = list(ds.segments(horizon))
+    if cfg.cost_model:   # and the label J(s, a) of every segment: (T, 1)
+        columns.append(segment_costs(ds, horizon, world, load_cost_config())[:, None].astype(np.float32))
     val_episodes = episode_split(ds.episode_ends, cfg.val_fraction, cfg.seed)
     is_val = val_episodes[np.searchsorted(ds.episode_ends, np.arange(ds.num_steps), side="right")]
 
-    def to_tensors(mask: np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:   # arms flattened into the batch
-        return (torch.as_tensor(obs[mask].reshape(-1, obs.shape[-1]), device=device),
-                torch.as_tensor(chunks[mask].reshape(-1, *chunks.shape[-2:]), device=device))
+    def to_tensors(mask: np.ndarray) -> list[torch.Tensor]:   # arms flattened into the batch
+        return [torch.as_tensor(x[mask].reshape(-1, *x.shape[2:]), device=device) for x in columns]
 
-    train_obs, train_chunks = to_tensors(~is_val)
-    val_obs, val_chunks = to_tensors(is_val)
-    val_pick = torch.randperm(len(val_obs), generator=torch.Generator().manual_seed(cfg.seed))[:cfg.val_samples]
-    val_obs, val_chunks = val_obs[val_pick.to(device)], val_chunks[val_pick.to(device)]
-    split = {"train_segments": len(train_obs), "val_segments_total": int(is_val.sum()) * obs.shape[1],
-             "val_segments_used": len(val_obs), "episodes": ds.num_episodes,
+    train_data, val_data = to_tensors(~is_val), to_tensors(is_val)
+    val_pick = torch.randperm(len(val_data[0]), generator=torch.Generator().manual_seed(cfg.seed))[:cfg.val_samples]
+    val_data = [x[val_pick.to(device)] for x in val_data]
+    split = {"train_segments": len(train_data[0]), "val_segments_total": int(is_val.sum()) * columns[0].shape[1],
+             "val_segments_used": len(val_data[0]), "episodes": ds.num_episodes,
              "val_episodes": int(val_episodes.sum())}
 
     # --- model, EMA, optimizer, random streams -----------------------------------------------
     torch.manual_seed(cfg.seed)
-    policy_cfg = PolicyConfig(horizon=horizon, unet=unet, agents=ds.num_arms if cfg.joint else 1)
-    policy = DiffusionPolicy.from_stats(policy_cfg, ds.stats(joint=cfg.joint)).to(device).train()
-    ema = copy.deepcopy(policy).requires_grad_(False).eval()
-    optimizer = torch.optim.AdamW(policy.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+    if cfg.cost_model:
+        model_cfg = CostModelConfig(horizon=horizon, agents=ds.num_arms, unet=unet)
+        model = CostModel.from_data(model_cfg, ds.stats(joint=True), train_data[2].double().numpy())
+        kind, loss_label = "codi.cost_model", "cost model loss (eq. 47, / label std)^2"
+    else:
+        model_cfg = PolicyConfig(horizon=horizon, unet=unet, agents=ds.num_arms if cfg.joint else 1)
+        model = DiffusionPolicy.from_stats(model_cfg, ds.stats(joint=cfg.joint))
+        kind = "codi.joint_policy" if cfg.joint else "codi.single_arm_policy"
+        loss_label = "DSM loss (eq. 4, EDM weighting)"
+    model = model.to(device).train()
+    ema = copy.deepcopy(model).requires_grad_(False).eval()
+    optimizer = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
     rngs = {"batch": torch.Generator().manual_seed(cfg.seed),                 # which segments
             "noise": torch.Generator(device).manual_seed(cfg.seed + 1)}       # t and eps of the loss
     start, elapsed_before = 0, 0.0
     if state is not None:
-        state.restore(policy, ema, optimizer, rngs)
+        state.restore(model, ema, optimizer, rngs)
         start, elapsed_before = state.step, state.elapsed_s
     out.mkdir(parents=True, exist_ok=True)
     log = TrainLog(out / LOG_FILE, resume_step=start if state is not None else None)
@@ -208,23 +230,23 @@ def train(cfg: TrainConfig, resume: bool = False) -> Path:
     @torch.no_grad()
     def validation_loss() -> float:  # same noise every time, so successive values are comparable
         g = torch.Generator(device).manual_seed(cfg.seed + 2)
-        batches = zip(val_obs.split(1024), val_chunks.split(1024), strict=True)
-        return sum(ema.loss(o, a, g).item() * len(o) for o, a in batches) / len(val_obs)
+        batches = zip(*(x.split(1024) for x in val_data), strict=True)
+        return sum(ema.loss(*b, g).item() * len(b[0]) for b in batches) / len(val_data[0])
 
     def checkpoint(step: int, elapsed: float) -> None:   # the training state last: --resume starts from it
         ema.save(out)
-        log.plot(out / CURVE_FILE, f"{'joint' if policy_cfg.agents > 1 else 'single-arm'} policy")
-        write_manifest(out / MANIFEST_FILE, data_path=cfg.data, data_meta=ds.meta, split=split,
-                       train_config=cfg.to_dict(), policy_config=policy_cfg.to_dict(), steps=step,
+        log.plot(out / CURVE_FILE, kind.removeprefix("codi.").replace("_", " "), loss_label)
+        write_manifest(out / MANIFEST_FILE, kind=kind, data_path=cfg.data, data_meta=ds.meta, split=split,
+                       train_config=cfg.to_dict(), model_config=model_cfg.to_dict(), steps=step,
                        target_steps=cfg.steps, wall_time_s=elapsed, log=log, version=version)
-        save_train_state(out / STATE_FILE, policy, ema, optimizer, rngs, step, elapsed, cfg.to_dict())
+        save_train_state(out / STATE_FILE, model, ema, optimizer, rngs, step, elapsed, cfg.to_dict())
 
     # --- the loop ----------------------------------------------------------------------------
     t0, running, count = time.perf_counter(), 0.0, 0
     bar = tqdm(range(start, cfg.steps), initial=start, total=cfg.steps, desc="train", unit="step", smoothing=0.05)
     for step in bar:
-        idx = torch.randint(len(train_obs), (cfg.batch_size,), generator=rngs["batch"]).to(device)
-        loss = policy.loss(train_obs[idx], train_chunks[idx], rngs["noise"])
+        idx = torch.randint(len(train_data[0]), (cfg.batch_size,), generator=rngs["batch"]).to(device)
+        loss = model.loss(*(x[idx] for x in train_data), rngs["noise"])
         for group in optimizer.param_groups:
             group["lr"] = lr_at(step, cfg)
         optimizer.zero_grad(set_to_none=True)
@@ -232,7 +254,7 @@ def train(cfg: TrainConfig, resume: bool = False) -> Path:
         optimizer.step()
         decay = min(cfg.ema_decay, (1 + step) / (10 + step))
         with torch.no_grad():
-            for e, p in zip(ema.parameters(), policy.parameters(), strict=True):
+            for e, p in zip(ema.parameters(), model.parameters(), strict=True):
                 e.lerp_(p, 1 - decay)
         running, count = running + loss.item(), count + 1
         if count % 50 == 0:
