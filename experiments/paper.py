@@ -9,7 +9,8 @@ Every run is `codi eval OPTIONS --episodes N --seed S` in a worker process of on
 OUT/<method>_<timing>_seed<S>.json; a run whose file exists is skipped (resume). ``--timing paused`` (the
 default) is the paper's protocol: the world waits for every plan, so methods of different speeds compare as
 in the paper; ``realtime`` is how users run the system (README "Measured so far"). Then OUT/summary.json
-(episodes of all seeds pooled per method) and OUT/paper.png. docs/results.md sets the rows beside the
+(episodes of all seeds pooled per method, with the budget: the evaluation's wall time and, from the models'
+manifests, what training them took) and OUT/paper.png. docs/results.md sets the rows beside the
 paper's numbers. Of the methods that learn from two-arm demonstrations (Sec. VII-B), CoDi-Joint,
 CoDi-Joint-Simple (the joint policy models/joint), CG-Joint and CG-Product (+ the cost model
 models/cost_model) exist; the fine-tuned residuals (DPMD, SDAC, EXPO) and MIMIC-D are not built yet.
@@ -27,17 +28,31 @@ from codi_ros.evaluation.runs import eval_run, mean_ci95, wilson
 RESULTS = Path(__file__).resolve().parent / "results" / "paper"
 MODELS = Path(__file__).resolve().parents[1] / "models"
 
-# name -> (the paper's name, codi eval options)
+# name -> (the paper's name, codi eval options, the trained models it uses: models/<name>)
 METHODS = {
-    "codi": ("CoDi", ["--method", "codi"]),
-    "codi-indep": ("CoDi-Indep (Sec. VII-C)", ["--method", "codi-indep"]),
-    "codi-simple": ("CoDi-Simple (Sec. VII-E)", ["--method", "codi-simple"]),
-    "codi-20pct": ("CoDi, 20 % data (Sec. VII-D)", ["--method", "codi", "--model", str(MODELS / "single_arm_20pct")]),
-    "codi-joint": ("CoDi-Joint (Sec. VII-B)", ["--method", "codi-joint"]),
-    "codi-joint-simple": ("CoDi-Joint-Simple (Sec. VII-E)", ["--method", "codi-joint-simple"]),
-    "cg-joint": ("CG-Joint (Sec. VII-B)", ["--method", "cg-joint"]),
-    "cg-product": ("CG-Product (Sec. VII-D)", ["--method", "cg-product"]),
+    "codi": ("CoDi", ["--method", "codi"], ("single_arm",)),
+    "codi-indep": ("CoDi-Indep (Sec. VII-C)", ["--method", "codi-indep"], ("single_arm",)),
+    "codi-simple": ("CoDi-Simple (Sec. VII-E)", ["--method", "codi-simple"], ("single_arm",)),
+    "codi-20pct": ("CoDi, 20 % data (Sec. VII-D)", ["--method", "codi", "--model", str(MODELS / "single_arm_20pct")],
+                   ("single_arm_20pct",)),
+    "codi-joint": ("CoDi-Joint (Sec. VII-B)", ["--method", "codi-joint"], ("joint",)),
+    "codi-joint-simple": ("CoDi-Joint-Simple (Sec. VII-E)", ["--method", "codi-joint-simple"], ("joint",)),
+    # lambda of eq. 49 tuned on 10 episodes of seed 100 (not an evaluation seed) over 0.01, 0.03, 0.1, 1, 10
+    # (experiments/results/release/cg_tuning/): the best success, the stronger guidance on a tie
+    "cg-joint": ("CG-Joint (Sec. VII-B)", ["--method", "cg-joint", "--temperature", "0.1"], ("joint", "cost_model")),
+    "cg-product": ("CG-Product (Sec. VII-D)", ["--method", "cg-product", "--temperature", "0.03"],
+                   ("single_arm", "cost_model")),
 }
+
+
+def training_budget(models: tuple[str, ...]) -> dict:
+    """What training the method's models took, from their manifests (wall time, steps, torch threads)."""
+    out = {}
+    for name in models:
+        m = json.loads((MODELS / name / "manifest.json").read_text())
+        out[name] = {"wall_seconds": m["wall_time_s"], "steps": m["steps"], "threads": m["train_config"]["threads"],
+                     "data_episodes": m["data"]["split"]["episodes"], "cpu": m["machine"]["cpu"]}
+    return out
 
 
 def summarize(method: str, paths: list[Path]) -> dict:
@@ -53,7 +68,8 @@ def summarize(method: str, paths: list[Path]) -> dict:
             "completion_time_s": mean_ci95([e["completion_time"] for e in episodes if e["success"]]),
             "episodes_with_collision": collided, "collision_ci95": wilson(collided, n),
             "files": [p.name for p in paths], "code_versions": sorted({r["code_version"] for r in runs}),
-            "wall_seconds": sum(r["wall_seconds"] for r in runs), "machine": runs[0]["machine"]}
+            "wall_seconds": sum(r["wall_seconds"] for r in runs), "machine": runs[0]["machine"],
+            "training": training_budget(METHODS[method][2])}
 
 
 def plot(rows: list[dict], path: Path) -> None:
@@ -116,7 +132,10 @@ def main() -> None:
     for r in rows:
         lo, hi = r["success_ci95"]
         print(f"{r['method']:12s} {r['successes']:3d}/{r['episodes']} ({100 * lo:.0f}-{100 * hi:.0f} %)  "
-              f"collision episodes {r['episodes_with_collision']:3d}  closest {r['closest_distance_m'][0]:.3f} m")
+              f"collision episodes {r['episodes_with_collision']:3d}  closest {r['closest_distance_m'][0]:.3f} m  "
+              f"evaluation {r['wall_seconds'] / 60:.0f} min, training "
+              + ", ".join(f"{n} {t['wall_seconds'] / 60:.0f} min ({t['threads'] or 'default'} threads)"
+                          for n, t in r["training"].items()))
 
 
 if __name__ == "__main__":

@@ -46,11 +46,14 @@ def test_every_method_of_the_paper_harness_is_a_valid_codi_eval_run():
     paper = paper_harness()
     parser = argparse.ArgumentParser()
     evaluate.add_arguments(parser)
-    for name, (_, options) in paper.METHODS.items():
+    for name, (_, options, models) in paper.METHODS.items():
         args = parser.parse_args([*options, "--out", "x.json"])
         assert args.method in evaluate.METHODS, name
         model = Path(evaluate.model_of(args))                    # the --model given, else the method's shipped one
-        assert (model / "model.safetensors").exists(), f"{name}: {model}"
+        cost_model = evaluate.cost_model_of(args)
+        used = {model, *([Path(cost_model)] if cost_model else [])}
+        assert {m.name for m in used} == set(models), f"{name}: its budget names other models than it runs"
+        assert all((m / "model.safetensors").exists() and (m / "manifest.json").exists() for m in used), name
 
 
 def test_paper_summary_pools_the_seeds_and_plots_rates_of_n_out_of_n(tmp_path):
