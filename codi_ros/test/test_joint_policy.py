@@ -119,7 +119,8 @@ def test_codi_eval_codi_joint_runs_an_episode_with_the_joint_policy(trained_join
     assert (r["cost"]["collision"]["weight"] == 0.0) == goal_only
 
 
-@pytest.mark.parametrize("method,joint_model", [("codi-joint", False), ("codi", True), ("single-arm", True)])
+@pytest.mark.parametrize("method,joint_model", [("codi-joint", False), ("codi", True), ("single-arm", True),
+                                                ("mimic-d", True)])
 def test_codi_eval_refuses_a_policy_of_the_wrong_kind_for_the_method(trained_joint, tmp_path, capsys, method,
                                                                      joint_model):
     model = trained_joint if joint_model else SINGLE_ARM_MODEL
@@ -156,3 +157,11 @@ def test_a_joint_policy_learns_coordination_a_product_of_its_arms_cannot_represe
     exactly_one = (moving.sum(1) == 1).float().mean().item()
     assert exactly_one > 0.9, f"only {exactly_one:.0%} of the joint chunks move exactly one arm"
     assert 0.1 < moving[:, 0].float().mean().item() < 0.9, "the joint policy dropped a mode"
+
+
+def test_codi_eval_mimic_d_runs_each_arm_on_its_own_policy_without_a_coordinator(tmp_path):
+    """The decentralised baseline of two-arm data (MIMIC-D): no guidance, no cost in the choice."""
+    out = tmp_path / "r.json"
+    assert evaluate.run(eval_args("mimic-d", out, "--model", str(SINGLE_ARM_MODEL))) == 0
+    r = json.loads(out.read_text())
+    assert r["method"] == "mimic-d" and r["planner"]["method"] == "decentralized" and len(r["episodes"]) == 1

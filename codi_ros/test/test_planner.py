@@ -10,7 +10,7 @@ import torch
 from fakes import GaussianPolicy, edited_config, small_planner_config
 
 from codi_ros.config import ConfigError, load_world_config
-from codi_ros.core.cost import load_cost_config
+from codi_ros.core.cost import CostValue, load_cost_config
 from codi_ros.core.guidance import GuidanceConfig
 from codi_ros.core.kinematic_model import KinematicModel, SimState
 from codi_ros.core.planner import Planner, PlanningError, PlanOverrides, PlanResult, load_planner_config
@@ -252,3 +252,44 @@ def test_load_plans_with_a_saved_policy_checkpoint(tmp_path):
     result = p.plan(world_state(), PlanOverrides(steps=4, num_samples=8))
     assert all(np.isfinite(c).all() and c.shape == (16, 7) for c in result.chunks.values())
     assert p.config == load_planner_config()
+
+
+def decentralized(candidates: int = 4) -> Planner:
+    return planner(small_planner_config(steps=4, num_samples=4, method="decentralized", candidates=candidates))
+
+
+def test_a_decentralized_plan_does_not_depend_on_the_cost():
+    """MIMIC-D's execution (planner.method decentralized): no guidance, and the cost chooses nothing; the same
+    seed gives the same chunks whatever the cost says (it is only reported)."""
+    def random_cost(seed):
+        g = torch.Generator().manual_seed(seed)
+        return lambda state, chunks: CostValue(total=torch.rand(len(chunks), generator=g), terms={})
+
+    plans = [Planner(GaussianPolicy(), WORLD, decentralized().config, load_cost_config(), cost=random_cost(s))
+             for s in (1, 2)]
+    for stamp in (0.0, 0.1):     # the second plan chooses among its candidates (a previous chunk to continue)
+        a, b = (p.plan(world_state(stamp=stamp)) for p in plans)
+        for n in WORLD.arm_names:
+            np.testing.assert_array_equal(a.chunks[n], b.chunks[n])
+    assert a.cost != b.cost                                         # what each cost said of the chunk
+
+
+def test_a_decentralized_arm_keeps_the_candidate_that_continues_its_own_chunk():
+    p = decentralized(candidates=3)
+    p.plan(world_state(stamp=0.0))
+    previous = p._previous[1]                                       # (N, H, 7) the plan just made
+    chunks = 0.2 * torch.randn(3, 2, *previous.shape[1:], generator=torch.Generator().manual_seed(0))
+    chunks[2, 0, :-1] = previous[0, 1:]                            # left: candidate 2 continues its chunk
+    chunks[1, 1, :-1] = previous[1, 1:]                            # right: candidate 1 continues its chunk
+    assert p.arm_choices(0.1, chunks).tolist() == [2, 1]
+    other = chunks.clone()
+    other[:, 1] = 0.2 * torch.randn(3, *previous.shape[1:])         # whatever the right arm's candidates are ...
+    other[0, 1, :-1] = previous[1, 1:]
+    assert p.arm_choices(0.1, other).tolist() == [2, 0]            # ... the left arm's choice stays
+
+
+def test_a_decentralized_planner_refuses_a_joint_policy():
+    from test_joint_policy import joint_policy, two_arm_dataset
+
+    with pytest.raises(ConfigError, match="decentralized' runs one single-arm policy per arm"):
+        Planner(joint_policy(two_arm_dataset()), WORLD, decentralized().config, load_cost_config())

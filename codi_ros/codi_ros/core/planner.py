@@ -24,8 +24,8 @@ from codi_ros import bounds
 from codi_ros.config import ConfigError, WorldConfig, from_dict
 from codi_ros.core import diffusion
 from codi_ros.core.coherence import coherence_gap
-from codi_ros.core.composition import ScorePolicy, base_policy
-from codi_ros.core.cost import Cost, CostConfig, HandoverCost, load_cost_config
+from codi_ros.core.composition import ProductPolicy, ScorePolicy, base_policy
+from codi_ros.core.cost import Cost, CostConfig, CostValue, HandoverCost, load_cost_config
 from codi_ros.core.cost_model import CostModel, LearnedCost
 from codi_ros.core.guidance import GuidanceConfig
 from codi_ros.core.kinematic_model import CostSimulator, KinematicModel, SimState, clip_to_limits
@@ -60,9 +60,11 @@ class PlanResult:
 
 @dataclass(frozen=True)
 class PlannerConfig:
-    """``config/planner.yaml``. method: codi (joint guidance) | codi-indep (the Sec. VII-C ablation)."""
+    """``config/planner.yaml``. method: codi (joint guidance) | codi-indep (the Sec. VII-C ablation) |
+    decentralized (no guidance and no cost: every arm samples from its own policy and keeps its own candidate
+    that best continues its previous chunk; the decentralised execution of the MIMIC-D baseline)."""
 
-    method: Literal["codi", "codi-indep"] = "codi"
+    method: Literal["codi", "codi-indep", "decentralized"] = "codi"
     cost_simulator: Literal["kinematic", "physics"] = "kinematic"
     steps: int = 16
     sampler: diffusion.SamplerMethod = "dpmpp2m"
@@ -85,8 +87,8 @@ class PlannerConfig:
             raise ConfigError(str(e)) from None
         if not (self.coherence >= 0 and math.isfinite(self.coherence)):
             raise ConfigError(f"planner.coherence must be finite and >= 0, got {self.coherence}")
-        if self.method not in ("codi", "codi-indep"):
-            raise ConfigError(f"planner.method must be codi or codi-indep, got {self.method!r}")
+        if self.method not in ("codi", "codi-indep", "decentralized"):
+            raise ConfigError(f"planner.method must be codi, codi-indep or decentralized, got {self.method!r}")
         if self.cost_simulator not in ("kinematic", "physics"):
             raise ConfigError(f"planner.cost_simulator must be kinematic or physics, got {self.cost_simulator!r}")
         if self.warm_start is not None and not (self.warm_start > 0 and math.isfinite(self.warm_start)):
@@ -101,7 +103,8 @@ class PlannerConfig:
         guidance = replace(self.guidance,
                            num_samples=self.guidance.num_samples if o.num_samples is None else o.num_samples,
                            temperature=self.guidance.temperature if o.temperature is None else o.temperature)
-        return SamplerConfig(steps=self.steps if o.steps is None else o.steps, guidance=guidance,
+        return SamplerConfig(steps=self.steps if o.steps is None else o.steps,
+                             guidance=None if self.method == "decentralized" else guidance,
                              method=self.sampler, seed=self.seed if o.seed is None else o.seed)
 
 
@@ -123,7 +126,8 @@ def check_overrides(o: PlanOverrides, config: PlannerConfig) -> None:
             if getattr(o, name) is not None:
                 bounds.check(name, getattr(o, name))
         sampler = config.sampler_config(o)
-        bounds.check_plan_work(config.candidates, sampler.guidance.num_samples, sampler.steps,
+        samples = sampler.guidance.num_samples if sampler.guidance is not None else 1   # decentralized: none
+        bounds.check_plan_work(config.candidates, samples, sampler.steps,
                                "num_samples x steps (x the planner's candidates)")
     except bounds.BoundsError as e:
         raise PlanningError(str(e)) from None
@@ -147,6 +151,9 @@ class Planner:
         self.world, self.config = world, config or PlannerConfig()
         self.base = base_policy(policy, len(world.arms))
         self.cost_model = cost_model
+        if self.config.method == "decentralized" and not isinstance(self.base, ProductPolicy):
+            raise ConfigError("planner.method 'decentralized' runs one single-arm policy per arm, "
+                              "not a joint policy")
         if cost_model is not None:
             if cost_model.config.agents != len(world.arms):
                 raise ConfigError(f"the cost model reads {cost_model.config.agents} arms, "
@@ -243,8 +250,15 @@ class Planner:
         cost_state = state if self._injected_cost else SimState.from_world(state, self.world)
         result = sampler.sample(obs_batch, cost_state, prefix=prefix[1] if d and not predict else None,
                                 warm=self._warm(state.stamp, self.config.candidates), cancelled=cancelled)
-        best = int(self.choice_scores(state.stamp, result.actions, result.cost.total).argmin())
-        planned = clip_to_limits(result.actions[best], self.world.control)
+        if self.config.method == "decentralized":   # each arm its own candidate, chosen without the cost
+            chosen = result.actions[self.arm_choices(state.stamp, result.actions), torch.arange(len(names))]
+            value = self.cost(cost_state, chosen[None])                  # reported, never used to choose
+        else:
+            best = int(self.choice_scores(state.stamp, result.actions, result.cost.total).argmin())
+            chosen = result.actions[best]
+            value = CostValue(total=result.cost.total[best:best + 1],
+                              terms={k: v[best:best + 1] for k, v in result.cost.terms.items()})
+        planned = clip_to_limits(chosen, self.world.control)
         if not torch.isfinite(planned).all():
             raise PlanningError("actions: the sampler produced non-finite actions (policy or guidance diverged)")
         self._previous = (state.stamp, planned)
@@ -253,9 +267,8 @@ class Planner:
         chunks = {n: actions[i].double().numpy() for i, n in enumerate(names)}
         for n in chunks if d else ():
             chunks[n][:d] = committed[n]                           # bit for bit what the arms execute
-        return PlanResult(chunks=chunks,
-                          cost=float(result.cost.total[best]),
-                          cost_terms={k: float(v[best]) for k, v in result.cost.terms.items()},
+        return PlanResult(chunks=chunks, cost=float(value.total[0]),
+                          cost_terms={k: float(v[0]) for k, v in value.terms.items()},
                           latency_s=time.perf_counter() - start, committed=d)
 
     def _prefix(self, committed: dict[str, np.ndarray] | None) -> tuple[Tensor, Tensor] | None:
@@ -295,6 +308,16 @@ class Planner:
             score = score + self.config.coherence * coherence_gap(
                 self.base.normalize_actions, chunks, previous.to(chunks.dtype), offset)
         return score
+
+    def arm_choices(self, stamp: float, chunks: Tensor) -> Tensor:
+        """(N,) per arm, the candidate whose chunk best continues that arm's rest of the previous plan (candidate
+        0 without one): the choice of ``method: decentralized``, made from each arm's own actions only."""
+        since = self._since_previous(stamp)
+        if since is None or since[0] <= 0:
+            return torch.zeros(chunks.shape[1], dtype=torch.long)
+        offset, previous = since
+        return torch.stack([coherence_gap(self.base.normalize_actions, chunks[:, i], previous[i].to(chunks.dtype),
+                                          offset).argmin() for i in range(chunks.shape[1])])
 
     def _since_previous(self, stamp: float) -> tuple[int, Tensor] | None:
         """(control steps executed from the previous plan's stamp to ``stamp``, that plan's joint chunk);

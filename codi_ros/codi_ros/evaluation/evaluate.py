@@ -8,6 +8,7 @@
     codi eval --method codi-joint-simple   # ... with the goal term alone
     codi eval --method cg-joint ...        # classifier guidance (eq. 49, models/cost_model) on the joint policy
     codi eval --method cg-product ...      # ... on CoDi's product of single-arm policies (Sec. VII-D)
+    codi eval --method mimic-d ...         # per-arm policies of two-arm data (models/mimic_d), decentralised
     codi eval --method scripted ...        # the scripted two-arm expert (a reference, not a policy)
     codi eval --method codi --timing paused ...         # the paper's protocol: the world waits for every plan
     codi eval --method codi --latency 0.4 [--naive] ... # real time with a fixed injected latency
@@ -25,13 +26,15 @@ from codi_ros import bounds
 from codi_ros.paths import writable_folder, write_atomically
 
 METHODS = ("single-arm", "codi", "codi-indep", "codi-simple", "codi-joint", "codi-joint-simple", "cg-joint",
-           "cg-product", "scripted")
+           "cg-product", "mimic-d", "scripted")
 PLANNER_METHOD = {"codi": "codi", "codi-indep": "codi-indep", "codi-simple": "codi",   # the planner.yaml method of each
-                  "codi-joint": "codi", "codi-joint-simple": "codi", "cg-joint": "codi", "cg-product": "codi"}
+                  "codi-joint": "codi", "codi-joint-simple": "codi", "cg-joint": "codi", "cg-product": "codi",
+                  "mimic-d": "decentralized"}
 GOAL_ONLY = ("codi-simple", "codi-joint-simple")     # the cost's goal term alone (Sec. VII-E)
 JOINT = ("codi-joint", "codi-joint-simple", "cg-joint")   # methods on the joint policy of two-arm data
 CLASSIFIER = ("cg-joint", "cg-product")   # guided by the gradient of a learned cost model (eq. 49), not by J
 JOINT_MODEL = "joint"     # models/joint: the joint policy of the JOINT methods (codi train --joint)
+MIMIC_D_MODEL = "mimic_d"   # models/mimic_d: one single-arm policy on every arm's rows of the two-arm data
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -41,7 +44,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--out", type=Path, required=True, help="results JSON")
     p.add_argument("--model", default=None,
                    help="policy checkpoint dir (default: models/single_arm; codi-joint(-simple), cg-joint: "
-                        "models/joint)")
+                        "models/joint; mimic-d: models/mimic_d)")
     p.add_argument("--cost-model", default=None,
                    help="cg-joint, cg-product: the cost model checkpoint dir (default: models/cost_model; "
                         "codi train --cost-model)")
@@ -126,7 +129,8 @@ def model_of(args: argparse.Namespace):
 
     if args.model is not None:
         return args.model
-    return models_dir() / (JOINT_MODEL if args.method in JOINT else DEFAULT_MODEL)
+    shipped = {"mimic-d": MIMIC_D_MODEL} | dict.fromkeys(JOINT, JOINT_MODEL)
+    return models_dir() / shipped.get(args.method, DEFAULT_MODEL)
 
 
 def cost_model_of(args: argparse.Namespace):
