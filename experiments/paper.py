@@ -13,7 +13,8 @@ in the paper; ``realtime`` is how users run the system (README "Measured so far"
 manifests, what training them took) and OUT/paper.png. docs/results.md sets the rows beside the
 paper's numbers. Of the methods that learn from two-arm demonstrations (Sec. VII-B), CoDi-Joint,
 CoDi-Joint-Simple (the joint policy models/joint), CG-Joint and CG-Product (+ the cost model
-models/cost_model) exist; the fine-tuned residuals (DPMD, SDAC, EXPO) and MIMIC-D are not built yet.
+models/cost_model) and MIMIC-D (models/mimic_d) exist; the fine-tuned residuals (DPMD, SDAC, EXPO) are not
+built yet.
 """
 
 from __future__ import annotations
@@ -42,6 +43,7 @@ METHODS = {
     "cg-joint": ("CG-Joint (Sec. VII-B)", ["--method", "cg-joint", "--temperature", "0.1"], ("joint", "cost_model")),
     "cg-product": ("CG-Product (Sec. VII-D)", ["--method", "cg-product", "--temperature", "0.03"],
                    ("single_arm", "cost_model")),
+    "mimic-d": ("MIMIC-D (decentralised, two-arm data)", ["--method", "mimic-d"], ("mimic_d",)),
 }
 
 
