@@ -84,7 +84,7 @@ def plot(rows: list[dict], path: Path) -> None:
 
     def bars(ax, values, lows, highs, ylabel):
         ax.bar(x, values, yerr=[lows, highs], capsize=4, color=[f"C{i}" for i in x])
-        ax.set_xticks(list(x), [r["method"] for r in rows], rotation=20)
+        ax.set_xticks(list(x), [r["method"] for r in rows], rotation=35, ha="right")
         ax.set(ylabel=ylabel)
         ax.grid(axis="y", alpha=0.3)
 
