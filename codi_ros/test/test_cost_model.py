@@ -14,7 +14,7 @@ from test_planner import WORLD, world_state
 from test_policy import fit_model
 
 from codi_ros import cli
-from codi_ros.core.composition import ProductPolicy
+from codi_ros.core.composition import ProductPolicy, joint_layout
 from codi_ros.core.cost import CostValue, HandoverCost, load_cost_config
 from codi_ros.core.cost_model import CostModel, CostModelConfig, CostModelLoadError
 from codi_ros.core.guidance import ClassifierGuidance, GuidanceConfig
@@ -78,16 +78,14 @@ def test_the_labels_rebuild_the_world_state_the_planner_scores():
 
 
 class LinearCost:
-    """A cost model stand-in: J = sum(w * a) of the normalised joint chunk, normalised as raw / 2."""
+    """A cost model stand-in: J = sum(w * a) of the normalised joint chunk (the joint layout), normalised as
+    raw / 2."""
 
     def __init__(self, w: torch.Tensor):
         self.w = w
 
-    def normalize_actions(self, a):
-        return a / 2
-
-    def __call__(self, obs, chunk, t):
-        return (self.w * chunk).sum(dim=(1, 2))
+    def joint_cost(self, obs, chunks, t):
+        return (self.w * joint_layout(chunks) / 2).sum(dim=(1, 2))
 
 
 def test_classifier_guidance_is_the_cost_gradient_over_lambda():

@@ -26,6 +26,7 @@ import torch
 from torch import Tensor, nn
 
 from codi_ros.config import WorldConfig, from_dict
+from codi_ros.core import diffusion
 from codi_ros.core.checkpoint import ModelLoadError, load_model, save_model
 from codi_ros.core.composition import joint_layout
 from codi_ros.core.cost import CostValue
@@ -103,9 +104,13 @@ class CostModel(Normalized):
         return model
 
     def forward(self, obs: Tensor, a_t: Tensor, t: Tensor) -> Tensor:
-        c_in = 1.0 / (t**2 + self.config.edm.sigma_data**2).sqrt()
-        out = self.net(c_in[:, None, None] * a_t, t.log() / 4, self.normalize_obs(obs))
+        _, _, c_in, c_noise = diffusion.preconditioning(t, self.config.edm.sigma_data)   # EDM's input scaling
+        out = self.net(c_in[:, None, None] * a_t, c_noise, self.normalize_obs(obs))
         return self.cost_center + self.cost_scale * out
+
+    def joint_cost(self, obs: Tensor, chunks: Tensor, t: Tensor) -> Tensor:
+        """J_phi of raw joint chunks (B, N, H, A) (the planner's layout) for observations (B, N, O)."""
+        return self(obs.flatten(1), self.normalize_actions(joint_layout(chunks)), t)
 
     def loss(self, obs: Tensor, chunks: Tensor, costs: Tensor, generator: torch.Generator | None = None) -> Tensor:
         """Eq. 47 on raw (obs (B, N*O), chunks (B, H, N*A), J (B,)), in units of the labels' spread. W is
@@ -135,10 +140,9 @@ class LearnedCost:
 
     @torch.no_grad()
     def __call__(self, state: WorldState, joint_chunks: Tensor) -> CostValue:
-        obs = np.concatenate([observe(state.arms[n], state.cube, self.world.base_frame(n))
-                              for n in self.world.arm_names])
+        obs = np.stack([observe(state.arms[n], state.cube, self.world.base_frame(n)) for n in self.world.arm_names])
         K = joint_chunks.shape[0]
-        obs_t = torch.as_tensor(obs, dtype=joint_chunks.dtype).expand(K, -1)
+        obs_t = torch.as_tensor(obs, dtype=joint_chunks.dtype).expand(K, *obs.shape)
         t = torch.full((K,), self.model.config.edm.sigma_min, dtype=joint_chunks.dtype)
-        J = self.model(obs_t, self.model.normalize_actions(joint_layout(joint_chunks)), t)
+        J = self.model.joint_cost(obs_t, joint_chunks, t)
         return CostValue(total=J, terms={"learned": J})

@@ -22,7 +22,6 @@ from typing import Any, Literal
 import torch
 from torch import Tensor
 
-from codi_ros.core.composition import joint_layout
 from codi_ros.core.cost import Cost, CostValue
 
 Covariance = Literal["isotropic", "data_prior", "jacobian"]
@@ -216,7 +215,5 @@ class ClassifierGuidance:
         """a_t (B, N, H, A), t (B,), obs (B, N, O) raw -> g (B, N, H, A)."""
         with torch.enable_grad():
             x = a_t.detach().requires_grad_(True)
-            chunk = self.model.normalize_actions(joint_layout(self.unnormalize(x)))   # (B, H, N*A)
-            J = self.model(obs.flatten(1), chunk, t)
-            (grad,) = torch.autograd.grad(J.sum(), x)
+            (grad,) = torch.autograd.grad(self.model.joint_cost(obs, self.unnormalize(x), t).sum(), x)
         return -self.config.scale * torch.nan_to_num(grad) / self.config.temperature

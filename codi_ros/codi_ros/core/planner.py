@@ -244,13 +244,14 @@ class Planner:
                 raise PlanningError(f"predicted: expected the configured arms {list(names)}, got {sorted(predicted)}")
             state = predict_state(state, committed, self.world, km.grasp_radius, km.hold_width_margin, predicted)
         obs = np.stack([observe(state.arms[n], state.cube, self.world.base_frame(n)) for n in names])
-        sampler = CoDiSampler(self.base, self.cost, sampler_config, chunk_shape=(H, ACT_DIM),
-                              cost_model=self.cost_model)
+        decentralized = self.config.method == "decentralized"   # no cost while sampling or choosing
+        sampler = CoDiSampler(self.base, None if decentralized else self.cost, sampler_config,
+                              chunk_shape=(H, ACT_DIM), cost_model=self.cost_model)
         obs_batch = torch.as_tensor(obs)[None].expand(self.config.candidates, *obs.shape)
         cost_state = state if self._injected_cost else SimState.from_world(state, self.world)
         result = sampler.sample(obs_batch, cost_state, prefix=prefix[1] if d and not predict else None,
                                 warm=self._warm(state.stamp, self.config.candidates), cancelled=cancelled)
-        if self.config.method == "decentralized":   # each arm its own candidate, chosen without the cost
+        if decentralized:   # each arm its own candidate, chosen without the cost
             chosen = result.actions[self.arm_choices(state.stamp, result.actions), torch.arange(len(names))]
             value = self.cost(cost_state, chosen[None])                  # reported, never used to choose
         else:
