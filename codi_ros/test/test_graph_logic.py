@@ -33,7 +33,7 @@ def test_sim_graph_wired_like_the_launch_file_moves_both_arms_and_stops(world, k
     def send(chunk: dict, t: float) -> None:
         trajectory = actions[chunk["arm"]].on_chunk(chunk, t)
         if trajectory is not None:
-            bridge.command_trajectory(chunk["arm"], trajectory_msg(trajectory, arm_joint_names(chunk["arm"])))
+            bridge.command_trajectory(chunk["arm"], trajectory_msg(trajectory, arm_joint_names(chunk["arm"])), t)
 
     def grip(arm: str, goal, t: float) -> None:           # the action node's franka_gripper client
         if goal is not None:

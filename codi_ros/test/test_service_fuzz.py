@@ -169,7 +169,8 @@ def test_fuzzed_state_and_chunk_messages_never_raise_and_never_command_non_finit
         if trajectory is not None:
             assert np.all(np.isfinite(trajectory.positions)) and np.all(np.isfinite(trajectory.velocities))
         clock[0] += 0.01                                               # the world steps on each trajectory
-        bridge.command_trajectory("left", _mutated({**trajectory_base, "header": header(clock[0], "")}, data))
+        bridge.command_trajectory("left", _mutated({**trajectory_base, "header": header(clock[0], "")}, data),
+                                   clock[0])
         bridge.advance(clock[0])
         assert np.all(np.isfinite(world.arms["left"].q_target))
 

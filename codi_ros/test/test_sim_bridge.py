@@ -31,7 +31,7 @@ def test_sim_bridge_steps_in_real_time_and_follows_trajectories_in_the_wall_cloc
     ctl = ArmInterface(WORLD, "left", kinematics, compute_clock=STILL)   # the action node, in the wall clock
     ctl.on_joint_positions(world.joint_positions("left"), 100.05)
     trajectory = ctl.on_chunk(chunk_msg("left", chunk_of([0.1, 0, 0, 0, 0, 0], start=100.05)), 100.05)
-    bridge.command_trajectory("left", trajectory_msg(trajectory, arm_joint_names("left")))
+    bridge.command_trajectory("left", trajectory_msg(trajectory, arm_joint_names("left")), 100.05)
     for k in range(1, 31):
         bridge.advance(100.05 + 0.01 * k)
     q_due, _, _ = trajectory.sample(100.35)
@@ -44,8 +44,8 @@ def test_sim_bridge_steps_in_real_time_and_follows_trajectories_in_the_wall_cloc
     assert sum("behind real time" in t for lvl, t in bridge.pop_log() if lvl == "warn") == 1
     bad = trajectory_msg(trajectory, arm_joint_names("left"))
     bad["points"][3]["positions"] = bad["points"][3]["positions"][:5]
-    bridge.command_trajectory("left", bad)
-    bridge.command_trajectory("left", {**trajectory_msg(trajectory, arm_joint_names("right"))})   # another arm's
+    bridge.command_trajectory("left", bad, 101.0)
+    bridge.command_trajectory("left", trajectory_msg(trajectory, arm_joint_names("right")), 101.0)   # another arm's
     log = texts(bridge.pop_log())
     assert any("points[3]" in t for t in log) and any("joint_names: missing" in t for t in log)
 
@@ -61,7 +61,7 @@ def test_the_simulated_controller_takes_trajectories_as_ros2_control_does_and_dr
     ctl = ArmInterface(WORLD, "left", kinematics, compute_clock=STILL)
     ctl.on_joint_positions(world.joint_positions("left"), 99.0)
     old = ctl.on_chunk(chunk_msg("left", chunk_of([0.1, 0, 0, 0, 0, 0], start=99.0)), 99.0)
-    bridge.command_trajectory("left", trajectory_msg(old, arm_joint_names("left")))
+    bridge.command_trajectory("left", trajectory_msg(old, arm_joint_names("left")), 100.0)
     assert not world.arms["left"].follower.active
     assert any("starts before the episode reset" in t for t in texts(bridge.pop_log()))
     ctl = ArmInterface(WORLD, "left", kinematics, compute_clock=STILL)
@@ -69,11 +69,36 @@ def test_the_simulated_controller_takes_trajectories_as_ros2_control_does_and_dr
     late = ctl.on_chunk(chunk_msg("left", chunk_of([0.1, 0, 0, 0, 0, 0], start=100.0)), 100.0)
     for k in range(1, 31):                                  # arrives 0.3 s late: 0.1 s after its first point
         bridge.advance(100.0 + 0.01 * k)
-    bridge.command_trajectory("left", trajectory_msg(late, arm_joint_names("left")))
+    bridge.command_trajectory("left", trajectory_msg(late, arm_joint_names("left")), 100.3)
     assert bridge.robots["left"].late == 1
     bridge.advance(100.31)
     np.testing.assert_allclose(world.arms["left"].q_target, late.sample(100.31)[0], atol=1e-9)   # part-way
     assert bridge.pop_motion()["left"]["violations"] >= 1                                  # the jump, seen
+
+
+def test_a_trajectory_is_taken_when_it_arrives_though_the_simulation_stands_behind(world, kinematics):
+    """The simulation's clock stands where its last step left it (here 45 ms behind, on a busy machine). A
+    trajectory that continues the running one from the action node's present is taken at its arrival, not at
+    that earlier time, where it would be splined over a stretch already commanded with other accelerations (the
+    graph's reflexes): the 1 kHz commands stay within the executor's limits across the join."""
+    bridge = SimBridge(world, reflexes=False)
+    bridge.reset(HANDOVER, seed=0, index=0, now=100.0)
+    bridge.advance(100.0)
+    ctl = ArmInterface(WORLD, "left", kinematics, compute_clock=STILL)
+    ctl.on_joint_positions(world.joint_positions("left"), 100.0)
+    turn = ctl.on_chunk(chunk_msg("left", chunk_of([0, 0, 0, 0, 0, 1.0], start=100.0)), 100.0)
+    bridge.command_trajectory("left", trajectory_msg(turn, arm_joint_names("left")), 100.0)
+    for k in range(1, 20):
+        bridge.advance(100.0 + 0.01 * k)                    # the last step: at 100.19
+        ctl.on_joint_positions(world.joint_positions("left"), 100.0 + 0.01 * k)
+    now = turn.start + 0.03                                  # the wrist ramps up its acceleration since 100.195
+    back = ctl.on_chunk(chunk_msg("left", chunk_of([0, 0, 0, 0, 0, -1.0], start=now)), now)
+    bridge.command_trajectory("left", trajectory_msg(back, arm_joint_names("left")), now + 0.005)
+    for k in range(1, 60):
+        bridge.advance(now + 0.005 + 0.01 * k)
+    peaks = bridge.pop_motion()["left"]["peaks"]
+    assert peaks["velocity"] > 0.5                          # it turned
+    assert peaks["acceleration"] <= max(WORLD.control.joint_acceleration_limit) * (1 + 1e-6), peaks
 
 
 def test_sim_bridge_reports_a_recurring_lag_once_and_its_end_after_a_quiet_spell(world):
@@ -131,7 +156,7 @@ def test_a_jump_beyond_the_fr3s_limits_is_a_reflex_that_recovers_in_franka_order
     jump = {"header": {"stamp": {"sec": 100, "nanosec": 20_000_000}}, "joint_names": list(arm_joint_names("left")),
             "points": [{"positions": (q + [0.2, 0, 0, 0, 0, 0, 0]).tolist(), "velocities": [0.0] * 7,
                         "time_from_start": {"sec": 0, "nanosec": 20_000_000}}]}
-    bridge.command_trajectory("left", jump)
+    bridge.command_trajectory("left", jump, 100.0)
     for k in range(1, 11):
         bridge.advance(100.0 + 0.01 * k)
     robot, log = bridge.robots["left"], texts(bridge.pop_log())
@@ -140,7 +165,7 @@ def test_a_jump_beyond_the_fr3s_limits_is_a_reflex_that_recovers_in_franka_order
         assert robot.mode != RobotMode.REFLEX and any("the FR3 would abort here" in t for t in log)
         return
     assert robot.mode == RobotMode.REFLEX and any("reflex (joint_motion_generator_" in t for t in log)
-    bridge.command_trajectory("left", jump)
+    bridge.command_trajectory("left", jump, 100.1)
     assert any("controller is inactive" in t for t in texts(bridge.pop_log()))
     assert bridge.set_component_active("left", True)[0] is False             # error recovery first
     assert bridge.switch_controller("left", True)[0] is False                # the component first

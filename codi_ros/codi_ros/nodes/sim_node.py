@@ -147,7 +147,7 @@ class SimNode(Node):
 
     def on_trajectory(self, arm: str, msg: JointTrajectory) -> None:
         with self.lock:
-            self.bridge.command_trajectory(arm, to_dict(msg))
+            self.bridge.command_trajectory(arm, to_dict(msg), now_sec(self))
 
     async def on_gripper_goal(self, arm: str, kind: str, action_type: type, handle):
         """A franka_gripper goal: runs on the simulated hand until its fingers stop (or a newer goal or a reset
