@@ -11,10 +11,10 @@ default) is the paper's protocol: the world waits for every plan, so methods of 
 in the paper; ``realtime`` is how users run the system (README "Measured so far"). Then OUT/summary.json
 (episodes of all seeds pooled per method, with the budget: the evaluation's wall time and, from the models'
 manifests, what training them took) and OUT/paper.png. docs/results.md sets the rows beside the
-paper's numbers. Of the methods that learn from two-arm demonstrations (Sec. VII-B), CoDi-Joint,
+paper's numbers. The methods that learn from two-arm demonstrations (Sec. VII-B): CoDi-Joint,
 CoDi-Joint-Simple (the joint policy models/joint), CG-Joint and CG-Product (+ the cost model
-models/cost_model) and MIMIC-D (models/mimic_d) exist; the fine-tuned residuals (DPMD, SDAC, EXPO) are not
-built yet.
+models/cost_model), MIMIC-D (models/mimic_d) and the fine-tuned joint policies DPMD-, SDAC-, EXPO-Joint
+(models/dpmd_joint, ...; codi finetune).
 """
 
 from __future__ import annotations
@@ -44,6 +44,10 @@ METHODS = {
     "cg-product": ("CG-Product (Sec. VII-D)", ["--method", "cg-product", "--temperature", "0.03"],
                    ("single_arm", "cost_model")),
     "mimic-d": ("MIMIC-D (decentralised, two-arm data)", ["--method", "mimic-d"], ("mimic_d",)),
+    # the joint policy fine-tuned by codi finetune (App. D-B to D-D): its base's training and its own
+    "dpmd-joint": ("DPMD-Joint (Sec. VII-B)", ["--method", "dpmd-joint"], ("joint", "dpmd_joint")),
+    "sdac-joint": ("SDAC-Joint (Sec. VII-B)", ["--method", "sdac-joint"], ("joint", "sdac_joint")),
+    "expo-joint": ("EXPO-Joint (Sec. VII-B)", ["--method", "expo-joint"], ("joint", "expo_joint")),
 }
 
 

@@ -16,6 +16,7 @@ from codi_ros import bounds
 COMMANDS: dict[str, tuple[str, str]] = {
     "data": ("codi_ros.data.generate", "generate demonstration data sets with the scripted experts"),
     "train": ("codi_ros.training.train", "train the single-arm diffusion policy on a demonstration data set"),
+    "finetune": ("codi_ros.training.finetune", "fine-tune the joint policy: the DPMD, SDAC, EXPO baselines (App. D)"),
     "demo": ("codi_ros.evaluation.demo", "one two-arm CoDi handover in simulation, with video and plots"),
     "eval": ("codi_ros.evaluation.evaluate", "closed-loop evaluation in simulation (single-arm, CoDi, baselines)"),
     "bench": ("codi_ros.evaluation.bench", "time the planner, policy or data generator, beside a closed-loop check"),

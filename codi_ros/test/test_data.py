@@ -136,6 +136,21 @@ def test_generation_is_deterministic_for_a_seed(tmp_path):
     assert not np.array_equal(load_dataset(tmp_path / "c").obs[:10], load_dataset(tmp_path / "a").obs[:10])
 
 
+def test_the_support_ablations_drop_the_yield_demonstrations_or_the_out_of_reach_resets(tmp_path):
+    """The data of the support ablations (issue 19): picks only (no "stay home" demonstrations), or no reset that
+    puts the cube out of the arm's reach (no "cube out of reach -> go home"); the data set records which."""
+    picks = generate("single", 4, seed=11, out=tmp_path / "picks", workers=1, progress=False, yields=False)
+    assert picks["kinds"] == {"pick": 4}
+    assert load_dataset(tmp_path / "picks").meta["yield_episodes"] is False
+    often = dict(workers=1, progress=False, reset_prob=0.2)   # many resets in a 30 s pick episode
+    with_resets = generate("single", 2, seed=11, out=tmp_path / "with", **often)
+    without = generate("single", 2, seed=11, out=tmp_path / "without", out_of_reach=0.0, **often)
+    assert with_resets["kinds"] == without["kinds"] == {"pick": 1, "yield": 1}
+    count = lambda d: sum(e.get("out_of_reach_resets", 0) for e in load_dataset(d).episodes)  # noqa: E731
+    assert count(tmp_path / "with") > 0 and count(tmp_path / "without") == 0
+    assert load_dataset(tmp_path / "without").meta["out_of_reach_resets"] == 0.0
+
+
 def test_incomplete_or_corrupt_data_set_is_refused(single, tmp_path):
     with pytest.raises(DatasetError, match="missing"):
         load_dataset(tmp_path)
@@ -168,6 +183,7 @@ def _cli(*args, cwd=REPO):
     (["--mode", "single", "--episodes", "2", "--seed", "-1"], "--seed: random seed must be"),   # a worker traceback
     (["--mode", "single", "--episodes", "2", "--action-noise", "1.5"], "--action-noise must be in [0, 1]"),
     (["--mode", "single", "--episodes", "2", "--action-noise", "nan"], "--action-noise must be in [0, 1]"),
+    (["--mode", "single", "--episodes", "2", "--out-of-reach-resets", "2"], "--out-of-reach-resets must be in [0, 1]"),
 ])
 def test_cli_rejects_bad_arguments(tmp_path, args, message):
     r = _cli(*args, "--out", str(tmp_path / "out"))

@@ -254,19 +254,21 @@ def test_load_plans_with_a_saved_policy_checkpoint(tmp_path):
     assert p.config == load_planner_config()
 
 
-def decentralized(candidates: int = 4) -> Planner:
-    return planner(small_planner_config(steps=4, num_samples=4, method="decentralized", candidates=candidates))
+def decentralized(candidates: int = 4, method: str = "decentralized") -> Planner:
+    return planner(small_planner_config(steps=4, num_samples=4, method=method, candidates=candidates))
 
 
-def test_a_decentralized_plan_does_not_depend_on_the_cost():
-    """MIMIC-D's execution (planner.method decentralized): no guidance, and the cost chooses nothing; the same
-    seed gives the same chunks whatever the cost says (it is only reported)."""
+@pytest.mark.parametrize("method", ["decentralized", "unguided"])
+def test_an_unguided_plan_does_not_depend_on_the_cost(method):
+    """MIMIC-D's execution (planner.method decentralized) and the fine-tuned baselines' (unguided): no guidance,
+    and the cost chooses nothing; the same seed gives the same chunks whatever the cost says (it is only
+    reported)."""
     def random_cost(seed):
         g = torch.Generator().manual_seed(seed)
         return lambda state, chunks: CostValue(total=torch.rand(len(chunks), generator=g), terms={})
 
-    plans = [Planner(GaussianPolicy(), WORLD, decentralized().config, load_cost_config(), cost=random_cost(s))
-             for s in (1, 2)]
+    plans = [Planner(GaussianPolicy(), WORLD, decentralized(method=method).config, load_cost_config(),
+                     cost=random_cost(s)) for s in (1, 2)]
     for stamp in (0.0, 0.1):     # the second plan chooses among its candidates (a previous chunk to continue)
         a, b = (p.plan(world_state(stamp=stamp)) for p in plans)
         for n in WORLD.arm_names:

@@ -52,8 +52,11 @@ def test_every_method_of_the_paper_harness_is_a_valid_codi_eval_run():
         model = Path(evaluate.model_of(args))                    # the --model given, else the method's shipped one
         cost_model = evaluate.cost_model_of(args)
         used = {model, *([Path(cost_model)] if cost_model else [])}
-        assert {m.name for m in used} == set(models), f"{name}: its budget names other models than it runs"
         assert all((m / "model.safetensors").exists() and (m / "manifest.json").exists() for m in used), name
+        manifest = json.loads((model / "manifest.json").read_text())
+        if manifest["kind"] == "codi.residual_policy":               # a fine-tuned policy: its base's training too
+            used.add(Path(manifest["train_config"]["base"]))
+        assert {m.name for m in used} == set(models), f"{name}: its budget names other models than it runs"
 
 
 def test_paper_summary_pools_the_seeds_and_plots_rates_of_n_out_of_n(tmp_path):

@@ -50,6 +50,16 @@ def save_model(directory: str | Path, module: nn.Module, kind: str, section: str
     _atomic_write(d / CONFIG_FILE, (json.dumps(manifest, indent=1) + "\n").encode())
 
 
+def model_kind(directory: str | Path) -> str | None:
+    """The ``kind`` the model in ``directory`` says it is, or None when its config.json cannot tell (loading it
+    then says why)."""
+    try:
+        config = json.loads((Path(directory) / CONFIG_FILE).read_text())
+    except (OSError, ValueError, UnicodeDecodeError):
+        return None
+    return config.get("kind") if isinstance(config, dict) else None
+
+
 def load_model(directory: str | Path, kind: str, section: str, build: Callable[[dict[str, Any]], nn.Module],
                error: type[ModelLoadError] = ModelLoadError) -> nn.Module:
     """The saved model of ``kind`` in ``directory``: ``build(config)`` makes the empty module (its ValueError or

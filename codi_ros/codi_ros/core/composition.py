@@ -23,6 +23,11 @@ def joint_layout(chunks: Tensor) -> Tensor:
     return chunks.transpose(1, 2).flatten(2)
 
 
+def agent_layout(x: Tensor, num_agents: int) -> Tensor:
+    """The inverse of :func:`joint_layout`: (..., H, N*A) -> (..., N, H, A)."""
+    return x.unflatten(-1, (num_agents, -1)).transpose(-3, -2)
+
+
 class ScorePolicy(Protocol):
     """What composition needs from a single-agent diffusion policy (core/policy.py)."""
 
@@ -121,7 +126,7 @@ class JointPolicy:
         return joint_layout(a)
 
     def _from_policy(self, x: Tensor) -> Tensor:        # (B, H, N*A) -> (B, N, H, A)
-        return x.unflatten(2, (self.num_agents, -1)).transpose(1, 2)
+        return agent_layout(x, self.num_agents)
 
     def score(self, a_t: Tensor, t: Tensor, obs: Tensor) -> Tensor:
         """The joint score s(a; t, s) of the stacked chunk. a_t (B, N, H, A), t (B,), obs (B, N, O)."""

@@ -64,19 +64,27 @@ def sample_noise_levels(n: int, cfg: EDMConfig, generator: torch.Generator | Non
     return (cfg.p_mean + cfg.p_std * torch.randn(n, generator=generator, device=device)).exp()
 
 
-def dsm_loss(denoise_fn: DenoiseFn, x0: torch.Tensor, cfg: EDMConfig,
-             generator: torch.Generator | None = None) -> torch.Tensor:
-    """Denoising score matching, eq. 4: E ||t^2 s(x + t eps; t) + t eps||^2 = E ||D(x + t eps; t) - x||^2.
+def denoising_loss(denoise_fn: DenoiseFn, x_t: torch.Tensor, t: torch.Tensor, target: torch.Tensor, cfg: EDMConfig,
+                   weights: torch.Tensor | None = None) -> torch.Tensor:
+    """E [w ||D(x(t); t) - target||^2], each sample weighted by EDM's lambda(t) = (t^2 + sigma_data^2) /
+    (t sigma_data)^2 (every noise level then gives the network a unit-scale regression target) and by its
+    ``weights`` (B,) if given. Minimised by D(x; t) = the w-weighted mean of the targets of x(t) = x: with the
+    target the clean sample, the posterior mean (eq. 4); the fine-tuning losses (core/finetune.py) weight it."""
+    tb = t.view(-1, *([1] * (x_t.dim() - 1)))
+    weight = (tb * tb + cfg.sigma_data**2) / (tb * cfg.sigma_data) ** 2
+    if weights is not None:
+        weight = weight * weights.view_as(tb)
+    return (weight * (denoise_fn(x_t, t) - target) ** 2).mean()
 
-    Each sample is weighted by EDM's lambda(t) = (t^2 + sigma_data^2) / (t sigma_data)^2, which is
-    eq. 4 with W proportional to lambda(t) LogNormal(t): every noise level then contributes a
-    unit-scale regression target to the network. ``denoise_fn(x_t, t)`` takes t of shape (B,).
-    """
+
+def dsm_loss(denoise_fn: DenoiseFn, x0: torch.Tensor, cfg: EDMConfig, generator: torch.Generator | None = None,
+             weights: torch.Tensor | None = None) -> torch.Tensor:
+    """Denoising score matching, eq. 4: E ||t^2 s(x + t eps; t) + t eps||^2 = E ||D(x + t eps; t) - x||^2, with
+    t ~ W (:func:`sample_noise_levels`) and EDM's weighting (:func:`denoising_loss`, ``weights`` per sample).
+    ``denoise_fn(x_t, t)`` takes t of shape (B,)."""
     t = sample_noise_levels(x0.shape[0], cfg, generator, x0.device)
     eps = torch.randn(x0.shape, generator=generator, device=x0.device)
-    tb = t.view(-1, *([1] * (x0.dim() - 1)))
-    weight = (tb * tb + cfg.sigma_data**2) / (tb * cfg.sigma_data) ** 2
-    return (weight * (denoise_fn(x0 + tb * eps, t) - x0) ** 2).mean()
+    return denoising_loss(denoise_fn, x0 + t.view(-1, *([1] * (x0.dim() - 1))) * eps, t, x0, cfg, weights)
 
 
 def time_grid(steps: int, cfg: EDMConfig, device: torch.device | str = "cpu") -> torch.Tensor:

@@ -34,6 +34,8 @@ from codi_ros.core.sampler import CoDiSampler, SamplerConfig
 from codi_ros.frames import ACT_DIM, ArmState, CubeState, WorldState, observe
 from codi_ros.paths import config_dir
 
+UNGUIDED = ("decentralized", "unguided")   # planner methods that sample without guidance and choose without the cost
+
 
 class PlanningError(ValueError):
     """A plan request that cannot be served; the message starts with the offending field."""
@@ -62,9 +64,11 @@ class PlanResult:
 class PlannerConfig:
     """``config/planner.yaml``. method: codi (joint guidance) | codi-indep (the Sec. VII-C ablation) |
     decentralized (no guidance and no cost: every arm samples from its own policy and keeps its own candidate
-    that best continues its previous chunk; the decentralised execution of the MIMIC-D baseline)."""
+    that best continues its previous chunk; the decentralised execution of the MIMIC-D baseline) | unguided
+    (no guidance and no cost: the joint candidate that best continues the previous plan; a fine-tuned policy
+    of the DPMD, SDAC and EXPO baselines, whose fine-tuning took the cost in)."""
 
-    method: Literal["codi", "codi-indep", "decentralized"] = "codi"
+    method: Literal["codi", "codi-indep", "decentralized", "unguided"] = "codi"
     cost_simulator: Literal["kinematic", "physics"] = "kinematic"
     steps: int = 16
     sampler: diffusion.SamplerMethod = "dpmpp2m"
@@ -87,8 +91,9 @@ class PlannerConfig:
             raise ConfigError(str(e)) from None
         if not (self.coherence >= 0 and math.isfinite(self.coherence)):
             raise ConfigError(f"planner.coherence must be finite and >= 0, got {self.coherence}")
-        if self.method not in ("codi", "codi-indep", "decentralized"):
-            raise ConfigError(f"planner.method must be codi, codi-indep or decentralized, got {self.method!r}")
+        if self.method not in UNGUIDED + ("codi", "codi-indep"):
+            raise ConfigError(f"planner.method must be codi, codi-indep, decentralized or unguided, "
+                              f"got {self.method!r}")
         if self.cost_simulator not in ("kinematic", "physics"):
             raise ConfigError(f"planner.cost_simulator must be kinematic or physics, got {self.cost_simulator!r}")
         if self.warm_start is not None and not (self.warm_start > 0 and math.isfinite(self.warm_start)):
@@ -104,7 +109,7 @@ class PlannerConfig:
                            num_samples=self.guidance.num_samples if o.num_samples is None else o.num_samples,
                            temperature=self.guidance.temperature if o.temperature is None else o.temperature)
         return SamplerConfig(steps=self.steps if o.steps is None else o.steps,
-                             guidance=None if self.method == "decentralized" else guidance,
+                             guidance=None if self.method in UNGUIDED else guidance,
                              method=self.sampler, seed=self.seed if o.seed is None else o.seed)
 
 
@@ -126,7 +131,7 @@ def check_overrides(o: PlanOverrides, config: PlannerConfig) -> None:
             if getattr(o, name) is not None:
                 bounds.check(name, getattr(o, name))
         sampler = config.sampler_config(o)
-        samples = sampler.guidance.num_samples if sampler.guidance is not None else 1   # decentralized: none
+        samples = sampler.guidance.num_samples if sampler.guidance is not None else 1   # UNGUIDED: none
         bounds.check_plan_work(config.candidates, samples, sampler.steps,
                                "num_samples x steps (x the planner's candidates)")
     except bounds.BoundsError as e:
@@ -244,15 +249,19 @@ class Planner:
                 raise PlanningError(f"predicted: expected the configured arms {list(names)}, got {sorted(predicted)}")
             state = predict_state(state, committed, self.world, km.grasp_radius, km.hold_width_margin, predicted)
         obs = np.stack([observe(state.arms[n], state.cube, self.world.base_frame(n)) for n in names])
-        decentralized = self.config.method == "decentralized"   # no cost while sampling or choosing
-        sampler = CoDiSampler(self.base, None if decentralized else self.cost, sampler_config,
+        unguided = self.config.method in UNGUIDED   # no cost while sampling or choosing
+        sampler = CoDiSampler(self.base, None if unguided else self.cost, sampler_config,
                               chunk_shape=(H, ACT_DIM), cost_model=self.cost_model)
         obs_batch = torch.as_tensor(obs)[None].expand(self.config.candidates, *obs.shape)
         cost_state = state if self._injected_cost else SimState.from_world(state, self.world)
         result = sampler.sample(obs_batch, cost_state, prefix=prefix[1] if d and not predict else None,
                                 warm=self._warm(state.stamp, self.config.candidates), cancelled=cancelled)
-        if decentralized:   # each arm its own candidate, chosen without the cost
-            chosen = result.actions[self.arm_choices(state.stamp, result.actions), torch.arange(len(names))]
+        if unguided:   # chosen without the cost: each arm its own candidate (decentralized), or the joint one
+            if self.config.method == "decentralized":
+                chosen = result.actions[self.arm_choices(state.stamp, result.actions), torch.arange(len(names))]
+            else:
+                chosen = result.actions[int(self.choice_scores(state.stamp, result.actions,
+                                                               torch.zeros(len(result.actions))).argmin())]
             value = self.cost(cost_state, chosen[None])                  # reported, never used to choose
         else:
             best = int(self.choice_scores(state.stamp, result.actions, result.cost.total).argmin())

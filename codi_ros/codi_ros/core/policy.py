@@ -27,7 +27,7 @@ import torch
 
 from codi_ros.config import from_dict
 from codi_ros.core import diffusion
-from codi_ros.core.checkpoint import ModelLoadError, load_model, save_model
+from codi_ros.core.checkpoint import ModelLoadError, load_model, model_kind, save_model
 from codi_ros.core.diffusion import EDMConfig
 from codi_ros.core.networks import ConditionalUnet1D, UNetConfig
 from codi_ros.core.normalizer import Normalized
@@ -36,6 +36,7 @@ from codi_ros.paths import models_dir
 
 DEFAULT_MODEL = "single_arm"   # the shipped policy: models/single_arm/
 KIND = "codi.diffusion_policy"
+RESIDUAL_KIND = "codi.residual_policy"   # ResidualPolicy: a base policy + a fine-tuned residual
 
 
 class PolicyLoadError(ModelLoadError):
@@ -94,6 +95,8 @@ class DiffusionPolicy(Normalized):
     Built with an identity normaliser; use :meth:`from_stats` to set it from ``Dataset.stats()``.
     """
 
+    KIND = KIND   # the kind its checkpoints name (core/checkpoint.py)
+
     def __init__(self, cfg: PolicyConfig):
         super().__init__()
         self.config = cfg
@@ -125,7 +128,11 @@ class DiffusionPolicy(Normalized):
     def _denoise(self, a_t: torch.Tensor, t: torch.Tensor, obs: torch.Tensor) -> torch.Tensor:
         c_skip, c_out, c_in, c_noise = diffusion.preconditioning(t, self.config.edm.sigma_data)
         c_skip, c_out, c_in = (c[:, None, None] for c in (c_skip, c_out, c_in))
-        return c_skip * a_t + c_out * self.net(c_in * a_t, c_noise, self.normalize_obs(obs))
+        return c_skip * a_t + c_out * self.network(c_in * a_t, c_noise, self.normalize_obs(obs))
+
+    def network(self, x_in: torch.Tensor, c_noise: torch.Tensor, obs: torch.Tensor) -> torch.Tensor:
+        """F(c_in a(t), c_noise, s): the network inside the preconditioning (obs normalised)."""
+        return self.net(x_in, c_noise, obs)
 
     def denoise(self, a_t: torch.Tensor, t: torch.Tensor | float, obs: torch.Tensor) -> torch.Tensor:
         """D(a(t); t, s) = c_skip a(t) + c_out F(c_in a(t), c_noise, s) ~ E[a | a(t), s] = a(t) + t^2 s_theta.
@@ -140,10 +147,12 @@ class DiffusionPolicy(Normalized):
         t, obs = self._check(a_t, t, obs)
         return diffusion.score_from_denoiser(self._denoise(a_t, t, obs), a_t, t[:, None, None])
 
-    def loss(self, obs: torch.Tensor, actions: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
-        """DSM loss (eq. 4) of raw (obs (B, O), action chunks (B, H, A))."""
+    def loss(self, obs: torch.Tensor, actions: torch.Tensor, generator: torch.Generator | None = None,
+             weights: torch.Tensor | None = None) -> torch.Tensor:
+        """DSM loss (eq. 4) of raw (obs (B, O), action chunks (B, H, A)), each sample weighted by ``weights`` (B,)
+        if given (DPMD's eq. 52)."""
         return diffusion.dsm_loss(lambda x, t: self.denoise(x, t, obs), self.normalize_actions(actions),
-                                  self.config.edm, generator)
+                                  self.config.edm, generator, weights)
 
     # --- sampling ------------------------------------------------------------------------------
     @torch.no_grad()
@@ -167,15 +176,47 @@ class DiffusionPolicy(Normalized):
     # --- checkpoints -----------------------------------------------------------------------------
     def save(self, directory: str | Path) -> None:
         """Write model.safetensors and config.json (core/checkpoint.py)."""
-        save_model(directory, self, KIND, "policy", self.config.to_dict())
+        save_model(directory, self, self.KIND, "policy", self.config.to_dict())
 
     @classmethod
     def load(cls, directory: str | Path, device: torch.device | str = "cpu") -> DiffusionPolicy:
         """Load a saved policy; raises PolicyLoadError with the reason when anything does not match."""
-        policy = load_model(directory, KIND, "policy", lambda c: cls(PolicyConfig.from_dict(c)), PolicyLoadError)
+        policy = load_model(directory, cls.KIND, "policy", lambda c: cls(PolicyConfig.from_dict(c)), PolicyLoadError)
         return policy.to(device).eval()
 
 
+class ResidualPolicy(DiffusionPolicy):
+    """A fine-tuned policy s_psi = s_theta + g_psi (App. D, eq. 45): a base policy's network, frozen, plus a
+    residual network g_psi of the same family, trained by a fine-tuning loss (core/finetune.py). Inside EDM's
+    preconditioning D_psi = D_theta + c_out G_psi, i.e. g_psi = c_out G_psi / t^2; G_psi's last layer starts at
+    zero, so an untrained residual policy is its base. Everything that samples a policy samples it unchanged."""
+
+    KIND = RESIDUAL_KIND
+
+    def __init__(self, cfg: PolicyConfig):
+        super().__init__(cfg)
+        self.net.requires_grad_(False)
+        self.residual = ConditionalUnet1D(cfg.act_dim, cfg.obs_dim, cfg.unet)
+        torch.nn.init.zeros_(self.residual.final[-1].weight)
+        torch.nn.init.zeros_(self.residual.final[-1].bias)
+
+    @classmethod
+    def from_base(cls, base: DiffusionPolicy) -> ResidualPolicy:
+        """The residual policy of ``base`` (its network and normaliser copied), equal to it until trained."""
+        if isinstance(base, ResidualPolicy):
+            raise ValueError("the base of a residual policy is a plain one (a fine-tuned policy is not re-based)")
+        policy = cls(base.config)
+        missing, _ = policy.load_state_dict(base.state_dict(), strict=False)
+        assert all(k.startswith("residual.") for k in missing), missing
+        return policy.to(base.device)
+
+    def network(self, x_in: torch.Tensor, c_noise: torch.Tensor, obs: torch.Tensor) -> torch.Tensor:
+        return self.net(x_in, c_noise, obs) + self.residual(x_in, c_noise, obs)
+
+
 def load_policy(directory: str | Path | None = None, device: torch.device | str = "cpu") -> DiffusionPolicy:
-    """A saved policy; ``None`` loads the shipped one (``models/single_arm``)."""
-    return DiffusionPolicy.load(models_dir() / DEFAULT_MODEL if directory is None else directory, device)
+    """A saved policy, plain or fine-tuned (:class:`ResidualPolicy`, by the kind its config.json names); ``None``
+    loads the shipped one (``models/single_arm``)."""
+    path = models_dir() / DEFAULT_MODEL if directory is None else Path(directory)
+    cls = ResidualPolicy if model_kind(path) == RESIDUAL_KIND else DiffusionPolicy
+    return cls.load(path, device)

@@ -59,11 +59,13 @@ class EpisodeSpec:
     mode: str                 # "single" | "multi"
     reset_prob: float
     action_noise: float = 0.0  # single mode: see ACTION_NOISE
+    yields: bool = True        # single mode: every other episode a yield (False: picks only, a support ablation)
+    out_of_reach: float = OUT_OF_REACH_RESETS   # single mode: see OUT_OF_REACH_RESETS (0: a support ablation)
 
 
-def _episode_kind(index: int, cfg_arms: tuple[str, ...]) -> tuple[str, str]:
-    """Interleave kinds and arms so every prefix of the data set is balanced."""
-    return ("pick" if index % 2 == 0 else "yield"), cfg_arms[(index // 2) % len(cfg_arms)]
+def _episode_kind(index: int, cfg_arms: tuple[str, ...], yields: bool = True) -> tuple[str, str]:
+    """Interleave kinds and arms so every prefix of the data set is balanced (``yields`` False: picks only)."""
+    return ("pick" if index % 2 == 0 or not yields else "yield"), cfg_arms[(index // 2) % len(cfg_arms)]
 
 
 def run_single_episode(world: Any, spec: EpisodeSpec) -> tuple[np.ndarray, np.ndarray, dict[str, Any]]:
@@ -73,7 +75,7 @@ def run_single_episode(world: Any, spec: EpisodeSpec) -> tuple[np.ndarray, np.nd
 
     cfg = world.cfg
     rng = np.random.default_rng([spec.seed, spec.index])
-    kind, arm = _episode_kind(spec.index, cfg.arm_names)
+    kind, arm = _episode_kind(spec.index, cfg.arm_names, spec.yields)
     ego_reach = (arm,) if kind == "pick" else None
     cube = sample_table_xy(rng, cfg, ego_reach)
     world.reset(cube_xy=cube, cube_yaw=random_yaw(rng), arm_qpos={arm: random_posture(rng, cfg)})
@@ -99,7 +101,7 @@ def run_single_episode(world: Any, spec: EpisodeSpec) -> tuple[np.ndarray, np.nd
     for _ in range(max_steps):
         if rng.random() < spec.reset_prob:
             resets += 1
-            if kind == "pick" and rng.random() < OUT_OF_REACH_RESETS:
+            if kind == "pick" and rng.random() < spec.out_of_reach:
                 out_of_reach += 1
                 world.set_cube_pose(sample_table_xy(rng, cfg, others, out_of_reach_of=(arm,)), random_yaw(rng))
                 skill, place, wait = Yield(world, arm), None, max_steps                # home until back in reach
@@ -193,8 +195,10 @@ def _run(spec: EpisodeSpec) -> tuple[np.ndarray, np.ndarray, dict[str, Any]]:
 
 def generate(mode: str, episodes: int, seed: int, out: Path, config_path: str | None = None,
              reset_prob: float = 0.01, workers: int = 1, progress: bool = True,
-             action_noise: float = ACTION_NOISE) -> dict[str, Any]:
-    """Generate a data set and write it to ``out``; returns the summary."""
+             action_noise: float = ACTION_NOISE, yields: bool = True,
+             out_of_reach: float = OUT_OF_REACH_RESETS) -> dict[str, Any]:
+    """Generate a data set and write it to ``out``; returns the summary. ``yields``, ``out_of_reach``: single
+    mode's yield episodes and share of out-of-reach resets (EpisodeSpec; the support ablations turn them off)."""
     from tqdm import tqdm
 
     from codi_ros.config import load_world_config
@@ -203,8 +207,8 @@ def generate(mode: str, episodes: int, seed: int, out: Path, config_path: str | 
 
     cfg = load_world_config(config_path)
     single = mode == "single"
-    specs = [EpisodeSpec(i, seed, mode, reset_prob if single else 0.0, action_noise if single else 0.0)
-             for i in range(episodes)]
+    specs = [EpisodeSpec(i, seed, mode, reset_prob if single else 0.0, action_noise if single else 0.0,
+                         yields or not single, out_of_reach if single else 0.0) for i in range(episodes)]
     t0 = time.perf_counter()
     results = []
     bar = tqdm(total=episodes, desc=f"{mode} demos", unit="ep", disable=not progress)
@@ -241,6 +245,7 @@ def generate(mode: str, episodes: int, seed: int, out: Path, config_path: str | 
     }
     meta = {"mode": mode, "seed": seed, "reset_prob": reset_prob if single else 0.0, "horizon": cfg.horizon.prediction,
             "action_noise": action_noise if single else 0.0, "noise_time_constant": NOISE_TIME_CONSTANT,
+            "yield_episodes": yields and single, "out_of_reach_resets": out_of_reach if single else 0.0,
             "control_rate_hz": cfg.control.rate_hz, "arms": list(cfg.arm_names) if mode == "multi" else ["ego"],
             "world_config": cfg.to_dict(), "world_config_source": cfg.source, "code_version": code_version(),
             "machine": machine_description()}
@@ -263,6 +268,11 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="single mode: std of the correlated noise on the executed twist while the gripper is open, "
                         "as a fraction of the twist limits; the data records the expert's clean action "
                         "(DART; 0: none; default %(default)s)")
+    g.add_argument("--no-yield", action="store_true",
+                   help="single mode: pick episodes only, no yield demonstrations (a support ablation)")
+    g.add_argument("--out-of-reach-resets", type=float, default=OUT_OF_REACH_RESETS,
+                   help="single mode: share of a pick episode's cube resets that land out of the arm's reach, where "
+                        "the expert goes home (0: none, a support ablation; default %(default)s)")
     g.add_argument("--workers", type=int, default=min(2, os.cpu_count() or 1), help="parallel worker processes")
     g.add_argument("--no-progress", action="store_true", help="no progress bar")
 
@@ -283,6 +293,8 @@ def run(args: argparse.Namespace) -> int:
         return _fail(f"--reset-prob must be in [0, 1), got {args.reset_prob}")
     if not 0.0 <= args.action_noise <= 1.0:
         return _fail(f"--action-noise must be in [0, 1] (a fraction of the twist limits), got {args.action_noise}")
+    if not 0.0 <= args.out_of_reach_resets <= 1.0:
+        return _fail(f"--out-of-reach-resets must be in [0, 1], got {args.out_of_reach_resets}")
     try:
         load_world_config(args.config)
     except ConfigError as e:
@@ -291,6 +303,7 @@ def run(args: argparse.Namespace) -> int:
     if problem is not None:
         return _fail(f"--out {args.out}: {problem}")
     summary = generate(args.mode, args.episodes, args.seed, args.out, args.config, args.reset_prob,
-                       min(args.workers, args.episodes), progress=not args.no_progress, action_noise=args.action_noise)
+                       min(args.workers, args.episodes), progress=not args.no_progress, action_noise=args.action_noise,
+                       yields=not args.no_yield, out_of_reach=args.out_of_reach_resets)
     print(json.dumps(summary, indent=1))
     return 0

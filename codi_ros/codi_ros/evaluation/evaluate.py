@@ -9,6 +9,7 @@
     codi eval --method cg-joint ...        # classifier guidance (eq. 49, models/cost_model) on the joint policy
     codi eval --method cg-product ...      # ... on CoDi's product of single-arm policies (Sec. VII-D)
     codi eval --method mimic-d ...         # per-arm policies of two-arm data (models/mimic_d), decentralised
+    codi eval --method dpmd-joint ...      # the joint policy fine-tuned by codi finetune (also sdac-, expo-joint)
     codi eval --method scripted ...        # the scripted two-arm expert (a reference, not a policy)
     codi eval --method codi --timing paused ...         # the paper's protocol: the world waits for every plan
     codi eval --method codi --latency 0.4 [--naive] ... # real time with a fixed injected latency
@@ -25,13 +26,15 @@ from pathlib import Path
 from codi_ros import bounds
 from codi_ros.paths import writable_folder, write_atomically
 
+FINETUNED = {"dpmd-joint": "dpmd_joint", "sdac-joint": "sdac_joint",   # method -> its shipped residual policy,
+             "expo-joint": "expo_joint"}                             # models/<name> (codi finetune; App. D)
 METHODS = ("single-arm", "codi", "codi-indep", "codi-simple", "codi-joint", "codi-joint-simple", "cg-joint",
-           "cg-product", "mimic-d", "scripted")
+           "cg-product", "mimic-d", *FINETUNED, "scripted")
 PLANNER_METHOD = {"codi": "codi", "codi-indep": "codi-indep", "codi-simple": "codi",   # the planner.yaml method of each
                   "codi-joint": "codi", "codi-joint-simple": "codi", "cg-joint": "codi", "cg-product": "codi",
-                  "mimic-d": "decentralized"}
+                  "mimic-d": "decentralized"} | dict.fromkeys(FINETUNED, "unguided")
 GOAL_ONLY = ("codi-simple", "codi-joint-simple")     # the cost's goal term alone (Sec. VII-E)
-JOINT = ("codi-joint", "codi-joint-simple", "cg-joint")   # methods on the joint policy of two-arm data
+JOINT = ("codi-joint", "codi-joint-simple", "cg-joint", *FINETUNED)   # methods on a joint policy of two-arm data
 CLASSIFIER = ("cg-joint", "cg-product")   # guided by the gradient of a learned cost model (eq. 49), not by J
 JOINT_MODEL = "joint"     # models/joint: the joint policy of the JOINT methods (codi train --joint)
 MIMIC_D_MODEL = "mimic_d"   # models/mimic_d: one single-arm policy on every arm's rows of the two-arm data
@@ -44,7 +47,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--out", type=Path, required=True, help="results JSON")
     p.add_argument("--model", default=None,
                    help="policy checkpoint dir (default: models/single_arm; codi-joint(-simple), cg-joint: "
-                        "models/joint; mimic-d: models/mimic_d)")
+                        "models/joint; mimic-d: models/mimic_d; dpmd-joint, sdac-joint, expo-joint: models/dpmd_joint, "
+                        "... (codi finetune))")
     p.add_argument("--cost-model", default=None,
                    help="cg-joint, cg-product: the cost model checkpoint dir (default: models/cost_model; "
                         "codi train --cost-model)")
@@ -129,7 +133,7 @@ def model_of(args: argparse.Namespace):
 
     if args.model is not None:
         return args.model
-    shipped = {"mimic-d": MIMIC_D_MODEL} | dict.fromkeys(JOINT, JOINT_MODEL)
+    shipped = {"mimic-d": MIMIC_D_MODEL} | dict.fromkeys(JOINT, JOINT_MODEL) | FINETUNED
     return models_dir() / shipped.get(args.method, DEFAULT_MODEL)
 
 
@@ -148,8 +152,8 @@ def cost_model_of(args: argparse.Namespace):
 
 def method_policy(args: argparse.Namespace):
     """The run's policy, refused (ValueError) when it is not the kind its method needs: a joint policy for
-    the JOINT methods, a single-arm one for the others."""
-    from codi_ros.core.policy import load_policy
+    the JOINT methods (fine-tuned for the FINETUNED ones), a single-arm one for the others."""
+    from codi_ros.core.policy import ResidualPolicy, load_policy
 
     path, joint = model_of(args), args.method in JOINT
     policy = load_policy(path)
@@ -158,6 +162,10 @@ def method_policy(args: argparse.Namespace):
         need = "a joint policy (codi train --joint on codi data generate --mode multi)" if joint else \
             "a single-arm policy"
         raise ValueError(f"--model {path}: a {kind} policy; --method {args.method} needs {need}")
+    if (args.method in FINETUNED) != isinstance(policy, ResidualPolicy):
+        raise ValueError(f"--model {path}: --method {args.method} needs "
+                         + ("a fine-tuned joint policy (codi finetune)" if args.method in FINETUNED else
+                            "a policy that is not fine-tuned (a fine-tuned one: --method dpmd-joint etc.)"))
     return policy
 
 

@@ -41,9 +41,9 @@ class TrainLog:
         with self.path.open("a", newline="") as f:
             csv.DictWriter(f, LOG_COLUMNS).writerow(self._formatted(row))
 
-    def plot(self, path: str | Path, title: str = "single-arm policy",
-             loss: str = "DSM loss (eq. 4, EDM weighting)") -> None:
-        """Train and validation loss against step, log scale."""
+    def plot(self, path: str | Path, title: str = "single-arm policy", loss: str = "DSM loss (eq. 4, EDM weighting)",
+             val_label: str = "validation (EMA weights, held-out episodes)") -> None:
+        """Train and validation loss (or ``val_label``'s quantity) against step, log scale."""
         import matplotlib
 
         matplotlib.use("Agg")
@@ -52,7 +52,7 @@ class TrainLog:
         steps = [r["step"] for r in self.rows]
         fig, ax = plt.subplots(figsize=(6, 4), dpi=100)
         ax.plot(steps, [r["train_loss"] for r in self.rows], label="train (running mean)")
-        ax.plot(steps, [r["val_loss"] for r in self.rows], label="validation (EMA weights, held-out episodes)")
+        ax.plot(steps, [r["val_loss"] for r in self.rows], label=val_label)
         ax.set(xlabel="step", ylabel=loss, yscale="log", title=title)
         ax.grid(True, which="both", alpha=0.3)
         ax.legend()
