@@ -205,6 +205,16 @@ def test_a_latency_aware_chunk_takes_over_exactly_at_its_first_new_action():
     assert ex.command(0.81).twist[0] == 104
 
 
+def test_the_upcoming_actions_are_the_current_chunks_until_a_waiting_one_takes_over():
+    """What a plan must treat as committed (the coordinator's and the evaluation's commitment): the current
+    chunk's actions, then the waiting chunk's from its takeover on, also when the takeover lies beyond them."""
+    ex = ChunkExecutor()
+    ex.accept(ramp_chunk(0.0), now=0.0)
+    ex.accept(ramp_chunk(0.4, committed=3, offset=100.0), now=0.62)     # takes over at 0.7
+    assert ex.upcoming(0.5, 2)[:, 0].tolist() == [5, 6]                # both before the takeover
+    assert ex.upcoming(0.5, 4)[:, 0].tolist() == [5, 6, 103, 104]
+
+
 def test_a_late_latency_aware_plan_is_dropped_the_committed_actions_finish_then_the_arm_holds():
     ex = ChunkExecutor(late_tolerance=0.02)
     ex.accept(ramp_chunk(0.0), now=0.0)

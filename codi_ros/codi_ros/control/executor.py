@@ -201,7 +201,8 @@ class ChunkExecutor:
         if self._pending is not None and chunk is self._chunk:
             times = t + np.arange(steps) * chunk.dt
             later = times >= self._pending.takeover - 1e-9
-            actions[later] = [self._pending.action_at(x) for x in times[later]]
+            if later.any():
+                actions[later] = [self._pending.action_at(x) for x in times[later]]
         return actions
 
     def commitment(self, t: float, steps: int, gripper_width: float) -> np.ndarray:
