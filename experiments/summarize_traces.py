@@ -2,13 +2,15 @@
 
     python experiments/summarize_traces.py DIR [--failed]
 
-One line per episode: success, start and goal, then every carry as `arm[t0-t1 s] -> (x, y) d=D`, where D is
-the cube's distance to the goal when the carry ended. At the end, counts over the episodes:
+One line per episode: success, start and goal, each arm's closest approach of its tool to the cube, then
+every carry as `arm[t0-t1 s] -> (x, y) d=D`, where D is the cube's distance to the goal when the carry ended.
+At the end, counts over the episodes:
 
   backward carry  a carry that ended >= 10 cm further from the goal than it began (the base policy's
                   pick-and-place mode winning over the guidance)
   handed over     a second arm held the cube at some point
   never grasped   no arm ever held the cube
+  stayed home     an arm whose tool never came within 0.3 m of the cube (it never engaged)
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ from pathlib import Path
 import numpy as np
 
 BACKWARD = 0.10   # m
+ENGAGED = 0.30    # m
 
 
 def carries(steps: list[list], columns: list[str], cube: np.ndarray, goal: np.ndarray) -> list[dict]:
@@ -44,12 +47,17 @@ def main() -> None:
     files = sorted(args.trace_dir.glob("episode_*.json"))
     if not files:
         raise SystemExit(f"summarize_traces: no episode_*.json in {args.trace_dir}")
-    counts = {"episodes": 0, "success": 0, "backward carry": 0, "handed over": 0, "never grasped": 0}
+    counts = {"episodes": 0, "success": 0, "backward carry": 0, "handed over": 0, "never grasped": 0,
+              "stayed home": 0}
     for f in files:
         d = json.loads(f.read_text())
         goal, summary, steps = np.asarray(d["goal"]), d["summary"], d["steps"]
         cube = np.array([[s[d["columns"].index(k)] for k in ("cube_x", "cube_y", "cube_z")] for s in steps])
         runs = carries(steps, d["columns"], cube, goal)
+        closest = {arm: float(np.min(np.linalg.norm(cube - np.array(
+            [[s[d["columns"].index(f"{arm}_{k}")] for k in "xyz"] for s in steps]), axis=1)))
+            for arm in ("left", "right") if f"{arm}_x" in d["columns"]}
+        counts["stayed home"] += any(v > ENGAGED for v in closest.values())
         counts["episodes"] += 1
         counts["success"] += bool(summary["success"])
         counts["backward carry"] += any(r["end"] - r["begin"] >= BACKWARD for r in runs)
@@ -62,7 +70,8 @@ def main() -> None:
                         f"d={r['end']:.2f}" for r in runs)
         print(f"{d['episode']:3d} {'ok  ' if summary['success'] else 'FAIL'} final {summary['final_distance']:.2f} m "
               f"start ({cube0[0]:+.2f},{cube0[1]:+.2f}) goal ({goal[0]:+.2f},{goal[1]:+.2f}) "
-              f"collisions {summary['collisions']}  {text or 'never grasped'}")
+              f"collisions {summary['collisions']}  closest " + ", ".join(f"{a} {v:.2f}" for a, v in closest.items())
+              + f" m  {text or 'never grasped'}")
     print(", ".join(f"{k}: {v}" for k, v in counts.items()))
 
 

@@ -200,6 +200,7 @@ def test_codi_eval_writes_step_traces_that_summarize_traces_reads(tmp_path):
     out = subprocess.run([sys.executable, str(script), str(trace)], capture_output=True, text=True, check=True).stdout
     assert "left[0-1s]->(-0.30,+0.00) d=0.60" in out and "episodes: 2" in out
     assert "backward carry: 1" in out and "handed over: 1" in out
+    assert "closest left 0.10, right 0.10 m" in out                  # both tools at the origin, the cube 0.1 m off
 
 
 def test_fuzzed_codi_eval_options_are_refused_in_one_line_naming_the_option_before_any_work(tmp_path, capsys):
