@@ -50,22 +50,33 @@ def test_sim_bridge_steps_in_real_time_and_follows_trajectories_in_the_wall_cloc
     assert any("points[3]" in t for t in log) and any("joint_names: missing" in t for t in log)
 
 
+def started_bridge(world, now: float = 100.0) -> SimBridge:
+    """A bridge without simulated reflexes (a violation is counted, the arm goes on), reset and synced at ``now``."""
+    bridge = SimBridge(world, reflexes=False)
+    bridge.reset(HANDOVER, seed=0, index=0, now=now)
+    bridge.advance(now)
+    return bridge
+
+
+def left_action_node(world, kinematics, stamp: float) -> ArmInterface:
+    """The left arm's action node, with the world's joints measured at ``stamp``."""
+    ctl = ArmInterface(WORLD, "left", kinematics, compute_clock=STILL)
+    ctl.on_joint_positions(world.joint_positions("left"), stamp)
+    return ctl
+
+
 def test_the_simulated_controller_takes_trajectories_as_ros2_control_does_and_drops_the_last_episodes(world,
                                                                                                        kinematics):
     """A trajectory taken after its first point is sampled part-way, as a JointTrajectoryController samples it
     (counted when that is not the motion running: a jump, which the 1 kHz check then sees); one that starts
     before the episode reset was meant for arms that have since been moved: ignored, with a warning."""
-    bridge = SimBridge(world, reflexes=False)
-    bridge.reset(HANDOVER, seed=0, index=0, now=100.0)
-    bridge.advance(100.0)
-    ctl = ArmInterface(WORLD, "left", kinematics, compute_clock=STILL)
-    ctl.on_joint_positions(world.joint_positions("left"), 99.0)
+    bridge = started_bridge(world)
+    ctl = left_action_node(world, kinematics, 99.0)
     old = ctl.on_chunk(chunk_msg("left", chunk_of([0.1, 0, 0, 0, 0, 0], start=99.0)), 99.0)
     bridge.command_trajectory("left", trajectory_msg(old, arm_joint_names("left")), 100.0)
     assert not world.arms["left"].follower.active
     assert any("starts before the episode reset" in t for t in texts(bridge.pop_log()))
-    ctl = ArmInterface(WORLD, "left", kinematics, compute_clock=STILL)
-    ctl.on_joint_positions(world.joint_positions("left"), 100.0)
+    ctl = left_action_node(world, kinematics, 100.0)
     late = ctl.on_chunk(chunk_msg("left", chunk_of([0.1, 0, 0, 0, 0, 0], start=100.0)), 100.0)
     for k in range(1, 31):                                  # arrives 0.3 s late: 0.1 s after its first point
         bridge.advance(100.0 + 0.01 * k)
@@ -81,11 +92,8 @@ def test_a_trajectory_is_taken_when_it_arrives_though_the_simulation_stands_behi
     trajectory that continues the running one from the action node's present is taken at its arrival, not at
     that earlier time, where it would be splined over a stretch already commanded with other accelerations (the
     graph's reflexes): the 1 kHz commands stay within the executor's limits across the join."""
-    bridge = SimBridge(world, reflexes=False)
-    bridge.reset(HANDOVER, seed=0, index=0, now=100.0)
-    bridge.advance(100.0)
-    ctl = ArmInterface(WORLD, "left", kinematics, compute_clock=STILL)
-    ctl.on_joint_positions(world.joint_positions("left"), 100.0)
+    bridge = started_bridge(world)
+    ctl = left_action_node(world, kinematics, 100.0)
     turn = ctl.on_chunk(chunk_msg("left", chunk_of([0, 0, 0, 0, 0, 1.0], start=100.0)), 100.0)
     bridge.command_trajectory("left", trajectory_msg(turn, arm_joint_names("left")), 100.0)
     for k in range(1, 20):
