@@ -24,7 +24,6 @@ import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 
@@ -99,7 +98,7 @@ def finetune(cfg: FinetuneConfig) -> Path:
     from codi_ros.core import diffusion
     from codi_ros.core.composition import agent_layout
     from codi_ros.core.cost import HandoverCost, load_cost_config
-    from codi_ros.core.finetune import cost_weights, mppi_edit, sdac_targets
+    from codi_ros.core.finetune import CostFn, cost_weights, mppi_edit, sdac_targets
     from codi_ros.core.kinematic_model import KinematicModel
     from codi_ros.core.policy import ResidualPolicy, load_policy
     from codi_ros.data.dataset import load_dataset
@@ -136,7 +135,7 @@ def finetune(cfg: FinetuneConfig) -> Path:
     generator = torch.Generator().manual_seed(cfg.seed)
     num_arms = len(world.arms)
 
-    def costs(idx: np.ndarray) -> Any:
+    def costs(idx: np.ndarray) -> CostFn:
         """J of normalised joint-layout chunks (S, K, H, N*A) at the data states ``idx`` -> (S, K)."""
         def cost_fn(x: torch.Tensor) -> torch.Tensor:
             raw = agent_layout(policy.unnormalize_actions(x), num_arms)      # (S, K, N, H, A)
