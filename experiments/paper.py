@@ -10,11 +10,11 @@ OUT/<method>_<timing>_seed<S>.json; a run whose file exists is skipped (resume).
 default) is the paper's protocol: the world waits for every plan, so methods of different speeds compare as
 in the paper; ``realtime`` is how users run the system (README "Measured so far"). Then OUT/summary.json
 (episodes of all seeds pooled per method, with the budget: the evaluation's wall time and, from the models'
-manifests, what training them took) and OUT/paper.png. docs/results.md sets the rows beside the
-paper's numbers. The methods that learn from two-arm demonstrations (Sec. VII-B): CoDi-Joint,
-CoDi-Joint-Simple (the joint policy models/joint), CG-Joint and CG-Product (+ the cost model
-models/cost_model), MIMIC-D (models/mimic_d) and the fine-tuned joint policies DPMD-, SDAC-, EXPO-Joint
-(models/dpmd_joint, ...; codi finetune).
+manifests, what training them took), OUT/budget.md (that budget as a table) and OUT/paper.png.
+docs/results.md sets the rows beside the paper's numbers. The methods that learn from two-arm
+demonstrations (Sec. VII-B): CoDi-Joint, CoDi-Joint-Simple (the joint policy models/joint), CG-Joint and
+CG-Product (+ the cost model models/cost_model), MIMIC-D (models/mimic_d) and the fine-tuned joint policies
+DPMD-, SDAC-, EXPO-Joint (models/dpmd_joint, ...; codi finetune).
 """
 
 from __future__ import annotations
@@ -41,6 +41,9 @@ METHODS = {
     # lambda of eq. 49 tuned on 10 episodes of seed 100 (not an evaluation seed) over 0.01, 0.03, 0.1, 1, 10
     # (experiments/results/release/cg_tuning/): the best success, the stronger guidance on a tie
     "cg-joint": ("CG-Joint (Sec. VII-B)", ["--method", "cg-joint", "--temperature", "0.1"], ("joint", "cost_model")),
+    "cg-joint-20pct": ("CG-Joint, 20 % data (Sec. VII-D)", ["--method", "cg-joint", "--temperature", "0.1", "--model",
+                       str(MODELS / "joint_20pct"), "--cost-model", str(MODELS / "cost_model_20pct")],
+                       ("joint_20pct", "cost_model_20pct")),   # lambda as tuned at full data
     "cg-product": ("CG-Product (Sec. VII-D)", ["--method", "cg-product", "--temperature", "0.03"],
                    ("single_arm", "cost_model")),
     "mimic-d": ("MIMIC-D (decentralised, two-arm data)", ["--method", "mimic-d"], ("mimic_d",)),
@@ -109,6 +112,17 @@ def plot(rows: list[dict], path: Path) -> None:
     fig.savefig(path, dpi=120)
 
 
+def budget_table(rows: list[dict]) -> str:
+    """The budget of every row as a Markdown table: the evaluation's wall time and what training its models took
+    (a model shared by several rows, e.g. the single-arm policy, is listed in each)."""
+    lines = ["| method | evaluation (all seeds) | training of its models |", "| --- | --- | --- |"]
+    for r in rows:
+        trained = "; ".join(f"{n}: {t['wall_seconds'] / 60:.1f} min, {t['steps']} steps, {t['threads'] or 'default'} "
+                            f"thread(s), {t['data_episodes']} episodes" for n, t in r["training"].items())
+        lines.append(f"| {r['name']} | {r['wall_seconds'] / 60:.1f} min, {r['episodes']} episodes | {trained} |")
+    return "\n".join(lines) + "\n"
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--methods", nargs="+", choices=list(METHODS), default=list(METHODS),
@@ -135,6 +149,7 @@ def main() -> None:
     rows = [summarize(m, [path for method, _, path in todo if method == m]) for m in args.methods]
     (args.out / "summary.json").write_text(json.dumps(rows, indent=1) + "\n")
     plot(rows, args.out / "paper.png")
+    (args.out / "budget.md").write_text(budget_table(rows))
     for r in rows:
         lo, hi = r["success_ci95"]
         print(f"{r['method']:12s} {r['successes']:3d}/{r['episodes']} ({100 * lo:.0f}-{100 * hi:.0f} %)  "

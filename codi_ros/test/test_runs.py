@@ -78,3 +78,5 @@ def test_paper_summary_pools_the_seeds_and_plots_rates_of_n_out_of_n(tmp_path):
     assert rows[0]["completion_time_s"] == (10.0, 0.0) and rows[1]["episodes_with_collision"] == 20
     paper.plot(rows, tmp_path / "paper.png")
     assert (tmp_path / "paper.png").stat().st_size > 10_000
+    table = paper.budget_table(rows).splitlines()                  # a header, a rule and a line per row
+    assert len(table) == 4 and table[2].startswith(f"| {rows[0]['name']} | ") and "single_arm: " in table[2]
