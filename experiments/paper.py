@@ -36,6 +36,9 @@ METHODS = {
     "codi-simple": ("CoDi-Simple (Sec. VII-E)", ["--method", "codi-simple"], ("single_arm",)),
     "codi-20pct": ("CoDi, 20 % data (Sec. VII-D)", ["--method", "codi", "--model", str(MODELS / "single_arm_20pct")],
                    ("single_arm_20pct",)),
+    # the support ablation: a base policy trained without yield demonstrations (codi data generate --no-yield)
+    "codi-no-yield": ("CoDi, base policy without yield demonstrations (support ablation)",
+                      ["--method", "codi", "--model", str(MODELS / "single_arm_no_yield")], ("single_arm_no_yield",)),
     "codi-joint": ("CoDi-Joint (Sec. VII-B)", ["--method", "codi-joint"], ("joint",)),
     "codi-joint-simple": ("CoDi-Joint-Simple (Sec. VII-E)", ["--method", "codi-joint-simple"], ("joint",)),
     # lambda of eq. 49 tuned on 10 episodes of seed 100 (not an evaluation seed) over 0.01, 0.03, 0.1, 1, 10
