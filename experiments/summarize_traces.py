@@ -39,6 +39,16 @@ def carries(steps: list[list], columns: list[str], cube: np.ndarray, goal: np.nd
     return runs
 
 
+def closest_approach(steps: list[list], columns: list[str], cube: np.ndarray) -> dict[str, float]:
+    """Per arm in the trace, the smallest distance of its tool to the cube over the episode, m."""
+    out = {}
+    for arm in ("left", "right"):
+        if f"{arm}_x" in columns:
+            tool = np.array([[s[columns.index(f"{arm}_{k}")] for k in "xyz"] for s in steps])
+            out[arm] = float(np.linalg.norm(cube - tool, axis=1).min())
+    return out
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("trace_dir", type=Path, help="the --trace directory of codi eval")
@@ -54,9 +64,7 @@ def main() -> None:
         goal, summary, steps = np.asarray(d["goal"]), d["summary"], d["steps"]
         cube = np.array([[s[d["columns"].index(k)] for k in ("cube_x", "cube_y", "cube_z")] for s in steps])
         runs = carries(steps, d["columns"], cube, goal)
-        closest = {arm: float(np.min(np.linalg.norm(cube - np.array(
-            [[s[d["columns"].index(f"{arm}_{k}")] for k in "xyz"] for s in steps]), axis=1)))
-            for arm in ("left", "right") if f"{arm}_x" in d["columns"]}
+        closest = closest_approach(steps, d["columns"], cube)
         counts["stayed home"] += any(v > ENGAGED for v in closest.values())
         counts["episodes"] += 1
         counts["success"] += bool(summary["success"])

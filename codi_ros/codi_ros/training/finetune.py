@@ -104,7 +104,7 @@ def finetune(cfg: FinetuneConfig) -> Path:
     from codi_ros.data.dataset import load_dataset
     from codi_ros.training.cost_labels import segment_states
     from codi_ros.training.report import CURVE_FILE, LOG_FILE, MANIFEST_FILE, TrainLog, write_manifest
-    from codi_ros.training.train import episode_split
+    from codi_ros.training.train import TrainConfig, episode_split
     from codi_ros.version import code_version
 
     version, start_time = code_version(), time.perf_counter()
@@ -125,7 +125,7 @@ def finetune(cfg: FinetuneConfig) -> Path:
     states = segment_states(ds, world)
     cost_config = load_cost_config()
     cost = HandoverCost(cost_config, KinematicModel(world, cost_config.kinematic_model), world.arm_names)
-    val_episodes = episode_split(ds.episode_ends, 0.05, cfg.seed)
+    val_episodes = episode_split(ds.episode_ends, TrainConfig.val_fraction, cfg.seed)   # codi train's held-out split
     is_val = val_episodes[np.searchsorted(ds.episode_ends, np.arange(ds.num_steps), side="right")]
     rng = np.random.default_rng(cfg.seed)
     train_idx, val_idx = np.flatnonzero(~is_val), np.flatnonzero(is_val)
