@@ -215,7 +215,8 @@ class GripperConfig:
     (codi_ros.control.gripper): a streamed width becomes a grasp or an open, with hysteresis."""
 
     close_below: float = 0.03     # m: a commanded width below this grasps the cube
-    open_above: float = 0.05      # m: above this opens fully (control.gripper_max_width); between: no change
+    open_above: float = 0.05      # m: above this opens to it (at most control.gripper_max_width); between: no change
+    move_step: float = 0.005      # m: an open wish this much wider or narrower than the last sends a new move
     speed: float = 0.1            # m/s: finger speed of a move or grasp
     force: float = 20.0           # N: grasp force
     epsilon: float = 0.01         # m: a grasp succeeds with the fingers at cube.size +- this
@@ -223,6 +224,7 @@ class GripperConfig:
 
     def __post_init__(self) -> None:
         _check(0 < self.close_below < self.open_above, "gripper: need 0 < close_below < open_above")
+        _check(self.move_step > 0, "gripper: move_step must be positive")
         _check(self.speed > 0 and self.force > 0 and self.epsilon > 0 and self.timeout > 0,
                "gripper: speed, force, epsilon and timeout must be positive")
 

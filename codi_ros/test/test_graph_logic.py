@@ -37,8 +37,8 @@ def test_sim_graph_wired_like_the_launch_file_moves_both_arms_and_stops(world, k
 
     def grip(arm: str, goal, t: float) -> None:           # the action node's franka_gripper client
         if goal is not None:
-            bridge.hands[arm].start(goal.action, goal.width, goal.epsilon, t,
-                                    lambda ok, err, w: grip(arm, actions[arm].gripper_result(goal.seq, ok, err, t), t))
+            world.hands[arm].start(goal.action, goal.width, goal.epsilon,
+                                   lambda ok, err, w: grip(arm, actions[arm].gripper_result(goal.seq, ok, err, t), t))
 
     def run(k0: int, steps: int) -> None:
         for k in range(k0, k0 + steps):                   # 100 Hz
@@ -64,7 +64,7 @@ def test_sim_graph_wired_like_the_launch_file_moves_both_arms_and_stops(world, k
         moved = WORLD.base_frame(arm).vec_to_base(world.arm_state(arm).ee_pos - start[arm])
         assert 0.12 < moved[0] < 0.16 and np.abs(moved[1:]).max() < 0.01, (arm, moved)
     assert [t for lvl, t in coord.pop_log() if lvl == "warn"] == []
-    assert all(actions[a].gripper.done == "move" and actions[a].gripper.running is None for a in WORLD.arm_names)
+    assert all(actions[a].gripper.done.action == "move" and actions[a].gripper.running is None for a in WORLD.arm_names)
     assert [t for a in WORLD.arm_names for lvl, t in actions[a].pop_log() if lvl == "warn"] == []
     for chunk in coord.stop(50.0 + 300 * 0.01):
         send(chunk, 50.0 + 300 * 0.01)

@@ -1,5 +1,5 @@
 """The hand: commanded widths -> franka_gripper goals (control/gripper.py), and the simulated Franka hand that
-serves them (ros/sim_bridge.py SimulatedHand)."""
+serves them (sim/hand.py SimulatedHand), in-process (``codi eval``) as in the simulated graph."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ from logic_fakes import WORLD, texts
 
 from codi_ros.control.gripper import GripperCommander
 from codi_ros.frames import yaw_of
-from codi_ros.ros.sim_bridge import SimBridge, SimulatedHand
+from codi_ros.ros.sim_bridge import SimBridge
 from codi_ros.sim.physics_model import posture_for
 from codi_ros.sim.tasks import HANDOVER
 
@@ -22,14 +22,17 @@ def test_widths_become_one_grasp_and_one_open_with_hysteresis():
     first = g.command(0.08, 0.0)
     assert (first.action, first.width) == ("move", WORLD.control.gripper_max_width)
     assert g.finished(first.seq, True, "", 0.1) is None
-    for w in (0.08, 0.07, G.open_above - 1e-3, G.close_below + 1e-3):    # open, or inside the band: nothing
+    for w in (0.08, 0.08 - G.move_step / 2, G.open_above - 1e-3, G.close_below + 1e-3):   # open, the band
         assert g.command(w, 0.2) is None
     grasp = g.command(G.close_below - 1e-3, 0.3)
     assert (grasp.action, grasp.width, grasp.force, grasp.epsilon) == ("grasp", WORLD.cube.size, G.force, G.epsilon)
     assert g.command(0.0, 0.35) is None                     # still closing: nothing more
     assert g.finished(grasp.seq, True, "", 0.6) is None
     assert g.command(G.open_above - 1e-3, 0.7) is None      # the band keeps the grip
-    assert g.command(0.08, 0.8).action == "move"
+    release = g.command(0.07, 0.8)                           # the demonstrations' release width: there
+    assert (release.action, release.width) == ("move", 0.07)
+    assert g.finished(release.seq, True, "", 0.9) is None and g.command(0.072, 1.0) is None
+    assert g.command(0.08, 1.1).width == WORLD.control.gripper_max_width
 
 
 def test_a_wish_that_changes_while_a_goal_runs_is_sent_when_it_ends():
@@ -57,7 +60,7 @@ def test_a_goal_past_its_timeout_is_given_up_sent_again_and_its_late_result_igno
     assert again.action == "grasp" and again.seq != grasp.seq
     assert "did not finish within" in texts(g.pop_log())[0]
     assert g.finished(grasp.seq, True, "", G.timeout + 0.1) is None and g.running[0] == again   # late: ignored
-    assert g.finished(again.seq, True, "", G.timeout + 0.5) is None and g.done == "grasp"
+    assert g.finished(again.seq, True, "", G.timeout + 0.5) is None and g.done.action == "grasp"
 
 
 def hand_over_cube(world, arm="left"):
@@ -73,15 +76,14 @@ def hand_over_cube(world, arm="left"):
 
 def run_goal(world, hand, action, width, epsilon=0.0, seconds=2.0):
     results = []
-    hand.start(action, width, epsilon, world.time, lambda ok, err, w: results.append((ok, err, w)))
+    hand.start(action, width, epsilon, lambda ok, err, w: results.append((ok, err, w)))
     while not results and world.time < seconds + 10:
-        world.step(0.01)
-        hand.update(world.time)
+        world.step(0.01)                                     # the world updates its hands
     return results[0]
 
 
 def test_the_simulated_hand_grasps_the_cube_and_fails_on_nothing(world):
-    hand = SimulatedHand(world, "left")
+    hand = world.hands["left"]
     hand_over_cube(world)
     ok, err, width = run_goal(world, hand, "grasp", WORLD.cube.size, G.epsilon)
     assert ok and err == "" and width == pytest.approx(WORLD.cube.size, abs=G.epsilon)
@@ -95,10 +97,30 @@ def test_the_simulated_hand_grasps_the_cube_and_fails_on_nothing(world):
 def test_a_new_goal_or_an_episode_reset_aborts_the_running_one(world):
     bridge, results = SimBridge(world), []
     bridge.reset(HANDOVER, seed=0, index=0)
-    hand = bridge.hands["left"]
-    hand.start("grasp", WORLD.cube.size, G.epsilon, 0.0, lambda *r: results.append(r))
-    hand.start("move", 0.08, 0.0, 0.01, lambda *r: results.append(r))
+    hand = world.hands["left"]
+    hand.start("grasp", WORLD.cube.size, G.epsilon, lambda *r: results.append(r))
+    hand.start("move", 0.08, 0.0, lambda *r: results.append(r))
     bridge.reset(HANDOVER, seed=0, index=1)
     assert [r[:2] for r in results] == [(False, "preempted by a new goal"), (False, "episode reset")]
     with pytest.raises(ValueError, match="action"):
-        hand.start("squeeze", 0.0, 0.0, 0.02, lambda *r: None)
+        hand.start("squeeze", 0.0, 0.0, lambda *r: None)
+
+
+def test_in_process_widths_take_the_graphs_gripper_path(world):
+    """``codi eval`` drives the hand as the action node does: through the commander's hysteresis and goals, so
+    a width inside the band leaves the fingers as they are and a grasp of nothing is reported, not ignored."""
+    world.reset()
+    action = np.zeros(7)
+    for width, fingers in ((G.open_above - 1e-3, WORLD.control.gripper_max_width),   # in the band: stays open
+                           (0.0, 0.0)):                                            # a grasp, of nothing
+        action[6] = width
+        for _ in range(10):
+            world.apply_action("left", action)
+            world.step_control()
+        assert world.gripper_width("left") == pytest.approx(fingers, abs=0.005)
+    assert any("nothing grasped" in text for _, text in world.events)
+    action[6] = G.close_below + 1e-3                       # in the band again: the hand stays closed
+    for _ in range(5):
+        world.apply_action("left", action)
+        world.step_control()
+    assert world.gripper_width("left") < 0.005

@@ -5,8 +5,10 @@ franka_gripper's Move (width, speed) and Grasp (width, epsilon, speed, force) ac
 so (settings: ``gripper`` in world.yaml):
 
 - hysteresis: a commanded width below ``close_below`` asks for a grasp of the cube (``cube.size`` within
-  ``epsilon``, ``force``), one above ``open_above`` for an open to ``control.gripper_max_width``; in between
-  the last wish stands (the demonstrations command 0.08 m open and 0 closed, the policy about the same);
+  ``epsilon``, ``force``), one above ``open_above`` for a move to that width (at most
+  ``control.gripper_max_width``), renewed when the width moves by ``move_step``; in between the last wish
+  stands. The demonstrations command 0 closed, 0.08 m open and 0.07 m just after a release, a width the
+  policy reads back to tell a release from a grasp about to close: the hand goes there, not fully open;
 - one goal at a time: a wish that changes while a goal runs is sent when that goal ends (the newest only);
 - a goal that has not ended within ``timeout`` has failed: reported, and the wish is sent again;
 - a grasp that closes on nothing fails (franka_gripper: the width is outside cube.size +- epsilon): reported;
@@ -39,11 +41,10 @@ class GripperGoal:
 class GripperCommander:
     def __init__(self, world: WorldConfig):
         g = world.gripper
-        self.cfg = g
-        self.wishes = {"move": GripperGoal("move", world.control.gripper_max_width, g.speed),
-                       "grasp": GripperGoal("grasp", world.cube.size, g.speed, g.force, g.epsilon)}
-        self.wanted: str | None = None            # "move" (open) or "grasp", from the commanded widths
-        self.done: str | None = None              # the action of the last goal that ended, None: unknown
+        self.cfg, self.max_width = g, world.control.gripper_max_width
+        self.grasp = GripperGoal("grasp", world.cube.size, g.speed, g.force, g.epsilon)
+        self.wanted: GripperGoal | None = None    # a move (open) or the grasp, from the commanded widths (seq 0)
+        self.done: GripperGoal | None = None      # the last goal that ended (seq 0), None: unknown
         self.running: tuple[GripperGoal, float] | None = None   # the goal sent and when
         self._seq = 0
         self._lines: list[tuple[str, str]] = []
@@ -53,9 +54,12 @@ class GripperCommander:
         goal running past its timeout is given up here)."""
         if width is not None and math.isfinite(width):
             if width < self.cfg.close_below:
-                self.wanted = "grasp"
+                self.wanted = self.grasp
             elif width > self.cfg.open_above:
-                self.wanted = "move"
+                width = min(width, self.max_width)
+                if (self.wanted is None or self.wanted.action != "move"
+                        or abs(width - self.wanted.width) >= self.cfg.move_step):
+                    self.wanted = GripperGoal("move", width, self.cfg.speed)
         if self.running is not None and now - self.running[1] > self.cfg.timeout:
             goal, _ = self.running
             self._lines.append(("warn", f"gripper {goal.action} to {goal.width:.3f} m did not finish within "
@@ -68,7 +72,7 @@ class GripperCommander:
         if self.running is None or self.running[0].seq != seq:
             return None                           # abandoned after a timeout: its result no longer counts
         goal, _ = self.running
-        self.running, self.done = None, goal.action
+        self.running, self.done = None, dataclasses.replace(goal, seq=0)
         if not success:
             self._lines.append(("warn", f"gripper {goal.action} to {goal.width:.3f} m failed: {error or 'no reason'}"))
         return self._next(now)
@@ -77,7 +81,7 @@ class GripperCommander:
         if self.running is not None or self.wanted is None or self.wanted == self.done:
             return None
         self._seq += 1
-        goal = dataclasses.replace(self.wishes[self.wanted], seq=self._seq)
+        goal = dataclasses.replace(self.wanted, seq=self._seq)
         self.running = (goal, now)
         return goal
 

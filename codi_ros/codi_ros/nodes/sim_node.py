@@ -4,7 +4,7 @@ Per arm, the interfaces of a Franka under franka_ros2: subscribes
 ``/<arm>/joint_trajectory_controller/joint_trajectory`` (trajectory_msgs/JointTrajectory, as a ros2_control
 JointTrajectoryController, splined at 1 kHz and checked against the FR3's limits: beyond them a simulated
 reflex); serves ``/<arm>/franka_gripper/{move,grasp,homing}`` (franka_msgs actions, see
-:class:`codi_ros.ros.sim_bridge.SimulatedHand`), ``/<arm>/action_server/error_recovery`` (franka_msgs
+:class:`codi_ros.sim.hand.SimulatedHand`), ``/<arm>/action_server/error_recovery`` (franka_msgs
 ErrorRecovery) and ``/<arm>/controller_manager/{set_hardware_component_state,switch_controller}``
 (controller_manager_msgs: the recovery's reactivation, :class:`codi_ros.ros.sim_bridge.SimulatedFranka`);
 publishes ``/<arm>/joint_states`` (arm and fingers) and
@@ -156,8 +156,8 @@ class SimNode(Node):
         width = self.world.cfg.control.gripper_max_width if kind == "homing" else goal.width
         epsilon = max(goal.epsilon.inner, goal.epsilon.outer) if kind == "grasp" else 0.0
         with self.lock:
-            self.bridge.hands[arm].start("grasp" if kind == "grasp" else "move", width, epsilon, now_sec(self),
-                                         lambda ok, err, w: future.set_result((ok, err)))
+            self.world.hands[arm].start("grasp" if kind == "grasp" else "move", width, epsilon,
+                                        lambda ok, err, w: future.set_result((ok, err)))
         success, error = await future
         (handle.succeed if success else handle.abort)()
         return action_type.Result(success=success, error=error)

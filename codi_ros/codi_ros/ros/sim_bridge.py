@@ -8,8 +8,8 @@ FR3's motion generator checks it (:class:`~codi_ros.control.smoothness.MotionGen
 own limits): beyond them the arm
 has a reflex (:class:`SimulatedFranka`: it stops where it is, its hardware component is in error and its
 controller inactive) until franka's error recovery, the component's reactivation and the controller's,
-in that order, as on the real arms. The hand takes franka_gripper's blocking goals (:class:`SimulatedHand`:
-move, grasp, homing).
+in that order, as on the real arms. The hand takes franka_gripper's blocking goals on the world's own
+:class:`~codi_ros.sim.hand.SimulatedHand` (move, grasp, homing), the hand ``codi eval`` drives in-process.
 Joint states (arm and fingers, each finger half the width) go out like franka_ros2's merged
 joint_states. Every trajectory the action nodes send ends at rest, so an arm whose action node dies
 stops at the end of what it was sent. Wrist images come with an ideal pinhole CameraInfo; the hand-eye
@@ -19,7 +19,6 @@ calibration the aruco nodes need is :func:`camera_in_tcp`.
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
 from dataclasses import dataclass
 
 import mujoco
@@ -43,67 +42,9 @@ from codi_ros.ros.watchdog import LogOnce
 from codi_ros.sim.tasks import HandoverTask
 from codi_ros.sim.world import TwoArmWorld
 
-HAND_SETTLE_S = 0.05      # the fingers count as stopped when the width changed less than HAND_STILL_M in this long
-HAND_STILL_M = 2e-4
 CONTINUITY_TOL_RAD = 1e-5  # a trajectory taken after its first point continues the running motion within this
 LAG_REPORT_HOLD_S = 5.0   # a skip ahead stays one reported problem until none has happened for this long
 MUJOCO_TO_OPTICAL = np.diag([1.0, -1.0, -1.0])   # MuJoCo cameras look along -z with y up; OpenCV: +z, y down
-
-
-@dataclass
-class _HandGoal:
-    action: str
-    width: float                  # the goal's width (grasp: the object's)
-    epsilon: float
-    done: Callable[[bool, str, float], None]   # (success, error, width): the goal's result
-    started: float
-    still_since: float
-    last_width: float
-
-
-class SimulatedHand:
-    """franka_gripper's actions on one simulated Franka hand. A move drives the fingers to its width, a grasp
-    closes them on whatever is between (the hand's position servo squeezes to its force limit; the goal's
-    speed and force are not modelled); a goal ends when the fingers stop. A grasp succeeds when they stop at
-    its width +- epsilon (franka_gripper's rule), so closing on nothing fails. A new goal aborts the running
-    one, as does an episode reset."""
-
-    def __init__(self, world: TwoArmWorld, arm: str):
-        self.world, self.arm = world, arm
-        self._goal: _HandGoal | None = None
-
-    def start(self, action: str, width: float, epsilon: float, now: float,
-              done: Callable[[bool, str, float], None]) -> None:
-        if action not in ("move", "grasp"):
-            raise ValueError(f"action: 'move' or 'grasp', got {action!r}")
-        self.abort("preempted by a new goal")
-        w = self.world.gripper_width(self.arm)
-        self._goal = _HandGoal(action, float(width), float(epsilon), done, now, now, w)
-        self.world.set_gripper(self.arm, 0.0 if action == "grasp" else float(width))
-
-    def abort(self, reason: str) -> None:
-        if self._goal is not None:
-            goal, self._goal = self._goal, None
-            goal.done(False, reason, self.world.gripper_width(self.arm))
-
-    def update(self, now: float) -> None:
-        """End the running goal once the fingers have stopped."""
-        goal = self._goal
-        if goal is None:
-            return
-        w = self.world.gripper_width(self.arm)
-        if abs(w - goal.last_width) > HAND_STILL_M:
-            goal.still_since, goal.last_width = now, w
-        if now - goal.still_since < HAND_SETTLE_S:
-            return
-        self._goal = None
-        if goal.action == "move":
-            ok = abs(w - goal.width) <= 0.005
-            goal.done(ok, "" if ok else f"blocked at width {w:.3f} m (goal {goal.width:.3f} m)", w)
-        else:
-            ok = abs(w - goal.width) <= goal.epsilon
-            goal.done(ok, "" if ok else f"the fingers stopped at {w:.3f} m, not {goal.width:.3f} +- "
-                                        f"{goal.epsilon:.3f} m: nothing grasped", w)
 
 
 @dataclass
@@ -148,7 +89,6 @@ class SimBridge:
         self._log = LogOnce()
         self._lines: list[tuple[str, str]] = []
         self._lag, self._lagging_until = 0.0, -math.inf   # the last skip ahead, and until when it is reported
-        self.hands = {a: SimulatedHand(world, a) for a in world.cfg.arm_names}
         self.robots = {a: SimulatedFranka(MotionGeneratorCheck(JOINT_VELOCITY_LIMIT, JOINT_ACCELERATION_LIMIT,
                                                                JOINT_JERK_LIMIT, world.cfg.control.servo_rate_hz))
                        for a in world.cfg.arm_names}
@@ -157,8 +97,6 @@ class SimBridge:
         """Episode ``index`` of ``task`` with ``seed``: the same start ``codi eval`` gives that episode, at wall
         time ``now`` (trajectories that start before it belong to the episode before: ignored)."""
         self._reset_at = now
-        for hand in self.hands.values():
-            hand.abort("episode reset")
         task.reset(self.world, seed, index)
         self._clock = None
         for arm, robot in self.robots.items():       # a new episode starts with healthy arms
@@ -216,8 +154,6 @@ class SimBridge:
             self.world.step(n * self.ik_dt)
             self._clock += n * self.ik_dt
             self._check_servo(t0, n * self.ik_dt)
-        for hand in self.hands.values():
-            hand.update(now)
         return n * self.ik_dt
 
     def _check_servo(self, t0: float, seconds: float) -> None:

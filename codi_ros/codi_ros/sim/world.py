@@ -6,7 +6,8 @@ ROS action nodes run, stepped at ``ik_rate_hz``; or, as the simulated graph's dr
 trajectories from outside (``follow``: the simulated trajectory controller, which takes a new
 trajectory at once, joined to what it commands then). Either way each IK period's commanded joint
 positions (the position due at the period's end) are the targets of the menagerie position servos, never more than
-``MAX_TARGET_LEAD`` ahead of the measured joints.
+``MAX_TARGET_LEAD`` ahead of the measured joints, and the commanded gripper widths become franka_gripper goals on
+the arm's simulated hand (:mod:`codi_ros.sim.hand`), the simulated graph's path too.
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ from codi_ros.control.kinematics import ArmKinematics
 from codi_ros.control.trajectory import JointTrajectory, TrajectoryFollower
 from codi_ros.frames import ArmState, CubeState, observe
 from codi_ros.robot.fr3 import FINGER_JOINTS, FINGER_RANGE, arm_joint_names
+from codi_ros.sim.hand import HandClient, SimulatedHand
 from codi_ros.sim.scene import CUBE_FACES, build_scene_xml
 
 
@@ -89,6 +91,8 @@ class TwoArmWorld:
         self._substeps = int(round(cfg.control.substeps_per_ik))
         self._ik_dt = 1.0 / cfg.control.ik_rate_hz
         self._renderer: mujoco.Renderer | None = None
+        self.hands = {name: SimulatedHand(self, name) for name in self.arms}   # franka_gripper's goals run here
+        self.hand_clients = {name: HandClient(hand) for name, hand in self.hands.items()}
         self.reset()
         self.home_tcp = {name: (self.data.site_xpos[a.tcp].copy(), self.data.site_xmat[a.tcp].reshape(3, 3).copy())
                          for name, a in self.arms.items()}   # tool pose at home_qpos, world frame
@@ -98,6 +102,8 @@ class TwoArmWorld:
               goal: np.ndarray | None = None, arm_qpos: dict[str, np.ndarray] | None = None,
               gripper_width: dict[str, float] | None = None, cube_z: float | None = None) -> None:
         """Arms at home (or ``arm_qpos``), grippers open (or ``gripper_width``), cube at rest at ``cube_xy``."""
+        for client in self.hand_clients.values():
+            client.reset()                  # aborts the running goal, whoever sent it
         mujoco.mj_resetData(self.model, self.data)
         self.events = []
         for name, arm in self.arms.items():
@@ -159,6 +165,7 @@ class TwoArmWorld:
         self.data.ctrl[a.actuators] = a.q_target
 
     def set_gripper(self, arm: str, width: float) -> None:
+        """The finger servos' target (the simulated hand's; commanded widths go through :attr:`hand_clients`)."""
         w = float(width) if np.isfinite(width) else self.gripper_width(arm)
         self.data.ctrl[self.arms[arm].gripper_actuator] = np.clip(w / 2, 0.0, FINGER_RANGE)
 
@@ -177,11 +184,14 @@ class TwoArmWorld:
                     target, _, width = arm.follower.sample(self.time + self._ik_dt)
                     width = width if np.isfinite(width) else None
                 if width is not None:
-                    self.set_gripper(arm.name, width)
+                    self.hand_clients[arm.name].command(width)
                 arm.q_target = self.executors[arm.name].ik.clip_positions(
                     np.clip(target, q - MAX_TARGET_LEAD, q + MAX_TARGET_LEAD))
                 self.data.ctrl[arm.actuators] = arm.q_target
             mujoco.mj_step(self.model, self.data, nstep=self._substeps)
+            for name, hand in self.hands.items():
+                hand.update()
+                self.events = (self.events + self.hand_clients[name].pop_log())[-100:]
 
     def step_control(self) -> None:
         """One control period (1 / rate_hz) with the current commands held."""
