@@ -39,6 +39,9 @@ METHODS = {
     # the support ablation: a base policy trained without yield demonstrations (codi data generate --no-yield)
     "codi-no-yield": ("CoDi, base policy without yield demonstrations (support ablation)",
                       ["--method", "codi", "--model", str(MODELS / "single_arm_no_yield")], ("single_arm_no_yield",)),
+    # ... and one trained without the out-of-reach resets (codi data generate --out-of-reach-resets 0)
+    "codi-no-oor": ("CoDi, base policy without out-of-reach resets (support ablation)",
+                    ["--method", "codi", "--model", str(MODELS / "single_arm_no_oor")], ("single_arm_no_oor",)),
     "codi-joint": ("CoDi-Joint (Sec. VII-B)", ["--method", "codi-joint"], ("joint",)),
     "codi-joint-simple": ("CoDi-Joint-Simple (Sec. VII-E)", ["--method", "codi-joint-simple"], ("joint",)),
     # lambda of eq. 49 tuned on 10 episodes of seed 100 (not an evaluation seed) over 0.01, 0.03, 0.1, 1, 10

@@ -180,6 +180,11 @@ def test_predicted_state_moves_the_tools_and_a_held_cube_through_the_committed_a
     # the grippers end at their last committed width; the holder's is held open by the cube between its fingers
     assert out.arms["left"].gripper_width == WORLD.cube.size and out.arms["right"].gripper_width == 0.08
     assert dropped.arms["left"].gripper_width == 0.08
+    # as the hand takes them: a width inside the hysteresis band leaves the fingers where they are
+    band = still.copy()
+    band[:, 6] = (WORLD.gripper.close_below + WORLD.gripper.open_above) / 2
+    kept = predict_state(state, {"left": move, "right": band}, WORLD, 0.03, 0.01)
+    assert kept.arms["right"].gripper_width == 0.08
 
 
 def test_predicted_tools_from_the_executors_replace_first_order_and_carry_a_held_cube_rigidly():

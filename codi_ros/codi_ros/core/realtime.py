@@ -115,10 +115,17 @@ def _exp(w: np.ndarray) -> np.ndarray:
 
 
 def _width(commanded: float, arm: ArmState, cube_pos: np.ndarray, world: WorldConfig, grasp_radius: float) -> float:
-    """The finger distance when the chunk takes over: the last committed width (the simulated hand gets
-    there within a control period: time constant about 20 ms), held open at the cube size by a cube
-    between the fingers (a tool within ``grasp_radius`` of it)."""
-    width = float(np.clip(commanded, 0.0, world.control.gripper_max_width))
+    """The finger distance when the chunk takes over: where the hand's goal for the last committed width
+    takes it (:mod:`codi_ros.control.gripper`: below ``gripper.close_below`` closed, above ``open_above``
+    that width, in between as it is; the simulated hand gets there within a control period: time constant
+    about 20 ms), held open at the cube size by a cube between the fingers (a tool within ``grasp_radius``)."""
+    g = world.gripper
+    if commanded < g.close_below:
+        width = 0.0
+    elif commanded > g.open_above:
+        width = float(min(commanded, world.control.gripper_max_width))
+    else:
+        width = float(arm.gripper_width)
     if np.linalg.norm(np.asarray(arm.ee_pos) - cube_pos) < grasp_radius:
         width = max(width, world.cube.size)
     return width
