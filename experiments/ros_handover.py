@@ -47,6 +47,7 @@ from local_graph import LocalGraph  # noqa: E402
 RESULTS = Path(__file__).resolve().parent / "results" / "ros_handover.json"
 FAULT_LINE = "stopping every arm"   # the coordinator's log line when an arm faults (a reflex)
 STOP_SETTLE_S = 1.0   # s after /codi/stop before a reset: the stop's trajectory (delivery margin + ramp) is done
+CLOSED_EMPTY_M = 0.01  # m: fingers closer than this hold nothing (the cube is 0.05 m)
 
 
 def position(msg) -> np.ndarray:
@@ -75,6 +76,21 @@ def interval_summary(times: list[float]) -> dict:
     return {"p50": round(float(np.percentile(ms, 50)), 2), "p95": round(float(np.percentile(ms, 95)), 2),
             "max": round(float(ms.max()), 2), "count": int(ms.size),
             "share_over_1.5x_median": round(float(np.mean(ms > 1.5 * np.median(ms))), 3)}
+
+
+def longest_closed(records: list, start: float, width: float = CLOSED_EMPTY_M) -> float:
+    """The longest stretch (s) after ``start`` in which the arm's fingers stayed closer than ``width``: a
+    grasp that closed on nothing (a held cube keeps them at its size) and was not reopened."""
+    best, since = 0.0, None
+    for t, m in records:
+        if t < start:
+            continue
+        if m.gripper_width < width:
+            since = t if since is None else since
+            best = max(best, t - since)
+        else:
+            since = None
+    return round(best, 2)
 
 
 def write_trace(path: Path, start: float, goal: np.ndarray, cubes: list, arm_states: dict[str, list]) -> None:
@@ -152,7 +168,8 @@ def main() -> None:
             episodes.append({"episode": i, "success": track[-1][1] <= world.goal.tolerance,
                              "final_distance": round(track[-1][1], 4),
                              "min_distance": round(min(d for _, d in track), 4),
-                             "completion_time": round(inside[0], 2) if inside else None})
+                             "completion_time": round(inside[0], 2) if inside else None,
+                             "longest_closed_empty_s": {a: longest_closed(r, start) for a, r in arm_states.items()}})
             print(f"episode {i}: {episodes[-1]}", flush=True)
             if args.trace is not None:
                 write_trace(args.trace / f"episode_{i}.json", start, goal, cubes, arm_states)
@@ -162,6 +179,7 @@ def main() -> None:
                                  .split("motion before: ", 1)[1]))
         overruns = graph.log("coordinator_node").count("planning overrun")
         completed = graph.log("coordinator_node").count("handover complete")
+        missed = {a: graph.log(f"{a}/action_node").count("nothing grasped") for a in world.arm_names}
         dropped = {"coordinator": graph.log("coordinator_node").count("dropped a late plan"),
                    "action_nodes": sum(graph.log(f"{a}/action_node").count("dropped a late plan")
                                        for a in world.arm_names)}
@@ -174,6 +192,7 @@ def main() -> None:
         "completed_by_coordinator": completed,   # episodes the coordinator ended itself: cube at the goal, released
         "chunk_delay_ms": latency_histogram([d for d, _ in delays]),   # plan start -> chunk received: latency
         "committed_steps": {str(c): n for c, n in sorted(Counter(c for _, c in delays).items())},
+        "grasps_missed": missed,   # franka_gripper grasps that closed on nothing, per arm (action node logs)
         "plans_dropped": dropped,   # late plans, dropped by the coordinator (before sending) or an action node
         "trajectory_slack_ms": latency_histogram(slack, bin_ms=10),   # arrival -> first point (< 0: late)
         "joint_state_interval_ms": interval_summary([t for t, _ in joint_states]),
