@@ -12,7 +12,7 @@ import types
 import typing
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import yaml
 
@@ -227,6 +227,13 @@ class GripperConfig:
         _check(self.move_step > 0, "gripper: move_step must be positive")
         _check(self.speed > 0 and self.force > 0 and self.epsilon > 0 and self.timeout > 0,
                "gripper: speed, force, epsilon and timeout must be positive")
+
+    def wish(self, width: float) -> Literal["grasp", "open"] | None:
+        """What a commanded width asks of the hand: a grasp below ``close_below``, an open (to that width)
+        above ``open_above``, nothing new in between (the last wish stands)."""
+        if width < self.close_below:
+            return "grasp"
+        return "open" if width > self.open_above else None
 
 
 @dataclass(frozen=True)

@@ -53,9 +53,10 @@ class GripperCommander:
         """The width commanded now (None or NaN: none yet); the goal to send now, if any (call it often: a
         goal running past its timeout is given up here)."""
         if width is not None and math.isfinite(width):
-            if width < self.cfg.close_below:
+            wish = self.cfg.wish(width)
+            if wish == "grasp":
                 self.wanted = self.grasp
-            elif width > self.cfg.open_above:
+            elif wish == "open":
                 width = min(width, self.max_width)
                 if (self.wanted is None or self.wanted.action != "move"
                         or abs(width - self.wanted.width) >= self.cfg.move_step):

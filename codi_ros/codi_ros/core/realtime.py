@@ -119,10 +119,10 @@ def _width(commanded: float, arm: ArmState, cube_pos: np.ndarray, world: WorldCo
     takes it (:mod:`codi_ros.control.gripper`: below ``gripper.close_below`` closed, above ``open_above``
     that width, in between as it is; the simulated hand gets there within a control period: time constant
     about 20 ms), held open at the cube size by a cube between the fingers (a tool within ``grasp_radius``)."""
-    g = world.gripper
-    if commanded < g.close_below:
+    wish = world.gripper.wish(commanded)
+    if wish == "grasp":
         width = 0.0
-    elif commanded > g.open_above:
+    elif wish == "open":
         width = float(min(commanded, world.control.gripper_max_width))
     else:
         width = float(arm.gripper_width)

@@ -82,7 +82,7 @@ class TwoArmWorld:
             )
         self.kinematics = ArmKinematics()
         self.executors = {name: ArmExecutor(cfg, name, self.kinematics) for name in self.arms}
-        self.events: Events = []       # the executors' log lines since the last reset (capped)
+        self.events: Events = []       # the executors' and hands' log lines since the last reset (capped)
         self._cube_qadr = m.joint("cube_free").qposadr[0]
         self._cube_dofadr = m.joint("cube_free").dofadr[0]
         self._cube_geom = m.geom("cube").id
@@ -179,7 +179,7 @@ class TwoArmWorld:
                 if arm.driven:
                     executor = self.executors[arm.name]
                     target, _, width = executor.step(self.time, q)
-                    self.events = (self.events + executor.pop_events())[-100:]
+                    self._log(executor.pop_events())
                 elif arm.follower.active:
                     target, _, width = arm.follower.sample(self.time + self._ik_dt)
                     width = width if np.isfinite(width) else None
@@ -191,7 +191,12 @@ class TwoArmWorld:
             mujoco.mj_step(self.model, self.data, nstep=self._substeps)
             for name, hand in self.hands.items():
                 hand.update()
-                self.events = (self.events + self.hand_clients[name].pop_log())[-100:]
+                self._log(self.hand_clients[name].pop_log())
+
+    def _log(self, lines: Events) -> None:
+        """Keep the newest 100 of the executors' and hands' log lines (most IK periods have none)."""
+        if lines:
+            self.events = (self.events + lines)[-100:]
 
     def step_control(self) -> None:
         """One control period (1 / rate_hz) with the current commands held."""
