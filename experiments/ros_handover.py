@@ -47,6 +47,7 @@ from local_graph import LocalGraph  # noqa: E402
 RESULTS = Path(__file__).resolve().parent / "results" / "ros_handover.json"
 FAULT_LINE = "stopping every arm"   # the coordinator's log line when an arm faults (a reflex)
 STOP_SETTLE_S = 1.0   # s after /codi/stop before a reset: the stop's trajectory (delivery margin + ramp) is done
+WALL_MINUS_MONOTONIC = time.time() - time.monotonic()   # message stamps (wall clock) to receive times (monotonic)
 CLOSED_EMPTY_M = 0.01  # m: fingers closer than this hold nothing (the cube is 0.05 m)
 
 
@@ -93,9 +94,11 @@ def longest_closed(records: list, start: float, width: float = CLOSED_EMPTY_M) -
     return round(best, 2)
 
 
-def write_trace(path: Path, start: float, goal: np.ndarray, cubes: list, arm_states: dict[str, list]) -> None:
-    """One episode as received here: the true cube position and each arm's tool position and gripper width
-    (world frame), with their receive times from the episode's start."""
+def write_trace(path: Path, start: float, goal: np.ndarray, cubes: list, arm_states: dict[str, list],
+                chunks: dict[str, list]) -> None:
+    """One episode as received here: the true cube position, each arm's tool position and gripper width
+    (world frame), and each arm's chunks (their start from the episode's start, committed steps, commanded
+    gripper widths), with their receive times from the episode's start."""
     def since(records):
         return [(round(t - start, 3), m) for t, m in records if t >= start]
 
@@ -103,7 +106,10 @@ def write_trace(path: Path, start: float, goal: np.ndarray, cubes: list, arm_sta
              "cube": [(t, position(m).round(4).tolist()) for t, m in since(cubes) if m.source == "sim_truth"],
              "arms": {a: [(t, position(m.ee_pose).round(4).tolist(),
                            round(m.gripper_width, 4)) for t, m in since(records)]
-                      for a, records in arm_states.items()}}
+                      for a, records in arm_states.items()},
+             "chunks": {a: [(t, round(stamp_sec(m.header.stamp) - WALL_MINUS_MONOTONIC - start, 3), m.committed,
+                             np.round(m.gripper_widths, 4).tolist()) for t, m in since(records)]
+                        for a, records in chunks.items()}}
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(trace) + "\n")
 
@@ -140,6 +146,7 @@ def main() -> None:
             lambda m: slack.append(stamp_sec(m.header.stamp) - time.time()), COMMAND_QOS)
         joint_states = graph.record(JointState, f"/{world.arm_names[0]}/joint_states", SENSOR_QOS, raw=True)
         arm_states = {a: graph.record(ArmState, f"/{a}/arm_state", SENSOR_QOS) for a in world.arm_names}
+        chunks = {a: graph.record(ActionChunk, f"/{a}/action_chunk", COMMAND_QOS) for a in world.arm_names}
         latency = [graph.plan_when_ready().latency for _ in range(5)]
         faults = 0
         for i in range(args.first, args.first + args.episodes):
@@ -172,7 +179,7 @@ def main() -> None:
                              "longest_closed_empty_s": {a: longest_closed(r, start) for a, r in arm_states.items()}})
             print(f"episode {i}: {episodes[-1]}", flush=True)
             if args.trace is not None:
-                write_trace(args.trace / f"episode_{i}.json", start, goal, cubes, arm_states)
+                write_trace(args.trace / f"episode_{i}.json", start, goal, cubes, arm_states, chunks)
         graph.call(Trigger, "/codi/stop", Trigger.Request())
         graph.spin_for(STOP_SETTLE_S)
         motion.append(json.loads(graph.call(Trigger, "/sim_node/reset", Trigger.Request()).message

@@ -43,13 +43,19 @@ def test_a_wish_that_changes_while_a_goal_runs_is_sent_when_it_ends():
     assert nxt.action == "move" and nxt.seq == grasp.seq + 1
 
 
-def test_a_failed_grasp_is_reported_and_the_hand_reopens_when_asked():
+def test_a_failed_grasp_reopens_the_hand_and_the_next_grasp_waits_for_an_open_command():
+    """A closed hand beside the cube is no demonstrated state: the hand reopens at once; commanded closed
+    widths do not close it again until an open one came first (then the policy has approached anew)."""
     g = GripperCommander(WORLD)
     grasp = g.command(0.0, 0.0)
-    assert g.finished(grasp.seq, False, "nothing grasped", 0.5) is None     # no retry on its own
-    assert texts(g.pop_log()) == [f"gripper grasp to {WORLD.cube.size:.3f} m failed: nothing grasped"]
-    assert g.command(0.0, 0.6) is None
-    assert g.command(0.08, 0.7).action == "move"
+    reopen = g.finished(grasp.seq, False, "nothing grasped", 0.5)
+    assert (reopen.action, reopen.width) == ("move", WORLD.control.gripper_max_width)
+    assert texts(g.pop_log()) == [f"gripper grasp to {WORLD.cube.size:.3f} m failed: nothing grasped; reopening "
+                                  "(the next grasp waits for an open command)"]
+    assert g.finished(reopen.seq, True, "", 0.7) is None
+    assert g.command(0.0, 0.8) is None and g.command(0.0, 0.9) is None      # still closed: the hand stays open
+    assert g.command(0.08, 1.0) is None                                      # open, as it is: re-armed
+    assert g.command(0.0, 1.1).action == "grasp"
 
 
 def test_a_goal_past_its_timeout_is_given_up_sent_again_and_its_late_result_ignored():
@@ -108,19 +114,21 @@ def test_a_new_goal_or_an_episode_reset_aborts_the_running_one(world):
 
 def test_in_process_widths_take_the_graphs_gripper_path(world):
     """``codi eval`` drives the hand as the action node does: through the commander's hysteresis and goals, so
-    a width inside the band leaves the fingers as they are and a grasp of nothing is reported, not ignored."""
+    a width inside the band leaves the fingers as they are, and a grasp of nothing is reported and reopens
+    the hand, which closes again only after an open command."""
     world.reset()
     action = np.zeros(7)
-    for width, fingers in ((G.open_above - 1e-3, WORLD.control.gripper_max_width),   # in the band: stays open
-                           (0.0, 0.0)):                                            # a grasp, of nothing
+
+    def command(width, steps=10):
         action[6] = width
-        for _ in range(10):
+        for _ in range(steps):
             world.apply_action("left", action)
             world.step_control()
-        assert world.gripper_width("left") == pytest.approx(fingers, abs=0.005)
-    assert any("nothing grasped" in text for _, text in world.events)
-    action[6] = G.close_below + 1e-3                       # in the band again: the hand stays closed
-    for _ in range(5):
-        world.apply_action("left", action)
-        world.step_control()
-    assert world.gripper_width("left") < 0.005
+        return world.gripper_width("left")
+
+    assert command(G.open_above - 1e-3) == pytest.approx(WORLD.control.gripper_max_width, abs=0.005)   # the band
+    assert command(0.0) == pytest.approx(WORLD.control.gripper_max_width, abs=0.005)   # grasped nothing: reopened
+    assert any("nothing grasped; reopening" in text for _, text in world.events)
+    assert command(0.0, steps=1) > 0.07                      # still commanded closed: stays open
+    command(0.08, steps=1)
+    assert min(command(0.0, steps=1) for _ in range(3)) < 0.01   # closes once more (on nothing again)

@@ -185,6 +185,14 @@ def test_predicted_state_moves_the_tools_and_a_held_cube_through_the_committed_a
     band[:, 6] = (WORLD.gripper.close_below + WORLD.gripper.open_above) / 2
     kept = predict_state(state, {"left": move, "right": band}, WORLD, 0.03, 0.01)
     assert kept.arms["right"].gripper_width == 0.08
+    # a grasp commanded in the committed actions closes the open fingers; one commanded throughout leaves
+    # them open (the hand reopened after a failed grasp, or the goal is on its way): not a finished grasp
+    closing = still.copy()
+    closing[1:, 6] = 0.0
+    assert predict_state(state, {"left": move, "right": closing}, WORLD, 0.03, 0.01).arms["right"].gripper_width == 0.0
+    closed = still.copy()
+    closed[:, 6] = 0.0
+    assert predict_state(state, {"left": move, "right": closed}, WORLD, 0.03, 0.01).arms["right"].gripper_width == 0.08
 
 
 def test_predicted_tools_from_the_executors_replace_first_order_and_carry_a_held_cube_rigidly():

@@ -11,8 +11,11 @@ so (settings: ``gripper`` in world.yaml):
   policy reads back to tell a release from a grasp about to close: the hand goes there, not fully open;
 - one goal at a time: a wish that changes while a goal runs is sent when that goal ends (the newest only);
 - a goal that has not ended within ``timeout`` has failed: reported, and the wish is sent again;
-- a grasp that closes on nothing fails (franka_gripper: the width is outside cube.size +- epsilon): reported;
-  the hand is then closed, and the policy reopens it by commanding a wide width.
+- a grasp that fails (franka_gripper: the fingers stopped outside cube.size +- epsilon, e.g. closed on nothing)
+  is reported, and the hand reopens (a move to ``control.gripper_max_width``): the next grasp waits until the
+  commanded width asks for an open hand first. A closed hand beside the cube is a state no demonstration
+  shows (their expert reopens and approaches again): in the graph the policy went on commanding closed for
+  7-25 s and the episode failed; with the hand open it approaches and grasps again, as demonstrated.
 """
 
 from __future__ import annotations
@@ -47,6 +50,7 @@ class GripperCommander:
         self.done: GripperGoal | None = None      # the last goal that ended (seq 0), None: unknown
         self.running: tuple[GripperGoal, float] | None = None   # the goal sent and when
         self._seq = 0
+        self._armed = True                        # a grasp wish counts (False after a failed grasp, until an open)
         self._lines: list[tuple[str, str]] = []
 
     def command(self, width: float | None, now: float) -> GripperGoal | None:
@@ -54,9 +58,10 @@ class GripperCommander:
         goal running past its timeout is given up here)."""
         if width is not None and math.isfinite(width):
             wish = self.cfg.wish(width)
-            if wish == "grasp":
+            if wish == "grasp" and self._armed:
                 self.wanted = self.grasp
             elif wish == "open":
+                self._armed = True
                 width = min(width, self.max_width)
                 if (self.wanted is None or self.wanted.action != "move"
                         or abs(width - self.wanted.width) >= self.cfg.move_step):
@@ -75,7 +80,11 @@ class GripperCommander:
         goal, _ = self.running
         self.running, self.done = None, dataclasses.replace(goal, seq=0)
         if not success:
-            self._lines.append(("warn", f"gripper {goal.action} to {goal.width:.3f} m failed: {error or 'no reason'}"))
+            self._lines.append(("warn", f"gripper {goal.action} to {goal.width:.3f} m failed: {error or 'no reason'}"
+                                        + ("; reopening (the next grasp waits for an open command)"
+                                           if goal.action == "grasp" else "")))
+        if not success and goal.action == "grasp":
+            self.wanted, self._armed = GripperGoal("move", self.max_width, self.cfg.speed), False
         return self._next(now)
 
     def _next(self, now: float) -> GripperGoal | None:

@@ -114,14 +114,21 @@ def _exp(w: np.ndarray) -> np.ndarray:
     return np.eye(3) + np.sin(angle) * K + (1.0 - np.cos(angle)) * K @ K
 
 
-def _width(commanded: float, arm: ArmState, cube_pos: np.ndarray, world: WorldConfig, grasp_radius: float) -> float:
-    """The finger distance when the chunk takes over: where the hand's goal for the last committed width
-    takes it (:mod:`codi_ros.control.gripper`: below ``gripper.close_below`` closed, above ``open_above``
-    that width, in between as it is; the simulated hand gets there within a control period: time constant
-    about 20 ms), held open at the cube size by a cube between the fingers (a tool within ``grasp_radius``)."""
-    wish = world.gripper.wish(commanded)
+def _width(widths: np.ndarray, arm: ArmState, cube_pos: np.ndarray, world: WorldConfig, grasp_radius: float) -> float:
+    """The finger distance when the chunk takes over, from the committed widths (d,): where the hand's goal
+    for the last one takes it (:mod:`codi_ros.control.gripper`: below ``gripper.close_below`` closed, above
+    ``open_above`` that width, in between as it is; the simulated hand gets there within a control period:
+    time constant about 20 ms), held open at the cube size by a cube between the fingers (a tool within
+    ``grasp_radius``).
+    A grasp wished throughout with the fingers measured open stays open: either the hand reopened after a
+    failed grasp and waits for an open command, or the grasp was commanded just before and its goal is on
+    the way (then the policy sees an open hand at the cube and goes on closing); a policy shown a closed
+    grasp there lifted before the fingers had closed on the cube."""
+    g, commanded = world.gripper, float(widths[-1])
+    wish = g.wish(commanded)
     if wish == "grasp":
-        width = 0.0
+        opened_before = any(g.wish(float(w)) == "open" for w in widths)
+        width = float(arm.gripper_width) if arm.gripper_width > g.open_above and not opened_before else 0.0
     elif wish == "open":
         width = float(min(commanded, world.control.gripper_max_width))
     else:
@@ -174,7 +181,7 @@ def predict_state(state: WorldState, committed: dict[str, np.ndarray], world: Wo
         rel = np.asarray(arms[holder].ee_rot) @ np.asarray(start.ee_rot).T
         cube_pos = arms[holder].ee_pos + rel @ (np.asarray(state.cube.pos, dtype=float) - start.ee_pos)
         cube_rot = rel @ quat_to_mat(state.cube.quat)
-    arms = {n: replace(a, gripper_width=_width(committed[n][-1][6], a, cube_pos, world, grasp_radius))
+    arms = {n: replace(a, gripper_width=_width(np.asarray(committed[n])[:, 6], a, cube_pos, world, grasp_radius))
             for n, a in arms.items()}
     return WorldState(arms=arms, cube=CubeState(cube_pos, mat_to_quat(cube_rot)), goal=np.asarray(state.goal).copy(),
                       stamp=state.stamp + d * dt)
