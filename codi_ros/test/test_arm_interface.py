@@ -294,6 +294,22 @@ def test_action_node_rejects_chunks_for_another_arm_or_without_joint_states_and_
     assert any("malformed" in t for t in texts(ctl.pop_log()))
 
 
+def test_action_node_reopens_the_hand_when_the_measured_fingers_show_a_lost_grasp(kinematics):
+    """The joint states' finger width reaches the gripper commander: a held grasp whose fingers close past the
+    cube (it slipped out) is followed by a move to open."""
+    ctl = left_arm_interface(kinematics)
+    ctl.on_joint_positions(np.array(WORLD.home_qpos), 0.0, gripper_width=0.08)
+    ctl.on_chunk(chunk_msg("left", chunk_of(np.zeros(6), width=0.0)), now=0.0)
+    grasp = ctl.gripper_goal(0.3)
+    assert grasp.action == "grasp" and ctl.gripper_result(grasp.seq, True, "", 0.5) is None
+    ctl.on_joint_positions(np.array(WORLD.home_qpos), 0.55, gripper_width=WORLD.cube.size - 0.004)
+    assert ctl.gripper_goal(0.6) is None                     # holding
+    ctl.on_joint_positions(np.array(WORLD.home_qpos), 0.65, gripper_width=0.003)
+    reopen = ctl.gripper_goal(0.7)
+    assert (reopen.action, reopen.width) == ("move", WORLD.control.gripper_max_width)
+    assert any("slipped out" in t for t in texts(ctl.pop_log()))
+
+
 def timed_arm_interface(world, kinematics, compute_seconds: list[float]) -> ArmInterface:
     """The left arm's interface, a 0.1 s delivery margin, its trajectories taking ``compute_seconds`` in turn to
     compute; joint states from the reset world at t = 1.0."""

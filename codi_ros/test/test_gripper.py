@@ -58,6 +58,21 @@ def test_a_failed_grasp_reopens_the_hand_and_the_next_grasp_waits_for_an_open_co
     assert g.command(0.0, 1.1).action == "grasp"
 
 
+def test_a_grasp_that_loses_the_cube_reopens_the_hand():
+    """The grasp goal succeeded, then the fingers closed further (the cube slipped out; franka_gripper says
+    nothing): the measured width shows it, and the hand reopens as after a failed grasp."""
+    g = GripperCommander(WORLD)
+    grasp = g.command(0.0, 0.0)
+    assert g.measured(0.02, 0.1) is None                                  # still closing: nothing to judge
+    assert g.finished(grasp.seq, True, "", 0.3) is None
+    assert g.measured(WORLD.cube.size - G.epsilon / 2, 0.4) is None       # holding (squeezed a little)
+    assert g.measured(float("nan"), 0.45) is None                         # not measured
+    reopen = g.measured(0.01, 0.5)
+    assert (reopen.action, reopen.width) == ("move", WORLD.control.gripper_max_width)
+    assert "the cube slipped out; reopening" in texts(g.pop_log())[0]
+    assert g.finished(reopen.seq, True, "", 0.7) is None and g.command(0.0, 0.8) is None   # waits for an open
+
+
 def test_a_goal_past_its_timeout_is_given_up_sent_again_and_its_late_result_ignored():
     g = GripperCommander(WORLD)
     grasp = g.command(0.0, 0.0)

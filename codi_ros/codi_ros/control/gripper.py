@@ -15,7 +15,9 @@ so (settings: ``gripper`` in world.yaml):
   is reported, and the hand reopens (a move to ``control.gripper_max_width``): the next grasp waits until the
   commanded width asks for an open hand first. A closed hand beside the cube is a state no demonstration
   shows (their expert reopens and approaches again): in the graph the policy went on commanding closed for
-  7-25 s and the episode failed; with the hand open it approaches and grasps again, as demonstrated.
+  7-25 s and the episode failed; with the hand open it approaches and grasps again, as demonstrated;
+- so does a grasp that held and then lost the cube: the fingers, measured (:meth:`GripperCommander.measured`),
+  closed further than cube.size - epsilon (the grasp goal had succeeded; franka_gripper reports no slip).
 """
 
 from __future__ import annotations
@@ -73,6 +75,19 @@ class GripperCommander:
             self.running, self.done = None, None
         return self._next(now)
 
+    def measured(self, width: float, now: float) -> GripperGoal | None:
+        """The fingers' measured width (NaN: unknown); the goal to send now, if any: a reopen when a grasp
+        that held the cube has lost it."""
+        held = self.running is None and self.wanted == self.grasp and self.done == self.grasp
+        if held and math.isfinite(width) and width < self.grasp.width - self.grasp.epsilon:
+            self._lines.append(("warn", f"gripper: the fingers closed to {width:.3f} m after the grasp: the cube "
+                                        "slipped out; reopening (the next grasp waits for an open command)"))
+            self._reopen()
+        return self._next(now)
+
+    def _reopen(self) -> None:
+        self.wanted, self._armed = GripperGoal("move", self.max_width, self.cfg.speed), False
+
     def finished(self, seq: int, success: bool, error: str, now: float) -> GripperGoal | None:
         """Goal ``seq`` ended (its result); the goal to send now, if any."""
         if self.running is None or self.running[0].seq != seq:
@@ -84,7 +99,7 @@ class GripperCommander:
                                         + ("; reopening (the next grasp waits for an open command)"
                                            if goal.action == "grasp" else "")))
         if not success and goal.action == "grasp":
-            self.wanted, self._armed = GripperGoal("move", self.max_width, self.cfg.speed), False
+            self._reopen()
         return self._next(now)
 
     def _next(self, now: float) -> GripperGoal | None:

@@ -66,7 +66,7 @@ class ActionNode(Node):
         self.arm = param(self, "arm")
         self.controller = ArmInterface(world, self.arm, ArmKinematics(), param(self, "state_timeout"))
         self.joints = list(arm_joint_names(self.arm))   # franka_bringup's with arm_prefix:=<arm>, as the sim's
-        self.reader = JointStateReader(self.joints, ())
+        self.reader = JointStateReader(self.joints)   # and the fingers (franka_ros2 merges them in): a lost grasp
         self.pub = self.create_publisher(JointTrajectory, f"{TRAJECTORY_CONTROLLER}/joint_trajectory", COMMAND_QOS)
         self.gripper = {"move": ActionClient(self, Move, "franka_gripper/move"),
                         "grasp": ActionClient(self, Grasp, "franka_gripper/grasp")}
@@ -92,7 +92,7 @@ class ActionNode(Node):
     def on_joint_state(self, msg: JointState) -> None:
         stamp = stamp_sec(msg.header.stamp)
         if self.reader.update(msg.name, msg.position, msg.velocity, stamp):
-            self.controller.on_joint_positions(self.reader.q, stamp, self.reader.qdot)
+            self.controller.on_joint_positions(self.reader.q, stamp, self.reader.qdot, self.reader.gripper_width)
 
     def send(self, trajectory: Trajectory | None) -> None:
         if trajectory is not None:

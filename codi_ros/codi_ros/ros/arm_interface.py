@@ -93,6 +93,7 @@ class ArmInterface:
         self._q: np.ndarray | None = None
         self._qdot: np.ndarray | None = None
         self._q_stamp = math.nan
+        self._gripper_width = math.nan     # the fingers' measured width, m
         self._stopped = False              # stopped for the joint states' sake (until they are fine again)
         self.gripper = GripperCommander(world)
         self._sent: JointTrajectory | None = None   # the last trajectory sent: its widths are the gripper's wishes
@@ -101,8 +102,11 @@ class ArmInterface:
         self.compute_s = 0.0                # the last trajectory's computation time, s
         self._late_log = LogOnce()
 
-    def on_joint_positions(self, q: np.ndarray, stamp: float, velocities: np.ndarray | None = None) -> None:
-        """Measured joint positions (and velocities: a trajectory's prediction of the arm starts from them)."""
+    def on_joint_positions(self, q: np.ndarray, stamp: float, velocities: np.ndarray | None = None,
+                           gripper_width: float = math.nan) -> None:
+        """Measured joint positions (and velocities: a trajectory's prediction of the arm starts from them; the
+        fingers' width: the gripper commander sees a lost grasp)."""
+        self._gripper_width = float(gripper_width)
         q = np.asarray(q, dtype=float)
         finite = bool(np.all(np.isfinite(q)))
         self.monitor.update("joint states", stamp, finite)
@@ -225,7 +229,8 @@ class ArmInterface:
     def gripper_goal(self, now: float) -> GripperGoal | None:
         """The gripper goal to send now, if any, for the width the trajectory sent commands now (call it every
         few tens of ms)."""
-        goal = self.gripper.command(None if self._sent is None else self._sent.sample(now)[2], now)
+        goal = self.gripper.measured(self._gripper_width, now) or \
+            self.gripper.command(None if self._sent is None else self._sent.sample(now)[2], now)
         self._lines += self.gripper.pop_log()
         return goal
 

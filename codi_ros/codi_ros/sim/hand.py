@@ -89,7 +89,9 @@ class HandClient:
         self.commander = GripperCommander(hand.world.cfg)
 
     def command(self, width: float) -> None:
-        self._send(self.commander.command(width, self.hand.world.time))
+        world = self.hand.world
+        self._send(self.commander.measured(world.gripper_width(self.hand.arm), world.time))
+        self._send(self.commander.command(width, world.time))
 
     def _send(self, goal: GripperGoal | None) -> None:
         if goal is not None:
