@@ -134,11 +134,7 @@ def main() -> None:
             graph.start("arm_state_node", namespace=arm, arm=arm)
             graph.start("action_node", namespace=arm, arm=arm)
         cubes = graph.record(CubeDetection, "/codi/cube_detections", SENSOR_QOS)
-        delays: list[tuple[float, int]] = []   # per chunk: wall time from its plan's start to its arrival, committed
-        graph.node.create_subscription(
-            ActionChunk, f"/{world.arm_names[0]}/action_chunk",
-            lambda m: delays.append((time.time() - stamp_sec(m.header.stamp), m.committed)),
-            COMMAND_QOS)
+        chunks = {a: graph.record(ActionChunk, f"/{a}/action_chunk", COMMAND_QOS) for a in world.arm_names}
         goals = graph.record(PointStamped, "/codi/goal", LATCHED_QOS)
         slack: list[float] = []   # s from a trajectory's arrival to its first point
         graph.node.create_subscription(
@@ -146,7 +142,6 @@ def main() -> None:
             lambda m: slack.append(stamp_sec(m.header.stamp) - time.time()), COMMAND_QOS)
         joint_states = graph.record(JointState, f"/{world.arm_names[0]}/joint_states", SENSOR_QOS, raw=True)
         arm_states = {a: graph.record(ArmState, f"/{a}/arm_state", SENSOR_QOS) for a in world.arm_names}
-        chunks = {a: graph.record(ActionChunk, f"/{a}/action_chunk", COMMAND_QOS) for a in world.arm_names}
         latency = [graph.plan_when_ready().latency for _ in range(5)]
         faults = 0
         for i in range(args.first, args.first + args.episodes):
@@ -192,6 +187,9 @@ def main() -> None:
                                        for a in world.arm_names)}
     finally:
         graph.close()
+    # per chunk of the first arm: wall time from its plan's start to its arrival here, and its committed steps
+    delays = [(t + WALL_MINUS_MONOTONIC - stamp_sec(m.header.stamp), m.committed)
+              for t, m in chunks[world.arm_names[0]]]
     result = {
         "experiment": "ros_handover", "episodes": args.episodes, "seed": args.seed,
         "success_rate": sum(e["success"] for e in episodes) / len(episodes),

@@ -63,11 +63,11 @@ def test_a_grasp_that_loses_the_cube_reopens_the_hand():
     nothing): the measured width shows it, and the hand reopens as after a failed grasp."""
     g = GripperCommander(WORLD)
     grasp = g.command(0.0, 0.0)
-    assert g.measured(0.02, 0.1) is None                                  # still closing: nothing to judge
+    assert g.command(None, 0.1, 0.02) is None                                  # still closing: nothing to judge
     assert g.finished(grasp.seq, True, "", 0.3) is None
-    assert g.measured(WORLD.cube.size - G.epsilon / 2, 0.4) is None       # holding (squeezed a little)
-    assert g.measured(float("nan"), 0.45) is None                         # not measured
-    reopen = g.measured(0.01, 0.5)
+    assert g.command(None, 0.4, WORLD.cube.size - G.epsilon / 2) is None       # holding (squeezed a little)
+    assert g.command(None, 0.45, float("nan")) is None                         # not measured
+    reopen = g.command(None, 0.5, 0.01)
     assert (reopen.action, reopen.width) == ("move", WORLD.control.gripper_max_width)
     assert "the cube slipped out; reopening" in texts(g.pop_log())[0]
     assert g.finished(reopen.seq, True, "", 0.7) is None and g.command(0.0, 0.8) is None   # waits for an open

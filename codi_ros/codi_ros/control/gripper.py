@@ -16,7 +16,7 @@ so (settings: ``gripper`` in world.yaml):
   commanded width asks for an open hand first. A closed hand beside the cube is a state no demonstration
   shows (their expert reopens and approaches again): in the graph the policy went on commanding closed for
   7-25 s and the episode failed; with the hand open it approaches and grasps again, as demonstrated;
-- so does a grasp that held and then lost the cube: the fingers, measured (:meth:`GripperCommander.measured`),
+- so does a grasp that held and then lost the cube: the fingers, measured (:meth:`GripperCommander.command`),
   closed further than cube.size - epsilon (the grasp goal had succeeded; franka_gripper reports no slip).
 """
 
@@ -55,9 +55,15 @@ class GripperCommander:
         self._armed = True                        # a grasp wish counts (False after a failed grasp, until an open)
         self._lines: list[tuple[str, str]] = []
 
-    def command(self, width: float | None, now: float) -> GripperGoal | None:
-        """The width commanded now (None or NaN: none yet); the goal to send now, if any (call it often: a
-        goal running past its timeout is given up here)."""
+    def command(self, width: float | None, now: float, measured: float = math.nan) -> GripperGoal | None:
+        """The width commanded now (None or NaN: none yet) and the fingers' measured width (NaN: unknown); the
+        goal to send now, if any (call it often: a goal running past its timeout is given up here, a grasp
+        that held the cube and lost it reopens here)."""
+        held = self.running is None and self.wanted == self.grasp and self.done == self.grasp
+        if held and math.isfinite(measured) and measured < self.grasp.width - self.grasp.epsilon:
+            self._lines.append(("warn", f"gripper: the fingers closed to {measured:.3f} m after the grasp: the cube "
+                                        "slipped out; reopening (the next grasp waits for an open command)"))
+            self._reopen()
         if width is not None and math.isfinite(width):
             wish = self.cfg.wish(width)
             if wish == "grasp" and self._armed:
@@ -73,16 +79,6 @@ class GripperCommander:
             self._lines.append(("warn", f"gripper {goal.action} to {goal.width:.3f} m did not finish within "
                                         f"{self.cfg.timeout:g} s: giving it up"))
             self.running, self.done = None, None
-        return self._next(now)
-
-    def measured(self, width: float, now: float) -> GripperGoal | None:
-        """The fingers' measured width (NaN: unknown); the goal to send now, if any: a reopen when a grasp
-        that held the cube has lost it."""
-        held = self.running is None and self.wanted == self.grasp and self.done == self.grasp
-        if held and math.isfinite(width) and width < self.grasp.width - self.grasp.epsilon:
-            self._lines.append(("warn", f"gripper: the fingers closed to {width:.3f} m after the grasp: the cube "
-                                        "slipped out; reopening (the next grasp waits for an open command)"))
-            self._reopen()
         return self._next(now)
 
     def _reopen(self) -> None:

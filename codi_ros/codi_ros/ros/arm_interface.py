@@ -229,8 +229,7 @@ class ArmInterface:
     def gripper_goal(self, now: float) -> GripperGoal | None:
         """The gripper goal to send now, if any, for the width the trajectory sent commands now (call it every
         few tens of ms)."""
-        goal = self.gripper.measured(self._gripper_width, now) or \
-            self.gripper.command(None if self._sent is None else self._sent.sample(now)[2], now)
+        goal = self.gripper.command(None if self._sent is None else self._sent.sample(now)[2], now, self._gripper_width)
         self._lines += self.gripper.pop_log()
         return goal
 

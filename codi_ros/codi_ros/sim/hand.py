@@ -90,8 +90,7 @@ class HandClient:
 
     def command(self, width: float) -> None:
         world = self.hand.world
-        self._send(self.commander.measured(world.gripper_width(self.hand.arm), world.time))
-        self._send(self.commander.command(width, world.time))
+        self._send(self.commander.command(width, world.time, world.gripper_width(self.hand.arm)))
 
     def _send(self, goal: GripperGoal | None) -> None:
         if goal is not None:
