@@ -109,6 +109,40 @@ def test_a_trajectory_is_taken_when_it_arrives_though_the_simulation_stands_behi
     assert peaks["acceleration"] <= max(WORLD.control.joint_acceleration_limit) * (1 + 1e-6), peaks
 
 
+def test_replanned_trajectories_at_epoch_clock_times_reach_the_simulated_fr3_without_steps(world, kinematics):
+    """The graph runs in the wall clock (1.8e9 s, where a double resolves 2.4e-7 s). Each new trajectory repeats
+    the running one's points up to its own (:meth:`JointTrajectory.following`), and must put them at the same
+    instants: stamped by each point's own time (not the sum of a header and an offset, each rounded), and
+    placed on the world's clock by one fixed offset, they do. Shifted by ~1e-7 s from one trajectory to the
+    next, the points made 1e-6 rad steps, which the FR3's 1 kHz differences see as up to 1 rad/s^2 more (the
+    graph's seed-0 reflex at 10.06 rad/s^2, on joint 7, where the executor commands 9)."""
+    t0 = 1796685936.0
+    bridge = started_bridge(world, t0)
+    ctl = left_action_node(world, kinematics, t0)
+    names, sent, now = arm_joint_names("left"), [], t0
+    for k in range(12):                                      # the wrist turned back and forth, replanned at ~3 Hz
+        plan_at = t0 + 0.3 * k + 0.0137 * (k % 3)
+        while now < plan_at:
+            now += 0.01
+            bridge.advance(now)
+            ctl.on_joint_positions(world.joint_positions("left"), now, world.joint_velocities("left"))
+            for arrival, msg in [m for m in sent if m[0] <= now]:
+                bridge.command_trajectory("left", msg, arrival)
+                sent.remove((arrival, msg))
+        twist = [0.05, 0, 0, 0, 0, 1.5 if k % 2 else -1.5]
+        trajectory = ctl.on_chunk(chunk_msg("left", chunk_of(twist, start=now)), now)
+        sent.append((now + 0.004, trajectory_msg(trajectory, names)))
+    for _ in range(100):
+        now += 0.01
+        bridge.advance(now)
+        for arrival, msg in [m for m in sent if m[0] <= now]:
+            bridge.command_trajectory("left", msg, arrival)
+            sent.remove((arrival, msg))
+    peaks = bridge.pop_motion()["left"]["peaks"]
+    assert peaks["velocity"] > 0.5                          # it turned
+    assert peaks["acceleration"] <= max(WORLD.control.joint_acceleration_limit) * 1.01, peaks
+
+
 def test_sim_bridge_reports_a_recurring_lag_once_and_its_end_after_a_quiet_spell(world):
     bridge = SimBridge(world, max_lag=0.1)
     bridge.reset(HANDOVER, seed=0, index=0)

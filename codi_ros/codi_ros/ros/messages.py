@@ -9,6 +9,7 @@ fields x, y, z, w in geometry_msgs.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -22,13 +23,31 @@ from codi_ros.perception.fusion import Detection
 Msg = Mapping[str, Any]
 
 
+def stamp_to_ns(stamp: Msg) -> int:
+    return int(stamp.get("sec", 0)) * 1_000_000_000 + int(stamp.get("nanosec", 0))
+
+
+def ns_to_sec(ns: int) -> float:
+    return ns // 1_000_000_000 + 1e-9 * (ns % 1_000_000_000)
+
+
+def sec_to_ns(t: float) -> int:
+    """Seconds to integer nanoseconds, within 1 ns and the same for the same float (``round(t * 1e9)`` at epoch
+    times rounds to 256 ns, differently for a sum taken another way)."""
+    sec = math.floor(t)
+    return sec * 1_000_000_000 + round((t - sec) * 1e9)
+
+
 def stamp_to_sec(stamp: Msg) -> float:
-    return float(stamp.get("sec", 0)) + 1e-9 * float(stamp.get("nanosec", 0))
+    return ns_to_sec(stamp_to_ns(stamp))
+
+
+def ns_to_stamp(ns: int) -> dict:
+    return {"sec": ns // 1_000_000_000, "nanosec": ns % 1_000_000_000}
 
 
 def sec_to_stamp(t: float) -> dict:
-    ns = int(round(t * 1e9))
-    return {"sec": ns // 1_000_000_000, "nanosec": ns % 1_000_000_000}
+    return ns_to_stamp(sec_to_ns(t))
 
 
 def header(t: float, frame_id: str) -> dict:
@@ -152,12 +171,13 @@ def parse_chunk(msg: Msg) -> tuple[str, str, Chunk]:
 def trajectory_msg(trajectory: JointTrajectory, joint_names: Sequence[str]) -> dict:
     """A JointTrajectory of the arm's joints, stamped with its first point's time (the gripper widths stay
     out: the hand takes franka_gripper goals, :mod:`codi_ros.control.gripper`)."""
-    t0 = trajectory.start
-    acc = trajectory.accelerations
+    ns = [sec_to_ns(float(t)) for t in trajectory.times]   # each point's own time, as in the trajectory sent before:
+    acc = trajectory.accelerations                          # a controller joining the two sees no step between them
     points = [{"positions": trajectory.positions[k].tolist(), "velocities": trajectory.velocities[k].tolist(),
                "accelerations": [] if acc is None else acc[k].tolist(),
-               "time_from_start": sec_to_stamp(float(t) - t0)} for k, t in enumerate(trajectory.times)]
-    return {"header": header(t0, ""), "joint_names": list(joint_names), "points": points}
+               "time_from_start": ns_to_stamp(ns[k] - ns[0])} for k in range(len(ns))]
+    return {"header": {"stamp": ns_to_stamp(ns[0]), "frame_id": ""}, "joint_names": list(joint_names),
+            "points": points}
 
 
 def parse_trajectory(msg: Msg, joint_names: Sequence[str]) -> JointTrajectory:
@@ -169,7 +189,7 @@ def parse_trajectory(msg: Msg, joint_names: Sequence[str]) -> JointTrajectory:
     if missing:
         raise TrajectoryError(f"joint_names: missing {missing} (got {names})")
     index = [names.index(n) for n in joint_names]
-    t0, times, q, v, a = header_time(msg), [], [], [], []
+    t0, times, q, v, a = stamp_to_ns(msg.get("header", {}).get("stamp", {})), [], [], [], []
     for i, point in enumerate(msg.get("points", [])):
         pos = np.asarray(point.get("positions", []), dtype=float)
         vel = np.asarray(point.get("velocities", []) or np.zeros(len(names)), dtype=float)
@@ -177,7 +197,7 @@ def parse_trajectory(msg: Msg, joint_names: Sequence[str]) -> JointTrajectory:
         if pos.shape != (len(names),) or vel.shape != (len(names),) or acc.size not in (0, len(names)):
             raise TrajectoryError(f"points[{i}]: {len(names)} positions, velocities (or none) and accelerations "
                                   f"(or none) needed, got {pos.size}, {vel.size} and {acc.size}")
-        times.append(t0 + stamp_to_sec(point.get("time_from_start", {})))
+        times.append(ns_to_sec(t0 + stamp_to_ns(point.get("time_from_start", {}))))   # a point's time one way only
         q.append(pos[index])
         v.append(vel[index])
         a.append(acc[index] if acc.size else None)
