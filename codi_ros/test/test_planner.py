@@ -295,3 +295,26 @@ def test_a_decentralized_planner_refuses_a_joint_policy():
 
     with pytest.raises(ConfigError, match="decentralized' runs one single-arm policy per arm"):
         Planner(joint_policy(two_arm_dataset()), WORLD, decentralized().config, load_cost_config())
+
+
+class StillPolicy(GaussianPolicy):
+    """Every sampled chunk all but zero: the tools stay where they are."""
+
+    scale = torch.tensor([1e-6] * 6 + [0.04])
+
+
+def test_a_plan_for_a_predicted_state_keeps_the_tools_the_realtime_margin_farther_apart():
+    """Tools 0.31 m apart, staying there: outside the paper's 0.30 m collision radius (a paused plan, for the
+    state measured, pays nothing), inside it widened by planner.yaml's realtime.collision_margin for a plan made
+    for the state after committed actions, whose tools are only as exact as that prediction."""
+    margin = FAST.realtime.collision_margin
+    assert margin > 0
+    state = WorldState(arms={"left": arm(-0.155), "right": arm(0.155)}, cube=world_state().cube,
+                       goal=np.array([0.35, 0.0, HALF]))
+    p = planner(policy=StillPolicy())
+    paused = p.plan(state)
+    committed = {n: np.tile(np.r_[np.zeros(6), 0.08], (2, 1)) for n in WORLD.arm_names}
+    predicted = p.plan(state, committed=committed)
+    weight = load_cost_config().collision.weight
+    assert paused.cost_terms["collision"] == pytest.approx(0.0, abs=1e-4)
+    assert predicted.cost_terms["collision"] == pytest.approx(weight * (0.30 + margin - 0.31), rel=0.05)

@@ -269,8 +269,9 @@ def test_a_reflex_on_one_arm_mid_carry_stops_both_within_the_fr3_limits_and_reco
     """Mid-carry (the planner running, one arm lifting the cube), a trajectory that jumps (no executor sends one)
     makes the other arm's simulated FR3 abort with a reflex, as the real one would: its state reports it, the
     coordinator stops both arms and refuses to plan or start; the carrier comes to rest within the FR3's limits
-    with the cube still in its hand. /codi/recover runs franka's recovery on both arms (error recovery, hardware
-    component, controller), after which /codi/start resumes the carry."""
+    with the cube still in its hand. /codi/recover runs franka's recovery on the arm in a fault (error recovery,
+    hardware component, controller; not on the carrier, whose controller holds its last command), after which
+    /codi/start resumes the carry."""
     import json
 
     from trajectory_msgs.msg import JointTrajectoryPoint
@@ -330,6 +331,7 @@ def test_a_reflex_on_one_arm_mid_carry_stops_both_within_the_fr3_limits_and_reco
     recover = g.call(Trigger, "/codi/recover", Trigger.Request(), timeout=60.0)
     assert recover.success, recover.message + g.log(f"{other}/action_node")
     assert fault(other) == "" and "recovered" in g.log(f"{other}/action_node")
+    assert "recover" not in g.log(f"{held}/action_node")   # not faulted: its controller holds its command still
     assert g.call(Trigger, "/codi/start", Trigger.Request()).success
     assert g.spin_until(lambda: speed(held) > 1e-3, 3.0), "the carrier did not move after the recovery"
     g.call(Trigger, "/codi/stop", Trigger.Request())

@@ -181,10 +181,17 @@ class Planner:
                                   "cost simulators are black boxes (as the paper's): use 'score_function' or "
                                   "inject a differentiable cost")
             cost = HandoverCost(cost_config, simulator, world.arm_names, independent=self.config.method == "codi-indep")
+            margin = self.config.realtime.collision_margin   # a plan for a predicted state keeps farther apart
+            wider = replace(cost_config, collision=replace(cost_config.collision,
+                                                           threshold=cost_config.collision.threshold + margin))
+            self._predicted_cost: Cost = HandoverCost(wider, simulator, world.arm_names,
+                                                      independent=self.config.method == "codi-indep")
         elif self.config.method == "codi-indep":
             raise ConfigError("planner.method is 'codi-indep', which builds its own per-arm cost; "
                               "an injected cost needs method 'codi'")
         self.cost: Cost = cost
+        if self._injected_cost:
+            self._predicted_cost = cost   # its own terms: no radius to widen
         self.reset()
 
     @classmethod
@@ -250,7 +257,8 @@ class Planner:
             state = predict_state(state, committed, self.world, km.grasp_radius, km.hold_width_margin, predicted)
         obs = np.stack([observe(state.arms[n], state.cube, self.world.base_frame(n)) for n in names])
         unguided = self.config.method in UNGUIDED   # no cost while sampling or choosing
-        sampler = CoDiSampler(self.base, None if unguided else self.cost, sampler_config,
+        cost = self._predicted_cost if d else self.cost     # d > 0: for a predicted state (core/realtime.py)
+        sampler = CoDiSampler(self.base, None if unguided else cost, sampler_config,
                               chunk_shape=(H, ACT_DIM), cost_model=self.cost_model)
         obs_batch = torch.as_tensor(obs)[None].expand(self.config.candidates, *obs.shape)
         cost_state = state if self._injected_cost else SimState.from_world(state, self.world)
@@ -262,7 +270,7 @@ class Planner:
             else:
                 chosen = result.actions[int(self.choice_scores(state.stamp, result.actions,
                                                                torch.zeros(len(result.actions))).argmin())]
-            value = self.cost(cost_state, chosen[None])                  # reported, never used to choose
+            value = cost(cost_state, chosen[None])                       # reported, never used to choose
         else:
             best = int(self.choice_scores(state.stamp, result.actions, result.cost.total).argmin())
             chosen = result.actions[best]

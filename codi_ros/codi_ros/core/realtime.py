@@ -19,6 +19,12 @@ actions of its chunk (the chunk takes over at t0 + d dt, exactly at its first ne
   ``prefix``): the score network sees the prefix and the guidance's cost simulator rolls it out
   before the new actions.
 
+A plan made for a predicted state is as safe as the prediction: the tools run 1-2 cm off it after 0.1-0.2 s,
+and with the paper's 30 cm collision radius (Table I) the arms came closer than the 30 cm safety distance in
+more episodes in real time than paused (43 against 36 of 100, 76 against 63 of 200 over four seeds).
+``collision_margin`` widens the radius by that error for such plans (with 2 cm: 14 of 100); a paused plan, made
+for the state measured, keeps the paper's radius.
+
 d must be chosen before planning: :class:`LatencyEstimate` takes the ``quantile`` (0.9) of the last
 ``window`` plans' latencies plus the world's ``executor.delivery_margin`` for the chunks' way to the
 arms' commands, or a fixed
@@ -56,9 +62,10 @@ class RealtimeConfig:
     window: int = 20               # recent plans whose latencies set d
     quantile: float = 0.9          # ... by this quantile of them
     max_commit: int = 8            # at most this many committed steps (d <= H - execution)
+    collision_margin: float = 0.02  # m added to the collision radius of a plan made for a predicted state (d > 0)
 
     def __post_init__(self) -> None:
-        for name in ("initial_latency", "delivery_margin"):
+        for name in ("initial_latency", "delivery_margin", "collision_margin"):
             value = getattr(self, name)
             if not (math.isfinite(value) and value >= 0):
                 raise ConfigError(f"planner.realtime.{name} must be finite and >= 0, got {value}")

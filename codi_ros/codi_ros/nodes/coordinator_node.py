@@ -1,7 +1,7 @@
 """coordinator_node: holds the CoDi planner; serves /codi/plan, /codi/stop, /codi/start, /codi/recover; runs the
 receding-horizon loop in autonomous mode and publishes one action chunk per arm. An arm state with a fault
-(a reflex) stops every arm; /codi/recover calls each arm's ``/<arm>/action_node/recover`` (franka's error
-recovery and the controller's reactivation) and then waits for the arms' states to report no fault.
+(a reflex) stops every arm; /codi/recover calls ``/<arm>/action_node/recover`` (franka's error recovery and the
+controller's reactivation) of each arm in a fault and then waits for the arms' states to report no fault.
 
 Subscribes ``/<arm>/arm_state``, ``/codi/cube_detections`` (fused, see perception/fusion.py) and
 ``/codi/goal`` (latched); publishes ``/<arm>/action_chunk``, the fused ``/codi/cube_pose`` and, for RViz, the
@@ -242,14 +242,15 @@ class CoordinatorNode(Node):
         log_lines(self, self.logic.pop_log())
 
     async def on_recover(self, request: Trigger.Request, response: Trigger.Response) -> Trigger.Response:
-        """(services thread) Every arm's recovery, then fresh arm states without a fault."""
+        """(services thread) The recovery of every arm in a fault, then fresh arm states without a fault."""
         since = now_sec(self)
-        for arm, client in self.recover_clients.items():
+        clients = {arm: self.recover_clients[arm] for arm in self.logic.faulted()}
+        for arm, client in clients.items():
             if not client.service_is_ready():
                 return fill(response, failure(f"arm {arm}: no service {client.srv_name} (is its action_node "
                                               "running?)"))
         answers = {arm: within(self.service_node, client.call_async(Trigger.Request()), RECOVER_TIMEOUT_S)
-                   for arm, client in self.recover_clients.items()}
+                   for arm, client in clients.items()}
         failed = []
         for arm, answer in answers.items():
             result = await answer

@@ -139,6 +139,12 @@ class Coordinator:
             self._lines.append(("error", f"arm {arm}: {fault}: stopping every arm; /codi/recover restarts them"))
             return self.sent([stop_msg(a, stamp, self.world.control.dt) for a in self.world.arm_names], stamp)
 
+    def faulted(self) -> list[str]:
+        """The arms whose fault is latched: the ones /codi/recover restarts. Not the others: their controllers
+        still hold their last commands, which a recovery's restart from the measured joints would jump from."""
+        with self.lock:
+            return list(self._faults)
+
     def recovered(self, since: float) -> tuple[bool, str]:
         """After /codi/recover restarted the arms: clear the faults of the arms whose states since ``since``
         report none; whether none is left, and what is."""
