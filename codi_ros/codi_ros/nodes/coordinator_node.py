@@ -71,6 +71,7 @@ from codi_ros.ros.services import failure
 
 SERVICE_WAIT_S = 10.0   # how long start-up waits for /codi/evaluate_cost before going on without it
 RECOVER_TIMEOUT_S = 40.0   # an arm's whole recovery (three steps, each up to the action node's 10 s)
+RECOVER_SERVICE_WAIT_S = 2.0   # for an action node's ~/recover service to be discovered
 FRESH_STATES_S = 0.3       # after the arms recovered: their states since then must report no fault
 
 
@@ -245,6 +246,10 @@ class CoordinatorNode(Node):
         """(services thread) The recovery of every arm in a fault, then fresh arm states without a fault."""
         since = now_sec(self)
         clients = {arm: self.recover_clients[arm] for arm in self.logic.faulted()}
+        for _ in range(int(RECOVER_SERVICE_WAIT_S / 0.1)):   # a service just started may not be discovered yet
+            if all(client.service_is_ready() for client in clients.values()):
+                break
+            await within(self.service_node, Future(), 0.1)
         for arm, client in clients.items():
             if not client.service_is_ready():
                 return fill(response, failure(f"arm {arm}: no service {client.srv_name} (is its action_node "
