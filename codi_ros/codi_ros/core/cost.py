@@ -109,6 +109,10 @@ class CostConfig:
         (Sec. VII-E, the base-policy support study)."""
         return replace(self, engage=replace(self.engage, weight=0.0), collision=replace(self.collision, weight=0.0))
 
+    def widened(self, margin: float) -> CostConfig:
+        """The collision radius ``margin`` m wider (a real-time plan's, core/realtime.py)."""
+        return replace(self, collision=replace(self.collision, threshold=self.collision.threshold + margin))
+
 
 def load_cost_config(path: str | Path | None = None) -> CostConfig:
     """``cost.yaml`` (default: the installed one), strictly: every key given, none unknown. Its values are

@@ -169,6 +169,7 @@ class Planner:
             cost = cost if cost is not None else LearnedCost(cost_model, world)
         self._injected_cost = cost is not None
         self._kinematic = (cost_config or CostConfig()).kinematic_model   # grasp rule of the state prediction
+        predicted = cost   # an injected cost keeps its own terms: no radius to widen
         if cost is None:
             cost_config = cost_config or CostConfig()
             if simulator is None:
@@ -180,18 +181,15 @@ class Planner:
                 raise ConfigError("planner.guidance.estimator 'reparameterized' needs a differentiable cost, and the "
                                   "cost simulators are black boxes (as the paper's): use 'score_function' or "
                                   "inject a differentiable cost")
-            cost = HandoverCost(cost_config, simulator, world.arm_names, independent=self.config.method == "codi-indep")
-            margin = self.config.realtime.collision_margin   # a plan for a predicted state keeps farther apart
-            wider = replace(cost_config, collision=replace(cost_config.collision,
-                                                           threshold=cost_config.collision.threshold + margin))
-            self._predicted_cost: Cost = HandoverCost(wider, simulator, world.arm_names,
-                                                      independent=self.config.method == "codi-indep")
+            indep = self.config.method == "codi-indep"
+            cost = HandoverCost(cost_config, simulator, world.arm_names, independent=indep)
+            predicted = HandoverCost(cost_config.widened(self.config.realtime.collision_margin), simulator,
+                                     world.arm_names, independent=indep)   # for a plan with committed actions
         elif self.config.method == "codi-indep":
             raise ConfigError("planner.method is 'codi-indep', which builds its own per-arm cost; "
                               "an injected cost needs method 'codi'")
         self.cost: Cost = cost
-        if self._injected_cost:
-            self._predicted_cost = cost   # its own terms: no radius to widen
+        self._predicted_cost: Cost = predicted
         self.reset()
 
     @classmethod
